@@ -1,0 +1,48 @@
+package nn
+
+import "math"
+
+// Adam is torch.optim.Adam: L2 weight decay is added to the gradient before
+// the moments (not AdamW), bias corrections as PyTorch computes them.
+type Adam struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float64
+	Step                               int
+	M, V                               []float32
+}
+
+// NewAdam returns Adam with the paper's defaults (lr 5e-4, wd 1e-6) for n
+// parameters.
+func NewAdam(n int, lr, wd float64) *Adam {
+	return &Adam{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: wd,
+		M: make([]float32, n), V: make([]float32, n)}
+}
+
+// Update applies one step to params in place. Element-wise, so it gives the
+// same bits on every replica.
+func (a *Adam) Update(params, grad []float32) {
+	a.Step++
+	bc1 := 1 - math.Pow(a.Beta1, float64(a.Step))
+	bc2 := 1 - math.Pow(a.Beta2, float64(a.Step))
+	stepSize := float32(a.LR / bc1)
+	sqrtBC2 := float32(math.Sqrt(bc2))
+	b1, b2 := float32(a.Beta1), float32(a.Beta2)
+	wd, eps := float32(a.WeightDecay), float32(a.Eps)
+	parallelFor(len(params), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g := grad[i] + wd*params[i]
+			m := a.M[i] + (1-b1)*(g-a.M[i])
+			v := b2*a.V[i] + (1-b2)*g*g
+			a.M[i], a.V[i] = m, v
+			denom := float32(math.Sqrt(float64(v)))/sqrtBC2 + eps
+			params[i] -= stepSize * m / denom
+		}
+	})
+}
+
+// Clone copies the optimizer state.
+func (a *Adam) Clone() *Adam {
+	c := *a
+	c.M = append([]float32(nil), a.M...)
+	c.V = append([]float32(nil), a.V...)
+	return &c
+}

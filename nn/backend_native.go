@@ -1,0 +1,7 @@
+//go:build !openblas
+
+package nn
+
+const backendName = "gonum (pure Go)"
+
+func setBLASThreads(int) {}
