@@ -275,3 +275,31 @@ func TestAdamFirstStepsByHand(t *testing.T) {
 		t.Fatalf("weight decay: %v, want 1.9", q[0])
 	}
 }
+
+func TestSaveLoadRoundTripBytes(t *testing.T) {
+	cfg := Config{Dims: []int{12, 6, 1}, Slope: 0.01}
+	m, _ := New(cfg, 5)
+	exps := make([]int, 12)
+	for i := range exps {
+		exps[i] = i - 20
+	}
+	dir := t.TempDir()
+	if err := Save(dir, "reward", m, exps, map[string]string{"method": "causalrm-ips"}); err != nil {
+		t.Fatal(err)
+	}
+	got, gexp, fc, err := Load(dir + "/reward.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.Meta["method"] != "causalrm-ips" || len(gexp) != 12 || gexp[3] != -17 {
+		t.Fatalf("meta/x_exp not restored: %+v %v", fc.Meta, gexp)
+	}
+	for i := range m.Params {
+		if got.Params[i] != m.Params[i] {
+			t.Fatalf("param %d: %v != %v", i, got.Params[i], m.Params[i])
+		}
+	}
+	if _, _, _, err := Load(dir + "/missing.json"); err == nil {
+		t.Fatal("loading a missing model succeeded")
+	}
+}

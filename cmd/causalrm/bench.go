@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/nn"
+	"github.com/causalrm/causalrm/shard"
+	"github.com/causalrm/causalrm/sim"
+	"github.com/causalrm/causalrm/trainer"
+)
+
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmarks (bench train: Go against PyTorch on the paper's reward model)",
+	}
+	cmd.AddCommand(benchTrainCmd())
+	return cmd
+}
+
+type benchRow struct {
+	Threads int
+	Mode    string
+	GoRows  float64
+	Torch   float64
+}
+
+func benchTrainCmd() *cobra.Command {
+	var rows, dim, steps, warmup int
+	var threadList []int
+	var python, script, data string
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Train the paper's reward model (d=4096, 256, 64, batch 512) in Go and in PyTorch, print rows/s",
+		Long: `Generates synthetic rows (or uses --data), then for each thread count times
+reward-stage training steps (causalrm-ips loss, Adam) in Go in exact and fast
+mode and in PyTorch (bench/torch_reward.py with Debian's python3-torch), and
+prints rows/s and the ratio Go / PyTorch.
+
+"all rows" runs every row of the batch through forward and backward passes,
+the arithmetic of the masked PyTorch loss; "skip o=0" is what training does
+for causalrm-ips: rows without feedback carry no loss and are skipped.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, log := cmd.Context(), cmd.ErrOrStderr()
+			if data == "" {
+				dir, err := os.MkdirTemp("", "causalrm-bench-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				cfg := sim.DefaultConfig()
+				cfg.TrainRows, cfg.TestRows, cfg.Dim, cfg.Seed = rows, 16, dim, 1
+				fmt.Fprintf(log, "generating %d rows at d=%d ...\n", rows, dim)
+				ds, err := sim.Generate(cfg)
+				if err != nil {
+					return err
+				}
+				data = filepath.Join(dir, "bench.safetensors")
+				if err := shard.WriteSafetensors(data, ds); err != nil {
+					return err
+				}
+			}
+			var table []benchRow
+			for _, th := range threadList {
+				torch := runTorch(python, script, data, th, steps, warmup, log)
+				for _, mode := range []string{"exact", "fast"} {
+					for _, skip := range []bool{false, true} {
+						ds, err := shard.Load(shard.LoadSpec{Train: data})
+						if err != nil {
+							return err
+						}
+						c := trainer.DefaultConfig()
+						c.Reduce, c.Threads, c.Propensity = mode, th, "given"
+						c.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
+						tr, err := trainer.New(c, ds, nil, nil)
+						if err != nil {
+							return err
+						}
+						rps, err := tr.BenchReward(ctx, causal.CausalIPS, warmup, steps, skip)
+						if err != nil {
+							return err
+						}
+						label := mode + ", all rows"
+						if skip {
+							label = mode + ", skip o=0"
+						}
+						table = append(table, benchRow{Threads: th, Mode: label, GoRows: rps, Torch: torch})
+						fmt.Fprintf(log, "threads %d %-16s %8.0f rows/s\n", th, label, rps)
+					}
+				}
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintf(cmd.OutOrStdout(), "reward model %d-256-64-1, batch 512, blas %s\n", dim, nn.Backend())
+			fmt.Fprintln(w, "threads\tmode\tGo rows/s\tPyTorch rows/s\tGo / PyTorch\t")
+			for _, r := range table {
+				ratio := "n/a"
+				if r.Torch > 0 {
+					ratio = fmt.Sprintf("%.2fx", r.GoRows/r.Torch)
+				}
+				fmt.Fprintf(w, "%d\t%s\t%.0f\t%.0f\t%s\t\n", r.Threads, r.Mode, r.GoRows, r.Torch, ratio)
+			}
+			return w.Flush()
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&rows, "rows", 8192, "synthetic training rows")
+	fs.IntVar(&dim, "dim", 4096, "embedding dimension")
+	fs.IntVar(&steps, "steps", 30, "timed steps")
+	fs.IntVar(&warmup, "warmup", 3, "untimed steps first")
+	fs.IntSliceVar(&threadList, "threads", []int{1, 2}, "thread counts")
+	fs.StringVar(&python, "python", "/usr/bin/python3", "python with torch (empty: skip PyTorch)")
+	fs.StringVar(&script, "script", "bench/torch_reward.py", "PyTorch baseline script")
+	fs.StringVar(&data, "data", "", "use this file instead of generating rows")
+	return cmd
+}
+
+// runTorch runs the PyTorch baseline and returns its rows/s, or 0 (with a
+// note on the log) when it cannot run.
+func runTorch(python, script, data string, threads, steps, warmup int, log interface{ Write([]byte) (int, error) }) float64 {
+	if python == "" {
+		return 0
+	}
+	c := exec.Command(python, script, "--data", data, "--threads", strconv.Itoa(threads),
+		"--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup))
+	c.Env = append(os.Environ(), "OMP_NUM_THREADS="+strconv.Itoa(threads), "OPENBLAS_NUM_THREADS="+strconv.Itoa(threads))
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Run(); err != nil {
+		fmt.Fprintf(log, "pytorch baseline failed (%v): %s\n", err, strings.TrimSpace(errb.String()))
+		return 0
+	}
+	var r struct {
+		RowsPerS float64 `json:"rows_per_s"`
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &r); err != nil {
+		fmt.Fprintf(log, "pytorch baseline: bad output %q\n", out.String())
+		return 0
+	}
+	fmt.Fprintf(log, "threads %d pytorch          %8.0f rows/s\n", threads, r.RowsPerS)
+	return r.RowsPerS
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/internal/safetensors"
+	"github.com/causalrm/causalrm/nn"
+	"github.com/causalrm/causalrm/shard"
+	"github.com/causalrm/causalrm/trainer"
+)
+
+func evalCmd() *cobra.Command {
+	var modelPath, data, split, scores string
+	var exact bool
+	var threads int
+	cmd := &cobra.Command{
+		Use:   "eval",
+		Short: "Score a file with a saved reward model; metrics when it has clean labels",
+		Example: `  causalrm eval --model runs/demo/reward.json --data data.safetensors
+  causalrm eval --model runs/demo/reward.json --data new.jsonl --split train --scores scores.jsonl`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelPath == "" || data == "" {
+				return fmt.Errorf("--model and --data are required")
+			}
+			model, xexp, fc, err := nn.Load(modelPath)
+			if err != nil {
+				return err
+			}
+			ds, err := shard.LoadAny(data)
+			if err != nil {
+				return err
+			}
+			s := map[string]*shard.Split{"train": ds.Train, "val": ds.Val, "test": ds.Test}[split]
+			if s == nil || s.N == 0 {
+				return fmt.Errorf("%s has no %s split", data, split)
+			}
+			if s.D != model.Cfg.Dims[0] {
+				return fmt.Errorf("%s: embeddings have d=%d, the model wants %d", data, s.D, model.Cfg.Dims[0])
+			}
+			nn.SetThreads(threads)
+			if xexp != nil {
+				nn.QuantizeX(s.X, s.D, xexp)
+			}
+			eng, err := nn.NewEngine(model, exact && xexp != nil, xexp, 512)
+			if err != nil {
+				return err
+			}
+			pred, err := trainer.ScoreWith(cmd.Context(), eng, s, 4096, causal.Sigmoid)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "scored %d rows of %s (%s) with %s (%s)\n", s.N, data, split, modelPath, fc.Meta["method"])
+			if s.R != nil {
+				m := causal.Evaluate(pred, s.R)
+				fmt.Fprintf(w, "R2 %.4f  MAE %.4f  RMSE %.4f  AUROC %.4f  Pearson %.4f\n", m.R2, m.MAE, m.RMSE, m.AUROC, m.Pearson)
+			}
+			if scores != "" {
+				return safetensors.WriteAtomic(scores, func(out io.Writer) error {
+					bw := bufio.NewWriter(out)
+					enc := json.NewEncoder(bw)
+					for i, p := range pred {
+						if err := enc.Encode(struct {
+							ID     string  `json:"id"`
+							Reward float64 `json:"reward"`
+						}{s.IDs[i], p}); err != nil {
+							return err
+						}
+					}
+					return bw.Flush()
+				})
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&modelPath, "model", "", "reward.json (or .safetensors) written by train")
+	cmd.Flags().StringVar(&data, "data", "", "file to score")
+	cmd.Flags().StringVar(&split, "split", "test", "split of the file to score: train, val or test")
+	cmd.Flags().StringVar(&scores, "scores", "", "write id and reward per row to this JSONL file")
+	cmd.Flags().BoolVar(&exact, "exact", true, "use the exact forward pass (same bits as training)")
+	cmd.Flags().IntVar(&threads, "threads", 0, "threads (0: all cores)")
+	return cmd
+}

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/internal/safetensors"
+	"github.com/causalrm/causalrm/nn"
+	"github.com/causalrm/causalrm/report"
+	"github.com/causalrm/causalrm/shard"
+	"github.com/causalrm/causalrm/trainer"
+)
+
+func trainCmd() *cobra.Command {
+	var f jobFlags
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Train a CausalRM reward model (all stages) and write it with its metrics and report",
+		Long: `Runs every stage the estimator needs (propensity, noise with flip-rate
+estimation, imputation) and then the reward model, each with early stopping,
+and writes to the output directory:
+
+  reward.safetensors, reward.json          the reward model (sigmoid of its logit is the reward)
+  <stage>.safetensors, <stage>.json        the auxiliary models
+  metrics.json                             test metrics, flip rates, propensity quality, epochs
+  report.md, *.png                         training curves and diagnostics
+  job.yaml                                 the resolved settings
+
+With --reduce exact (the default) the model file is bit-identical for the same
+seed and data whatever --threads is. Outputs appear all at once when training
+succeeds; a failed or interrupted run writes nothing.`,
+		Example: `  causalrm simulate --out data.safetensors
+  causalrm train --data data.safetensors --out runs/demo
+  causalrm train --config job.yaml --method causalrm-dr --seed 3`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			job, err := resolveJob(cmd, &f)
+			if err != nil {
+				return err
+			}
+			if job.Out == "" {
+				job.Out = filepath.Join("runs", fmt.Sprintf("%s-seed%d", job.Method, job.Seed))
+			}
+			return runTrain(cmd.Context(), job, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	addJobFlags(cmd, &f, true)
+	return cmd
+}
+
+// prepareOut refuses to overwrite a directory unless forced, and returns
+// the staging directory that becomes out when everything is written.
+func prepareOut(out string, force bool) (string, error) {
+	if fi, err := os.Stat(out); err == nil {
+		if !fi.IsDir() {
+			return "", fmt.Errorf("output %s exists and is not a directory", out)
+		}
+		if entries, _ := os.ReadDir(out); len(entries) > 0 && !force {
+			return "", fmt.Errorf("output directory %s is not empty (use --force to replace it)", out)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".partial-*")
+}
+
+// commitOut moves the staging directory into place.
+func commitOut(staging, out string) error {
+	if err := os.RemoveAll(out); err != nil {
+		return err
+	}
+	return os.Rename(staging, out)
+}
+
+func loadData(job *Job, log io.Writer) (*shard.Dataset, error) {
+	t0 := time.Now()
+	ds, err := job.load()
+	if err != nil {
+		return nil, err
+	}
+	if job.Progress != nil {
+		fmt.Fprintf(log, "loaded %s: train %d, val %d, test %d rows, d=%d, %.0f%% of train observed (%.1fs)\n",
+			job.Data.Train, ds.Train.N, ds.Val.N, testRows(ds), ds.Train.D, 100*observedShare(ds.Train), time.Since(t0).Seconds())
+	}
+	return ds, nil
+}
+
+func testRows(ds *shard.Dataset) int {
+	if ds.Test == nil {
+		return 0
+	}
+	return ds.Test.N
+}
+
+func observedShare(s *shard.Split) float64 {
+	n := 0
+	for _, o := range s.O {
+		n += int(o)
+	}
+	return float64(n) / float64(max(s.N, 1))
+}
+
+// RunMetrics is metrics.json.
+type RunMetrics struct {
+	Method           string                 `json:"method"`
+	Seed             uint64                 `json:"seed"`
+	Reduce           string                 `json:"reduce"`
+	Backend          string                 `json:"blas"`
+	Test             *causal.Metrics        `json:"test,omitempty"`
+	FlipRates        *causal.Rates          `json:"flip_rates,omitempty"`
+	FlipRatesSource  string                 `json:"flip_rates_source,omitempty"`
+	TrueFlipRates    *causal.Rates          `json:"true_flip_rates,omitempty"`
+	PropensityValMSE *float64               `json:"propensity_val_mse,omitempty"`
+	PropensityCalib  []trainer.CalibBin     `json:"propensity_calibration,omitempty"`
+	ObservedShare    float64                `json:"observed_share"`
+	Stages           []*trainer.StageResult `json:"stages"`
+	RewardSHA256     string                 `json:"reward_sha256"`
+	ElapsedSeconds   float64                `json:"elapsed_seconds"`
+}
+
+func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) error {
+	start := time.Now()
+	staging, err := prepareOut(job.Out, force)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(staging) // a no-op once renamed
+	ds, err := loadData(job, log)
+	if err != nil {
+		return err
+	}
+	tr, err := trainer.New(job.Config, ds, nil, nil)
+	if err != nil {
+		return err
+	}
+	res, err := tr.Reward(ctx, job.Method)
+	if err != nil {
+		return err
+	}
+	rm := &RunMetrics{Method: string(job.Method), Seed: job.Seed, Reduce: job.Reduce, Backend: nn.Backend(),
+		ObservedShare: observedShare(ds.Train)}
+	if ds.Test != nil && ds.Test.R != nil {
+		m, _, err := tr.Test(ctx, res.Model)
+		if err != nil {
+			return err
+		}
+		rm.Test = &m
+	}
+	fillAux(rm, tr, ds)
+	if err := writeModels(staging, tr, job); err != nil {
+		return err
+	}
+	sum, err := fileSHA256(filepath.Join(staging, "reward.safetensors"))
+	if err != nil {
+		return err
+	}
+	rm.RewardSHA256 = sum
+	rm.ElapsedSeconds = time.Since(start).Seconds()
+	if err := writeJSON(filepath.Join(staging, "metrics.json"), rm); err != nil {
+		return err
+	}
+	if err := writeYAML(filepath.Join(staging, "job.yaml"), job); err != nil {
+		return err
+	}
+	if err := report.Write(staging, reportRun(rm, tr)); err != nil {
+		return err
+	}
+	if err := commitOut(staging, job.Out); err != nil {
+		return err
+	}
+	printSummary(stdout, job.Out, rm)
+	return nil
+}
+
+// trueRates reads the flip rates a generated dataset records in its clean
+// labels, when it has them (for the report's comparison only).
+func trueRates(s *shard.Split) *causal.Rates {
+	if s.R == nil {
+		return nil
+	}
+	var n1, n0, f10, f01 float64
+	for i, o := range s.O {
+		if o != 1 {
+			continue
+		}
+		if s.R[i] == 1 {
+			n1++
+			if s.Y[i] == 0 {
+				f01++
+			}
+		} else {
+			n0++
+			if s.Y[i] == 1 {
+				f10++
+			}
+		}
+	}
+	if n1 == 0 || n0 == 0 {
+		return nil
+	}
+	return &causal.Rates{Rho01: f01 / n1, Rho10: f10 / n0}
+}
+
+func fillAux(rm *RunMetrics, tr *trainer.Trainer, ds *shard.Dataset) {
+	if tr.RatesKnown {
+		r := tr.Rates
+		rm.FlipRates = &r
+		rm.FlipRatesSource = "given"
+		if tr.RatesEstimated {
+			rm.FlipRatesSource = "estimated"
+		}
+	}
+	rm.TrueFlipRates = trueRates(ds.Train)
+	if !math.IsNaN(tr.PropensityValMSE) {
+		v := tr.PropensityValMSE
+		rm.PropensityValMSE = &v
+	}
+	rm.PropensityCalib = tr.Calib
+	for _, name := range []string{trainer.StagePropensity, trainer.StageNoise, trainer.StageImputation} {
+		if s, ok := tr.Stages[name]; ok {
+			rm.Stages = append(rm.Stages, s)
+		}
+	}
+	if s, ok := tr.Stages[trainer.StageReward+"/"+rm.Method]; ok {
+		rm.Stages = append(rm.Stages, s)
+	}
+}
+
+// writeModels saves the reward model as reward.* and each auxiliary stage
+// under its own name.
+func writeModels(dir string, tr *trainer.Trainer, job *Job) error {
+	for name, s := range tr.Stages {
+		file := name
+		meta := map[string]string{"stage": name, "seed": fmt.Sprint(job.Seed), "reduce": job.Reduce}
+		if strings.HasPrefix(name, trainer.StageReward+"/") {
+			m := strings.TrimPrefix(name, trainer.StageReward+"/")
+			if m != string(job.Method) {
+				continue
+			}
+			file, meta["stage"], meta["method"] = "reward", trainer.StageReward, m
+		}
+		if err := nn.Save(dir, file, s.Model, tr.XExp, meta); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fileSHA256(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	})
+}
+
+func writeYAML(path string, v any) error {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+func reportRun(rm *RunMetrics, tr *trainer.Trainer) *report.Run {
+	run := &report.Run{Method: rm.Method, Seed: rm.Seed, ObservedShare: rm.ObservedShare,
+		StageEpochs: map[string]int{}, Test: map[string]float64{}, PropensityValMSE: math.NaN(),
+		Elapsed: time.Duration(rm.ElapsedSeconds * float64(time.Second))}
+	for _, s := range rm.Stages {
+		ep := make([]int, len(s.Train))
+		for i := range ep {
+			ep[i] = i + 1
+		}
+		run.Curves = append(run.Curves, report.Curve{Stage: s.Name, Epochs: ep, Train: s.Train, Val: s.Val})
+		run.StageEpochs[s.Name] = s.Epochs
+	}
+	if rm.FlipRates != nil {
+		run.FlipRates = &report.FlipRates{Rho01: rm.FlipRates.Rho01, Rho10: rm.FlipRates.Rho10}
+	}
+	if rm.TrueFlipRates != nil {
+		run.TrueRates = &report.FlipRates{Rho01: rm.TrueFlipRates.Rho01, Rho10: rm.TrueFlipRates.Rho10}
+	}
+	if rm.PropensityValMSE != nil {
+		run.PropensityValMSE = *rm.PropensityValMSE
+	}
+	for _, b := range rm.PropensityCalib {
+		run.PropensityCalib = append(run.PropensityCalib, report.CalibBin{MeanPred: b.MeanPred, ObsRate: b.ObsRate, N: b.N})
+	}
+	if t := rm.Test; t != nil {
+		run.Test = map[string]float64{"r2": t.R2, "mae": t.MAE, "rmse": t.RMSE, "auroc": t.AUROC, "pearson": t.Pearson}
+	}
+	return run
+}
+
+func printSummary(w io.Writer, out string, rm *RunMetrics) {
+	fmt.Fprintf(w, "wrote %s (method %s, seed %d)\n", out, rm.Method, rm.Seed)
+	if rm.FlipRates != nil {
+		fmt.Fprintf(w, "flip rates (%s): rho01 %.4f rho10 %.4f\n", rm.FlipRatesSource, rm.FlipRates.Rho01, rm.FlipRates.Rho10)
+	}
+	if t := rm.Test; t != nil {
+		fmt.Fprintf(w, "test: R2 %.4f  MAE %.4f  RMSE %.4f  AUROC %.4f  Pearson %.4f\n", t.R2, t.MAE, t.RMSE, t.AUROC, t.Pearson)
+	}
+	fmt.Fprintf(w, "reward model sha256 %s\n", rm.RewardSHA256)
+}
+
+func removeAll(dir string) { _ = os.RemoveAll(dir) }

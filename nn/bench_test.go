@@ -1,0 +1,56 @@
+package nn
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// benchStep times one full training step of the paper's model (d=4096,
+// 256, 64, batch 512) without the reduction (a single holder).
+func benchStep(b *testing.B, exact bool) {
+	cfg := DefaultConfig(4096)
+	m, _ := New(cfg, 1)
+	n := 2048
+	rng := rand.New(rand.NewPCG(1, 1))
+	x := make([]float32, n*4096)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	exps := ColumnExps(4096, x)
+	QuantizeX(x, 4096, exps)
+	e, _ := NewEngine(m, exact, exps, 512)
+	opt := NewAdam(cfg.NumParams(), 5e-4, 1e-6)
+	w := make([]float64, 512)
+	for i := range w {
+		w[i] = rng.NormFloat64()
+	}
+	part := make([]int64, cfg.NumParams())
+	p32 := make([]float32, cfg.NumParams())
+	grad := make([]float32, cfg.NumParams())
+	rows := make([]int32, 512)
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		for i := range rows {
+			rows[i] = int32(rng.IntN(n))
+		}
+		e.Forward(x, rows)
+		if exact {
+			mx := e.Maxima(w)
+			if err := e.Partial(mx, part); err != nil {
+				b.Fatal(err)
+			}
+			if err := e.Grad(part, mx, 1.0/512, grad); err != nil {
+				b.Fatal(err)
+			}
+		} else {
+			e.PartialFast(w, p32)
+			copy(grad, p32)
+		}
+		opt.Update(m.Params, grad)
+		e.Touch()
+	}
+	b.ReportMetric(float64(512*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+func BenchmarkStepExact(b *testing.B) { benchStep(b, true) }
+func BenchmarkStepFast(b *testing.B)  { benchStep(b, false) }

@@ -1,0 +1,356 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"time"
+
+	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/nn"
+	"github.com/causalrm/causalrm/shard"
+)
+
+// Stage names, in pipeline order.
+const (
+	StagePropensity = "propensity"
+	StageNoise      = "noise"
+	StageImputation = "imputation"
+	StageReward     = "reward"
+)
+
+// StageResult is one trained stage.
+type StageResult struct {
+	Name      string    `json:"name"`
+	Model     *nn.MLP   `json:"-"`
+	Epochs    int       `json:"epochs"`
+	BestEpoch int       `json:"best_epoch"`
+	BestVal   float64   `json:"best_val"`
+	Train     []float64 `json:"-"` // mean training loss per epoch
+	Val       []float64 `json:"-"` // validation loss per epoch
+	Rows      int       `json:"rows"`
+	Seconds   float64   `json:"seconds"`
+}
+
+// CalibBin is one bin of the propensity model's calibration on validation.
+type CalibBin struct {
+	MeanPred float64 `json:"mean_pred"`
+	ObsRate  float64 `json:"obs_rate"`
+	N        int     `json:"n"`
+}
+
+// Trainer holds one job's data, its quantization grid and the auxiliary
+// stages' results, so several reward methods can share them (compare).
+type Trainer struct {
+	cfg  Config
+	ds   *shard.Dataset
+	red  Reducer
+	XExp []int
+
+	Stages           map[string]*StageResult
+	PHatTrain        []float64 // p_hat per train row (nil until known)
+	PHatVal          []float64
+	GHatTrain        []float64 // g_hat per train row (DR methods)
+	GHatVal          []float64
+	Rates            causal.Rates
+	RatesKnown       bool
+	RatesEstimated   bool
+	PropensityValMSE float64
+	Calib            []CalibBin
+	stepsDone        int64
+}
+
+// New prepares a trainer. It quantizes the embeddings of every split in
+// place onto per-column power-of-two grids (exact mode; DESIGN.md) taken
+// from all loaded rows; pass xexp to reuse a saved model's grid instead.
+func New(cfg Config, ds *shard.Dataset, red Reducer, xexp []int) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if ds == nil || ds.Train == nil || ds.Val == nil || ds.Train.N == 0 || ds.Val.N == 0 {
+		return nil, fmt.Errorf("%w: need non-empty train and val splits", ErrConfig)
+	}
+	if red == nil {
+		red = Local{}
+	}
+	d := ds.Train.D
+	if xexp == nil {
+		xs := [][]float32{ds.Train.X, ds.Val.X}
+		if ds.Test != nil {
+			xs = append(xs, ds.Test.X)
+		}
+		xexp = nn.ColumnExps(d, xs...)
+	}
+	for _, s := range []*shard.Split{ds.Train, ds.Val, ds.Test} {
+		if s != nil {
+			nn.QuantizeX(s.X, d, xexp)
+		}
+	}
+	nn.SetThreads(cfg.Threads)
+	t := &Trainer{cfg: cfg, ds: ds, red: red, XExp: xexp, Stages: map[string]*StageResult{},
+		PropensityValMSE: math.NaN()}
+	if cfg.FlipRates != nil {
+		t.Rates, t.RatesKnown = *cfg.FlipRates, true
+	}
+	return t, nil
+}
+
+// Config returns the trainer's configuration.
+func (t *Trainer) Config() Config { return t.cfg }
+
+// stageSeed derives a stage's initialisation seed from the job seed.
+func stageSeed(seed uint64, name string) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s", seed, name)
+	return h.Sum64()
+}
+
+func (t *Trainer) modelConfig() nn.Config {
+	dims := append([]int{t.ds.Train.D}, t.cfg.Hidden...)
+	return nn.Config{Dims: append(dims, 1), Slope: t.cfg.LeakySlope}
+}
+
+func allRows(n int) []int32 {
+	r := make([]int32, n)
+	for i := range r {
+		r[i] = int32(i)
+	}
+	return r
+}
+
+func observedRows(s *shard.Split) []int32 {
+	var r []int32
+	for i, o := range s.O {
+		if o == 1 {
+			r = append(r, int32(i))
+		}
+	}
+	return r
+}
+
+// Prepare runs the auxiliary stages the given methods need, once.
+func (t *Trainer) Prepare(ctx context.Context, methods ...causal.Method) error {
+	needP, needN, needG := false, false, false
+	for _, m := range methods {
+		needP = needP || m.UsesPropensity()
+		needN = needN || m.UsesFlipRates()
+		needG = needG || m.UsesImputation()
+	}
+	if needP && t.PHatTrain == nil {
+		if err := t.propensity(ctx); err != nil {
+			return err
+		}
+	}
+	if needN && !t.RatesKnown {
+		if err := t.noise(ctx); err != nil {
+			return err
+		}
+	}
+	if needG && t.GHatTrain == nil {
+		if err := t.imputation(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Trainer) propensity(ctx context.Context) error {
+	tr, va := t.ds.Train, t.ds.Val
+	if t.cfg.Propensity == "given" {
+		if tr.P == nil || va.P == nil {
+			return fmt.Errorf("%w: propensity: given, but the data has no p column in train and val", ErrConfig)
+		}
+		t.PHatTrain = clipAll(tr.P, t.cfg.Clip)
+		t.PHatVal = clipAll(va.P, t.cfg.Clip)
+		return nil
+	}
+	st := &stage{
+		name: StagePropensity, rows: allRows(tr.N), valRows: allRows(va.N),
+		loss: func(r int32, f float64) (float64, float64) { return causal.PropensityRow(f, tr.O[r]) },
+		valLoss: func(r int32, f float64) float64 {
+			l, _ := causal.PropensityRow(f, va.O[r])
+			return l
+		},
+	}
+	res, err := t.runStage(ctx, st)
+	if err != nil {
+		return err
+	}
+	t.PropensityValMSE = res.BestVal
+	c := t.cfg.Clip
+	score := func(f float64) float64 { return math.Max(c, math.Min(1, causal.Sigmoid(f))) }
+	if t.PHatTrain, err = t.score(ctx, res.Model, tr, score); err != nil {
+		return err
+	}
+	if t.PHatVal, err = t.score(ctx, res.Model, va, score); err != nil {
+		return err
+	}
+	t.Calib, err = t.calibration(ctx, res.Model)
+	return err
+}
+
+func clipAll(p []float32, c float64) []float64 {
+	out := make([]float64, len(p))
+	for i, v := range p {
+		out[i] = math.Max(c, math.Min(1, float64(v)))
+	}
+	return out
+}
+
+func (t *Trainer) noise(ctx context.Context) error {
+	tr, va := t.ds.Train, t.ds.Val
+	st := &stage{
+		name: StageNoise, rows: observedRows(tr), valRows: observedRows(va),
+		loss: func(r int32, f float64) (float64, float64) { return causal.BCERow(f, tr.Y[r]) },
+		valLoss: func(r int32, f float64) float64 {
+			l, _ := causal.BCERow(f, va.Y[r])
+			return l
+		},
+	}
+	if len(st.rows) == 0 || len(st.valRows) == 0 {
+		return fmt.Errorf("%w: noise stage: no observed rows in train or val", ErrConfig)
+	}
+	res, err := t.runStage(ctx, st)
+	if err != nil {
+		return err
+	}
+	// Anchor-point flip rates from the quantiles of the noise model's
+	// logits over all training rows (CAUSALRM.md section 3, stage 2).
+	z, err := t.score(ctx, res.Model, tr, func(f float64) float64 { return f })
+	if err != nil {
+		return err
+	}
+	t.Rates = causal.EstimateFlipRates(z, t.cfg.Quantile)
+	t.RatesKnown, t.RatesEstimated = true, true
+	return nil
+}
+
+func (t *Trainer) imputation(ctx context.Context) error {
+	tr, va := t.ds.Train, t.ds.Val
+	st := &stage{
+		name: StageImputation, rows: observedRows(tr), valRows: observedRows(va),
+		loss: func(r int32, f float64) (float64, float64) { return causal.BCERow(f, tr.Y[r]) },
+		valLoss: func(r int32, f float64) float64 {
+			l, _ := causal.BCERow(f, va.Y[r])
+			return l
+		},
+	}
+	if len(st.rows) == 0 || len(st.valRows) == 0 {
+		return fmt.Errorf("%w: imputation stage: no observed rows in train or val", ErrConfig)
+	}
+	res, err := t.runStage(ctx, st)
+	if err != nil {
+		return err
+	}
+	if t.GHatTrain, err = t.score(ctx, res.Model, tr, causal.Sigmoid); err != nil {
+		return err
+	}
+	t.GHatVal, err = t.score(ctx, res.Model, va, causal.Sigmoid)
+	return err
+}
+
+// rowInput gathers the per-row inputs of the reward estimators.
+func rowInput(s *shard.Split, p, g []float64, r int32) causal.RowInput {
+	in := causal.RowInput{O: s.O[r], Y: s.Y[r], P: 1, G: 0.5}
+	if p != nil {
+		in.P = p[r]
+	}
+	if g != nil {
+		in.G = g[r]
+	}
+	return in
+}
+
+// Reward trains the reward model with the given estimator, after Prepare.
+func (t *Trainer) Reward(ctx context.Context, m causal.Method) (*StageResult, error) {
+	if err := t.Prepare(ctx, m); err != nil {
+		return nil, err
+	}
+	return t.runStage(ctx, t.rewardStage(m))
+}
+
+// rewardStage is the reward model's training run for estimator m.
+func (t *Trainer) rewardStage(m causal.Method) *stage {
+	tr, va := t.ds.Train, t.ds.Val
+	rates := t.Rates
+	var pTr, pVa, gTr, gVa []float64
+	if m.UsesPropensity() {
+		pTr, pVa = t.PHatTrain, t.PHatVal
+	}
+	if m.UsesImputation() {
+		gTr, gVa = t.GHatTrain, t.GHatVal
+	}
+	st := &stage{
+		name: StageReward + "/" + string(m), rows: allRows(tr.N), valRows: allRows(va.N),
+		loss: func(r int32, f float64) (float64, float64) {
+			return m.Row(f, rowInput(tr, pTr, gTr, r), rates)
+		},
+		valLoss: func(r int32, f float64) float64 {
+			l, _ := m.Row(f, rowInput(va, pVa, gVa, r), rates)
+			return l
+		},
+		monitorTrain: t.cfg.Monitor == "train",
+	}
+	if !m.TouchesUnobserved() {
+		st.active = func(r int32) bool { return tr.O[r] == 1 }
+		st.valActive = func(r int32) bool { return va.O[r] == 1 }
+	}
+	if m.NormalizeByObserved() {
+		st.norm = func(_, active int64) float64 { return float64(active) }
+	}
+	return st
+}
+
+// BenchReward times steps reward-stage steps of method m after warmup
+// steps and returns the rows of the batches per second. With
+// skipUnobserved false every row goes through the forward and backward
+// passes (the same arithmetic as a masked PyTorch loss); with true, rows
+// that carry no loss are skipped as training does.
+func (t *Trainer) BenchReward(ctx context.Context, m causal.Method, warmup, steps int, skipUnobserved bool) (float64, error) {
+	if err := t.Prepare(ctx, m); err != nil {
+		return 0, err
+	}
+	st := t.rewardStage(m)
+	if !skipUnobserved {
+		st.active = nil
+	}
+	model, err := nn.New(t.modelConfig(), stageSeed(t.cfg.Seed, st.name))
+	if err != nil {
+		return 0, err
+	}
+	sp, err := t.newStepper(model)
+	if err != nil {
+		return 0, err
+	}
+	perm := shard.EpochPerm(t.cfg.Seed, st.name, 1, len(st.rows))
+	nb := shard.Batches(len(st.rows), t.cfg.Batch)
+	var start time.Time
+	rows := 0
+	for i := 0; i < warmup+steps; i++ {
+		if i == warmup {
+			start, rows = time.Now(), 0
+		}
+		batch := shard.BatchRows(perm, i%max(nb-1, 1), t.cfg.Batch)
+		if _, _, err := t.trainStep(ctx, st, sp, batch); err != nil {
+			return 0, err
+		}
+		rows += len(batch)
+	}
+	return float64(rows) / time.Since(start).Seconds(), nil
+}
+
+// Test scores the clean test split with a model and computes the metrics
+// of CAUSALRM.md section 5.
+func (t *Trainer) Test(ctx context.Context, model *nn.MLP) (causal.Metrics, []float64, error) {
+	te := t.ds.Test
+	if te == nil || te.R == nil {
+		return causal.Metrics{}, nil, errors.New("trainer: no test split with clean labels")
+	}
+	s, err := t.score(ctx, model, te, causal.Sigmoid)
+	if err != nil {
+		return causal.Metrics{}, nil, err
+	}
+	return causal.Evaluate(s, te.R), s, nil
+}
