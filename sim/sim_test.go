@@ -391,3 +391,30 @@ func TestLevelsMedian(t *testing.T) {
 		}
 	}
 }
+
+// The generated dataset survives the project's file format unchanged, so a
+// CLI "simulate then train" pipeline sees exactly what Generate made.
+func TestSafetensorsRoundTrip(t *testing.T) {
+	c := small()
+	c.TrainRows, c.TestRows = 500, 50
+	ds := gen(t, c)
+	path := t.TempDir() + "/sim.safetensors"
+	if err := shard.WriteSafetensors(path, ds); err != nil {
+		t.Fatal(err)
+	}
+	got, err := shard.Load(shard.LoadSpec{Train: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2]*shard.Split{{ds.Train, got.Train}, {ds.Val, got.Val}, {ds.Test, got.Test}} {
+		want, have := *pair[0], *pair[1]
+		want.Source, have.Source = "", ""
+		if !reflect.DeepEqual(want, have) {
+			t.Fatalf("%s split changed in the round trip", want.Name)
+		}
+	}
+	// The loaded file, with its ratings, can go through the protocol again.
+	if _, err := Apply(got, c); err != nil {
+		t.Fatal(err)
+	}
+}
