@@ -243,11 +243,24 @@ func (t *Trainer) newStepper(model *nn.MLP) (*stepper, error) {
 	return sp, nil
 }
 
-// trainStep is one optimizer step over a batch (indices into st.rows): the
-// forward pass over the rows that carry loss, the per-row loss gradient,
-// the exact (or fast) partial gradient, the reduction and the Adam update.
-// It returns the batch's mean loss and whether an update happened.
+// trainStep is one optimizer step over a batch (indices into st.rows). It
+// returns the batch's mean loss and whether an update happened.
 func (t *Trainer) trainStep(ctx context.Context, st *stage, sp *stepper, batch []int32) (float64, bool, error) {
+	loss, ok, err := t.batchGradient(ctx, st, sp, batch)
+	if err != nil || !ok {
+		return loss, ok, err
+	}
+	sp.opt.Update(sp.model.Params, sp.grad)
+	sp.eng.Touch()
+	t.stepsDone++
+	return loss, true, nil
+}
+
+// batchGradient computes the batch's gradient into sp.grad: the forward
+// pass over the rows that carry loss, the per-row loss derivative, the
+// exact (or fast) partial gradient and its reduction, divided by the
+// normaliser. ok is false when no row of the batch carries loss.
+func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, batch []int32) (float64, bool, error) {
 	tr := t.ds.Train
 	P := len(sp.grad)
 	sp.act = sp.act[:0]
@@ -302,8 +315,5 @@ func (t *Trainer) trainStep(ctx context.Context, st *stage, sp *stepper, batch [
 			sp.grad[i] = v * s
 		}
 	}
-	sp.opt.Update(sp.model.Params, sp.grad)
-	sp.eng.Touch()
-	t.stepsDone++
 	return fromFixed(sp.vec[P]) / norm, true, nil
 }
