@@ -33,7 +33,7 @@ func evalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ds, err := shard.LoadAny(data)
+			ds, err := shard.Load(shard.LoadSpec{Train: data, AllowEmptyVal: true})
 			if err != nil {
 				return err
 			}

@@ -16,14 +16,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := &cobra.Command{
-		Use:           "causalrm",
-		Short:         "Train reward models for RLHF from observational user feedback (CausalRM)",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(trainCmd(), compareCmd(), evalCmd(), simulateCmd(), versionCmd(), benchCmd())
-	if err := root.ExecuteContext(ctx); err != nil {
+	if err := newRoot().ExecuteContext(ctx); err != nil {
 		if errors.Is(err, context.Canceled) {
 			fmt.Fprintln(os.Stderr, "causalrm: interrupted; nothing was written")
 			os.Exit(130)
@@ -31,4 +24,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "causalrm:", err)
 		os.Exit(1)
 	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "causalrm",
+		Short:         "Train reward models for RLHF from observational user feedback (CausalRM)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(trainCmd(), compareCmd(), evalCmd(), simulateCmd(), versionCmd(), benchCmd())
+	return root
 }

@@ -45,7 +45,7 @@ labels, for diagnostics.`,
 			var ds *shard.Dataset
 			var err error
 			if from != "" {
-				full, lerr := shard.LoadLabelled(from)
+				full, lerr := shard.Load(shard.LoadSpec{Train: from, AllowEmptyVal: true})
 				if lerr != nil {
 					return lerr
 				}

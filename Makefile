@@ -1,0 +1,40 @@
+# causalrm: see README.md.
+GO       ?= go
+TAGS     ?= openblas
+BIN      := bin/causalrm
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: setup build test test-purego vet bench bench-go demo clean
+
+setup:
+	scripts/setup.sh
+
+build:
+	$(GO) build -tags '$(TAGS)' -ldflags '-X main.version=$(VERSION)' -o $(BIN) ./cmd/causalrm
+
+vet:
+	$(GO) vet -tags '$(TAGS)' ./...
+
+# The test command CI runs: every package with the OpenBLAS backend, then the
+# numerical packages again with the pure-Go backend (the exactness claims are
+# per backend).
+test: vet
+	$(GO) test -tags '$(TAGS)' -count=1 ./...
+	$(GO) test -count=1 ./nn/... ./trainer/...
+
+test-purego:
+	$(GO) test -count=1 ./...
+
+# Go vs PyTorch on the paper's reward model (needs scripts/setup.sh --bench).
+bench: build
+	$(BIN) bench train
+
+bench-go:
+	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x ./nn/
+
+demo: build
+	$(BIN) simulate --rows 20000 --dim 256 --alpha 0.5 --rho01 0.1 --rho10 0.2 --out runs/demo.safetensors --force
+	$(BIN) train --data runs/demo.safetensors --out runs/demo --force --progress-every 10
+
+clean:
+	rm -rf bin runs
