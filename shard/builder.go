@@ -1,0 +1,195 @@
+package shard
+
+import (
+	"math"
+	"strconv"
+)
+
+// missing8 marks an unset value in the uint8 columns while a split is built.
+const missing8 = 255
+
+// slotBuilder assembles one split from a row-oriented or column-oriented
+// reader. Values are checked as they arrive (errors located at the row);
+// missing values are left marked and resolved by finish, which knows the
+// defaults (o = 1 on test rows, y ignored where o = 0, optional columns all
+// or none).
+type slotBuilder struct {
+	slot string
+	file string
+	line bool
+	s    *Split
+	rows []int32 // file row / line of each split row
+}
+
+func newSlotBuilder(slot, file string, line bool, n int) *slotBuilder {
+	s := &Split{Name: slot, Source: file, N: n, IDs: make([]string, n), O: make([]uint8, n), Y: make([]uint8, n)}
+	for i := range s.O {
+		s.O[i], s.Y[i] = missing8, missing8
+	}
+	return &slotBuilder{slot: slot, file: file, line: line, s: s, rows: make([]int32, 0, n)}
+}
+
+func (b *slotBuilder) loc(i int) loc { return loc{file: b.file, row: int(b.rows[i]), line: b.line} }
+
+func (b *slotBuilder) err(i int, field string, sentinel error, format string, args ...any) error {
+	return b.loc(i).err(b.slot, field, sentinel, format, args...)
+}
+
+// setD fixes the dimension and allocates X.
+func (b *slotBuilder) setD(d int) {
+	b.s.D = d
+	b.s.X = make([]float32, b.s.N*d)
+}
+
+func (b *slotBuilder) xRow(i int) []float32 { return b.s.X[i*b.s.D : (i+1)*b.s.D] }
+
+// checkX validates a filled row of X.
+func (b *slotBuilder) checkX(i int) error {
+	row := b.xRow(i)
+	if j := firstNonFinite(row); j >= 0 {
+		return b.err(i, "x", ErrNonFinite, "x[%d] = %v", j, row[j])
+	}
+	return nil
+}
+
+func (b *slotBuilder) setID(i int, id string) error {
+	if id == "" {
+		return b.err(i, "id", ErrMissingField, "empty id")
+	}
+	b.s.IDs[i] = id
+	return nil
+}
+
+func (b *slotBuilder) setO(i int, v float64) error {
+	u, ok := binary01(v)
+	if !ok {
+		return b.err(i, "o", ErrNotBinary, "value %s not in {0,1}", fmtValue(v))
+	}
+	b.s.O[i] = u
+	return nil
+}
+
+// setY must follow setO for the row: a label on an unobserved row is ignored.
+func (b *slotBuilder) setY(i int, v float64) error {
+	if b.s.O[i] == 0 {
+		return nil
+	}
+	u, ok := binary01(v)
+	if !ok {
+		return b.err(i, "y", ErrNotBinary, "value %s not in {0,1}", fmtValue(v))
+	}
+	b.s.Y[i] = u
+	return nil
+}
+
+func (b *slotBuilder) setR(i int, v float64) error {
+	u, ok := binary01(v)
+	if !ok {
+		return b.err(i, "r", ErrNotBinary, "value %s not in {0,1}", fmtValue(v))
+	}
+	if b.s.R == nil {
+		b.s.R = make([]uint8, b.s.N)
+		for k := range b.s.R {
+			b.s.R[k] = missing8
+		}
+	}
+	b.s.R[i] = u
+	return nil
+}
+
+func nanColumn(n int) []float32 {
+	c := make([]float32, n)
+	nan := float32(math.NaN())
+	for k := range c {
+		c[k] = nan
+	}
+	return c
+}
+
+func (b *slotBuilder) setP(i int, v float64) error {
+	f, ok := propensity32(v)
+	if !ok {
+		return b.err(i, "p", ErrPropensity, "propensity %s outside (0,1]", fmtValue(v))
+	}
+	if b.s.P == nil {
+		b.s.P = nanColumn(b.s.N)
+	}
+	b.s.P[i] = f
+	return nil
+}
+
+func (b *slotBuilder) setRating(i int, v float64) error {
+	f, ok := rating32(v)
+	if !ok {
+		return b.err(i, "rating", ErrNonFinite, "rating %s is not a finite float32", fmtValue(v))
+	}
+	if b.s.Rating == nil {
+		b.s.Rating = nanColumn(b.s.N)
+	}
+	b.s.Rating[i] = f
+	return nil
+}
+
+const partialMsg = "missing value (other rows of the %s split have one)"
+
+// finish resolves missing values and returns the split.
+func (b *slotBuilder) finish() (*part, error) {
+	s := b.s
+	if len(b.rows) != s.N {
+		panic("shard: builder row count mismatch " + strconv.Itoa(len(b.rows)) + " != " + strconv.Itoa(s.N))
+	}
+	for i, id := range s.IDs {
+		if id == "" {
+			return nil, b.err(i, "id", ErrMissingField, "missing")
+		}
+	}
+	for i, o := range s.O {
+		if o == missing8 {
+			if b.slot != SplitTest {
+				return nil, b.err(i, "o", ErrMissingField, "missing")
+			}
+			s.O[i] = 1 // the test split is fully observed unless it says otherwise
+		}
+	}
+	if s.R != nil {
+		for i, r := range s.R {
+			if r == missing8 {
+				return nil, b.err(i, "r", ErrMissingField, partialMsg, b.slot)
+			}
+		}
+	}
+	for i, y := range s.Y {
+		switch {
+		case s.O[i] == 0:
+			s.Y[i] = 0
+		case y != missing8:
+		case b.slot == SplitTest && s.R != nil:
+			s.Y[i] = s.R[i] // clean test row given only its clean label
+		default:
+			return nil, b.err(i, "y", ErrMissingField, "missing on an observed row (o = 1)")
+		}
+	}
+	for _, c := range []struct {
+		name string
+		v    []float32
+	}{{"p", s.P}, {"rating", s.Rating}} {
+		for i, v := range c.v {
+			if v != v {
+				return nil, b.err(i, c.name, ErrMissingField, partialMsg, b.slot)
+			}
+		}
+	}
+	rows := b.rows
+	// Drop the locations when they are the identity (saves memory).
+	ident := true
+	for i, r := range rows {
+		if int(r) != i {
+			ident = false
+			break
+		}
+	}
+	if ident && !b.line {
+		rows = nil
+	}
+	return &part{s: s, rows: rows, line: b.line}, nil
+}

@@ -1,0 +1,317 @@
+package shard
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Split names (the slots of a Dataset).
+const (
+	SplitTrain = "train"
+	SplitVal   = "val"
+	SplitTest  = "test"
+)
+
+// CanonicalSplit maps a split label found in a file to train, val or test.
+// "validation" and "valid" are accepted for val.
+func CanonicalSplit(label string) (string, bool) {
+	switch strings.ToLower(strings.TrimSpace(label)) {
+	case "train":
+		return SplitTrain, true
+	case "val", "valid", "validation":
+		return SplitVal, true
+	case "test":
+		return SplitTest, true
+	}
+	return "", false
+}
+
+// LoadSpec names the files of a job. The format follows the extension:
+// .safetensors, .parquet, .jsonl / .ndjson (optionally .gz).
+//
+// Train is required. When the train file holds labelled splits (safetensors
+// keys X_train/X_val/X_test, a Parquet "split" column, a JSONL "split" field)
+// its val and test rows are used for the slots whose file is not named. A file
+// named for Val or Test is read for its "val" (resp. "test") rows if labelled,
+// for its only split if it holds one labelled split, or whole if unlabelled.
+type LoadSpec struct {
+	Train, Val, Test string
+	// AllowEmptyVal accepts a missing or empty validation split (the caller
+	// will carve one out of train); Dataset.Val is then a split with N = 0
+	// and the train D. Train and test must never be empty.
+	AllowEmptyVal bool
+}
+
+// part is one split as read from a file, with row locations for errors.
+type part struct {
+	s    *Split
+	rows []int32 // file row (or line) of each split row; nil: split row i is row i
+	line bool
+}
+
+func (p *part) loc(i int) loc {
+	r := i
+	if p.rows != nil {
+		r = int(p.rows[i])
+	}
+	return loc{file: p.s.Source, row: r, line: p.line}
+}
+
+// source is one open data file.
+type source interface {
+	// labels returns the row count of each canonical split label found in the
+	// file; the single key "" means the file is unlabelled (one split).
+	labels() map[string]int
+	// read reads the rows of the labels in sel (label -> slot) into one part
+	// per slot. wantD > 0 is the required embedding dimension; 0 lets the
+	// first row decide.
+	read(sel map[string]string, wantD int) (map[string]*part, error)
+	close() error
+}
+
+func openSource(path string) (source, error) {
+	base := strings.ToLower(path)
+	switch {
+	case strings.HasSuffix(base, ".safetensors"):
+		return openSafetensorsSource(path)
+	case strings.HasSuffix(base, ".parquet"):
+		return openParquetSource(path)
+	case strings.HasSuffix(base, ".jsonl"), strings.HasSuffix(base, ".ndjson"),
+		strings.HasSuffix(base, ".jsonl.gz"), strings.HasSuffix(base, ".ndjson.gz"):
+		return openJSONLSource(path)
+	}
+	return nil, fileErr(path, "", "", ErrFormat, "unknown file type (want .safetensors, .parquet, .jsonl or .jsonl.gz)")
+}
+
+func labelList(m map[string]int) string {
+	var ls []string
+	for l := range m {
+		if l == "" {
+			l = "(unlabelled)"
+		}
+		ls = append(ls, l)
+	}
+	sort.Strings(ls)
+	if len(ls) == 0 {
+		return "none"
+	}
+	return strings.Join(ls, ", ")
+}
+
+// Load reads and validates the dataset named by spec. Every data error is a
+// *RowError locating the offending file, row or line and field.
+func Load(spec LoadSpec) (*Dataset, error) {
+	if spec.Train == "" {
+		return nil, fmt.Errorf("shard: LoadSpec.Train is empty")
+	}
+	type job struct {
+		path string
+		src  source
+		sel  map[string]string // label -> slot
+	}
+	var jobs []*job
+	byPath := map[string]*job{}
+	defer func() {
+		for _, j := range jobs {
+			j.src.close()
+		}
+	}()
+	get := func(path string) (*job, error) {
+		if j, ok := byPath[path]; ok {
+			return j, nil
+		}
+		src, err := openSource(path)
+		if err != nil {
+			return nil, err
+		}
+		j := &job{path: path, src: src, sel: map[string]string{}}
+		jobs = append(jobs, j)
+		byPath[path] = j
+		return j, nil
+	}
+	assign := func(j *job, label, slot string) error {
+		if prev, ok := j.sel[label]; ok && prev != slot {
+			what := "the rows of " + j.path
+			if label != "" {
+				what = fmt.Sprintf("the %s rows of %s", label, j.path)
+			}
+			return fileErr(j.path, slot, "", ErrDuplicateID, "%s would be used for both %s and %s", what, prev, slot)
+		}
+		j.sel[label] = slot
+		return nil
+	}
+
+	tj, err := get(spec.Train)
+	if err != nil {
+		return nil, err
+	}
+	tl := tj.src.labels()
+	if _, ok := tl[""]; ok {
+		if err := assign(tj, "", SplitTrain); err != nil {
+			return nil, err
+		}
+	} else {
+		if _, ok := tl[SplitTrain]; !ok {
+			return nil, fileErr(spec.Train, SplitTrain, "", ErrEmptySplit, "holds no train rows (splits present: %s)", labelList(tl))
+		}
+		assign(tj, SplitTrain, SplitTrain)
+		for _, slot := range []string{SplitVal, SplitTest} {
+			named := spec.Val
+			if slot == SplitTest {
+				named = spec.Test
+			}
+			if _, ok := tl[slot]; ok && named == "" {
+				assign(tj, slot, slot)
+			}
+		}
+	}
+	for _, slot := range []string{SplitVal, SplitTest} {
+		path := spec.Val
+		if slot == SplitTest {
+			path = spec.Test
+		}
+		if path == "" {
+			continue
+		}
+		j, err := get(path)
+		if err != nil {
+			return nil, err
+		}
+		l := j.src.labels()
+		label := ""
+		if _, ok := l[""]; !ok {
+			if _, ok := l[slot]; ok {
+				label = slot
+			} else if len(l) == 1 {
+				for k := range l {
+					label = k
+				}
+			} else {
+				return nil, fileErr(path, slot, "", ErrEmptySplit, "holds no %s rows (splits present: %s)", slot, labelList(l))
+			}
+		}
+		if err := assign(j, label, slot); err != nil {
+			return nil, err
+		}
+	}
+
+	parts := map[string]*part{}
+	wantD := 0
+	for _, j := range jobs {
+		got, err := j.src.read(j.sel, wantD)
+		if err != nil {
+			return nil, err
+		}
+		for slot, p := range got {
+			parts[slot] = p
+			if wantD == 0 && p.s.D > 0 {
+				wantD = p.s.D
+			}
+		}
+		if j == tj && (parts[SplitTrain] == nil || parts[SplitTrain].s.N == 0) {
+			return nil, fileErr(spec.Train, SplitTrain, "", ErrEmptySplit, "the train split has no rows")
+		}
+	}
+	ds := &Dataset{Train: parts[SplitTrain].s}
+	if p := parts[SplitTest]; p == nil {
+		return nil, fileErr(spec.Train, SplitTest, "", ErrEmptySplit, "no test split: the file holds no test rows and LoadSpec.Test is empty")
+	} else if p.s.N == 0 {
+		return nil, fileErr(p.s.Source, SplitTest, "", ErrEmptySplit, "the test split has no rows")
+	} else {
+		ds.Test = p.s
+	}
+	if p := parts[SplitVal]; p != nil && (p.s.N > 0 || spec.AllowEmptyVal) {
+		ds.Val = p.s
+	} else if !spec.AllowEmptyVal {
+		if p == nil {
+			return nil, fileErr(spec.Train, SplitVal, "", ErrEmptySplit, "no validation split: the file holds no val rows and LoadSpec.Val is empty (set AllowEmptyVal to split one off train)")
+		}
+		return nil, fileErr(p.s.Source, SplitVal, "", ErrEmptySplit, "the val split has no rows (set AllowEmptyVal to split one off train)")
+	} else {
+		ds.Val = emptySplit(SplitVal, ds.Train.D)
+	}
+	if err := checkDuplicates([]*part{parts[SplitTrain], parts[SplitVal], parts[SplitTest]}); err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+func emptySplit(name string, d int) *Split {
+	return &Split{Name: name, D: d, IDs: []string{}, X: []float32{}, O: []uint8{}, Y: []uint8{}}
+}
+
+// checkDuplicates reports the first id seen twice, naming both rows.
+func checkDuplicates(parts []*part) error {
+	n := 0
+	for _, p := range parts {
+		if p != nil {
+			n += p.s.N
+		}
+	}
+	type at struct{ p, i int }
+	seen := make(map[string]at, n)
+	for pi, p := range parts {
+		if p == nil {
+			continue
+		}
+		for i, id := range p.s.IDs {
+			if prev, ok := seen[id]; ok {
+				first := parts[prev.p].loc(prev.i)
+				return p.loc(i).err(p.s.Name, "id", ErrDuplicateID, "duplicate id %q (first at %s)", id, first)
+			}
+			seen[id] = at{pi, i}
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Value checks shared by the readers.
+
+// finite32 reports whether v is neither NaN nor infinite.
+func finite32(v float32) bool { return math.Float32bits(v)&0x7f800000 != 0x7f800000 }
+
+// firstNonFinite returns the index of the first NaN or Inf in x, or -1.
+func firstNonFinite(x []float32) int {
+	for i, v := range x {
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
+			return i
+		}
+	}
+	return -1
+}
+
+// binary01 converts a label value, reporting whether it is 0 or 1.
+func binary01(v float64) (uint8, bool) {
+	switch v {
+	case 0:
+		return 0, true
+	case 1:
+		return 1, true
+	}
+	return 0, false
+}
+
+// propensity32 converts p, reporting whether the stored float32 lies in (0,1].
+func propensity32(v float64) (float32, bool) {
+	f := float32(v)
+	return f, !math.IsNaN(v) && f > 0 && f <= 1
+}
+
+// rating32 converts a rating, reporting whether it is finite as a float32.
+func rating32(v float64) (float32, bool) {
+	f := float32(v)
+	return f, finite32(f)
+}
+
+// fmtValue formats v briefly: values that are exact float32s (most data)
+// in their shortest float32 form.
+func fmtValue(v float64) string {
+	if float64(float32(v)) == v {
+		return strconv.FormatFloat(v, 'g', -1, 32)
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}

@@ -1,0 +1,496 @@
+package shard
+
+import (
+	"errors"
+	"io"
+	"math"
+	"os"
+	"strconv"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
+
+	"github.com/causalrm/causalrm/internal/safetensors"
+)
+
+// Parquet layout: one row per example with columns
+//
+//	id      string, or int32/int64 (unsigned ones too)      required
+//	x       list<float|double> (LIST, or a repeated leaf)     required
+//	o       int or bool                                       required (test: defaults to 1)
+//	y       int or bool, nullable                             required where o = 1
+//	p       float or double, nullable                         optional
+//	r       int or bool, nullable                             optional (clean label)
+//	rating  float or double, nullable                         optional
+//	split   string: train / val / test                        optional
+//
+// Integers and booleans are accepted for the 0/1 columns, floats for
+// p and rating. Row numbers in errors are 0-based rows of the file.
+
+type pqSource struct {
+	path   string
+	f      *os.File
+	pf     *parquet.File
+	cols   map[string]*parquet.Column // present columns by field name (x: its leaf)
+	label  []int8                     // per file row: labelIndex of its split; nil if unlabelled
+	counts map[string]int
+}
+
+var labelNames = [3]string{SplitTrain, SplitVal, SplitTest}
+
+func labelIndex(l string) int8 {
+	for i, n := range labelNames {
+		if n == l {
+			return int8(i)
+		}
+	}
+	return -1
+}
+
+func openParquetSource(path string) (s *pqSource, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	pf, err := parquet.OpenFile(f, st.Size(), parquet.SkipBloomFilters(true), parquet.SkipPageIndex(true))
+	if err != nil {
+		return nil, fileErr(path, "", "", ErrFormat, "not a readable Parquet file: %v", err)
+	}
+	s = &pqSource{path: path, f: f, pf: pf, cols: map[string]*parquet.Column{}}
+	root := pf.Root()
+	bad := func(field, format string, args ...any) error {
+		return fileErr(path, "", field, ErrFormat, format, args...)
+	}
+	for _, name := range []string{"id", "o", "y", "p", "r", "rating", "split"} {
+		c := root.Column(name)
+		if c == nil {
+			continue
+		}
+		if !c.Leaf() || c.MaxRepetitionLevel() != 0 {
+			return nil, bad(name, "expected a scalar column, got %s", c)
+		}
+		k := c.Type().Kind()
+		ok := false
+		switch name {
+		case "id":
+			ok = k == parquet.ByteArray || k == parquet.FixedLenByteArray || k == parquet.Int32 || k == parquet.Int64
+		case "o", "y", "r":
+			ok = k == parquet.Boolean || k == parquet.Int32 || k == parquet.Int64 || k == parquet.Float || k == parquet.Double
+		case "p", "rating":
+			ok = k == parquet.Float || k == parquet.Double || k == parquet.Int32 || k == parquet.Int64
+		case "split":
+			ok = k == parquet.ByteArray || k == parquet.FixedLenByteArray
+		}
+		if !ok {
+			return nil, bad(name, "unsupported physical type %s", k)
+		}
+		s.cols[name] = c
+	}
+	if x := root.Column("x"); x != nil {
+		leaf := x
+		for !leaf.Leaf() {
+			ch := leaf.Columns()
+			if len(ch) != 1 {
+				return nil, bad("x", "expected a list of floats, got %s", x)
+			}
+			leaf = ch[0]
+		}
+		if leaf.MaxRepetitionLevel() != 1 {
+			return nil, bad("x", "expected a list of floats (one level of repetition), got %s", x)
+		}
+		if k := leaf.Type().Kind(); k != parquet.Float && k != parquet.Double {
+			return nil, bad("x", "expected float or double elements, got %s", k)
+		}
+		s.cols["x"] = leaf
+	} else {
+		return nil, fileErr(path, "", "x", ErrMissingField, "no x column")
+	}
+
+	n := int(pf.NumRows())
+	s.counts = map[string]int{}
+	sc, ok := s.cols["split"]
+	if !ok {
+		s.counts[""] = n
+		return s, nil
+	}
+	s.label = make([]int8, 0, n)
+	err = s.scan(sc, func(row int, v parquet.Value) error {
+		if v.IsNull() {
+			return loc{file: path, row: row}.err("", "split", ErrMissingField, "missing")
+		}
+		raw := string(v.ByteArray())
+		l, ok := CanonicalSplit(raw)
+		if !ok {
+			return loc{file: path, row: row}.err("", "split", ErrSplitName, "unknown split %q (want train, val or test)", raw)
+		}
+		s.label = append(s.label, labelIndex(l))
+		s.counts[l]++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *pqSource) labels() map[string]int { return s.counts }
+func (s *pqSource) close() error           { return s.f.Close() }
+
+// scan calls fn for every value of a scalar column, with its file row.
+func (s *pqSource) scan(c *parquet.Column, fn func(row int, v parquet.Value) error) error {
+	row := 0
+	return s.scanValues(c, func(vals []parquet.Value) error {
+		for _, v := range vals {
+			if row >= int(s.pf.NumRows()) {
+				return fileErr(s.path, "", c.Name(), ErrFormat, "column has more values than the file has rows")
+			}
+			if err := fn(row, v); err != nil {
+				return err
+			}
+			row++
+		}
+		return nil
+	})
+}
+
+// scanValues calls fn with batches of the values of leaf column c, in file
+// order across row groups. Byte-array values are only valid during fn.
+func (s *pqSource) scanValues(c *parquet.Column, fn func(vals []parquet.Value) error) error {
+	buf := make([]parquet.Value, 4096)
+	for _, rg := range s.pf.RowGroups() {
+		r := parquet.NewColumnChunkValueReader(rg.ColumnChunks()[c.Index()])
+		for {
+			n, err := r.ReadValues(buf)
+			if n > 0 {
+				if ferr := fn(buf[:n]); ferr != nil {
+					r.Close()
+					return ferr
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				r.Close()
+				return fileErr(s.path, "", c.Name(), ErrFormat, "reading column: %v", err)
+			}
+		}
+		r.Close()
+	}
+	return nil
+}
+
+func isUnsigned(c *parquet.Column) bool {
+	lt := c.Type().LogicalType()
+	if lt == nil {
+		return false
+	}
+	it, ok := lt.Value.(*format.IntType)
+	return ok && !it.IsSigned
+}
+
+// number converts a non-null numeric value of column c to float64.
+func number(c *parquet.Column, v parquet.Value) float64 {
+	switch v.Kind() {
+	case parquet.Boolean:
+		if v.Boolean() {
+			return 1
+		}
+		return 0
+	case parquet.Int32:
+		if isUnsigned(c) {
+			return float64(uint32(v.Int32()))
+		}
+		return float64(v.Int32())
+	case parquet.Int64:
+		if isUnsigned(c) {
+			return float64(uint64(v.Int64()))
+		}
+		return float64(v.Int64())
+	case parquet.Float:
+		return float64(v.Float())
+	case parquet.Double:
+		return v.Double()
+	}
+	return math.NaN()
+}
+
+func (s *pqSource) read(sel map[string]string, wantD int) (map[string]*part, error) {
+	n := int(s.pf.NumRows())
+	// Route every file row to a builder and its row there.
+	var byLabel [4]*slotBuilder // train, val, test, unlabelled
+	out := map[string]*slotBuilder{}
+	for label, slot := range sel {
+		idx := 3
+		if label != "" {
+			idx = int(labelIndex(label))
+		}
+		b := newSlotBuilder(slot, s.path, false, s.counts[label])
+		byLabel[idx] = b
+		out[slot] = b
+	}
+	dest := make([]*slotBuilder, n)
+	at := make([]int32, n)
+	for row := 0; row < n; row++ {
+		idx := 3
+		if s.label != nil {
+			idx = int(s.label[row])
+		}
+		if b := byLabel[idx]; b != nil {
+			dest[row] = b
+			at[row] = int32(len(b.rows))
+			b.rows = append(b.rows, int32(row))
+		}
+	}
+	if wantD > 0 {
+		for _, b := range out {
+			b.setD(wantD)
+		}
+	}
+	if err := s.readX(dest, at, out, wantD); err != nil {
+		return nil, err
+	}
+
+	if c, ok := s.cols["id"]; ok {
+		unsigned := isUnsigned(c)
+		err := s.scan(c, func(row int, v parquet.Value) error {
+			b := dest[row]
+			if b == nil || v.IsNull() {
+				return nil
+			}
+			var id string
+			switch v.Kind() {
+			case parquet.Int32:
+				if unsigned {
+					id = strconv.FormatUint(uint64(uint32(v.Int32())), 10)
+				} else {
+					id = strconv.FormatInt(int64(v.Int32()), 10)
+				}
+			case parquet.Int64:
+				if unsigned {
+					id = strconv.FormatUint(uint64(v.Int64()), 10)
+				} else {
+					id = strconv.FormatInt(v.Int64(), 10)
+				}
+			default:
+				id = string(v.ByteArray())
+			}
+			return b.setID(int(at[row]), id)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	setters := []struct {
+		name string
+		set  func(b *slotBuilder, i int, v float64) error
+	}{
+		{"o", (*slotBuilder).setO}, {"r", (*slotBuilder).setR}, {"y", (*slotBuilder).setY},
+		{"p", (*slotBuilder).setP}, {"rating", (*slotBuilder).setRating},
+	}
+	for _, st := range setters {
+		c, ok := s.cols[st.name]
+		if !ok {
+			continue
+		}
+		err := s.scan(c, func(row int, v parquet.Value) error {
+			b := dest[row]
+			if b == nil || v.IsNull() {
+				return nil
+			}
+			return st.set(b, int(at[row]), number(c, v))
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	parts := map[string]*part{}
+	for _, slot := range labelNames { // fixed order: the first error is deterministic
+		b, ok := out[slot]
+		if !ok {
+			continue
+		}
+		if b.s.X == nil {
+			b.setD(0) // no rows at all
+		}
+		p, err := b.finish()
+		if err != nil {
+			return nil, err
+		}
+		parts[slot] = p
+	}
+	return parts, nil
+}
+
+// readX streams the x column into the builders' X, checking every row's
+// length and finiteness. The first selected row fixes D when wantD is 0.
+func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBuilder, wantD int) error {
+	c := s.cols["x"]
+	maxDef := c.MaxDefinitionLevel()
+	nullElemDef := -1
+	if c.Optional() {
+		nullElemDef = maxDef - 1
+	}
+	isDouble := c.Type().Kind() == parquet.Double
+	d := wantD
+	var first []float32 // the first selected row while D is unknown
+	row := -1
+	var b *slotBuilder
+	var dst []float32
+	count := 0
+	var rowErr error
+
+	endRow := func() error {
+		if row < 0 || b == nil {
+			return nil
+		}
+		i := int(at[row])
+		if rowErr != nil {
+			return rowErr
+		}
+		if d == 0 {
+			if len(first) == 0 {
+				return b.err(i, "x", ErrDimension, "empty embedding")
+			}
+			d = len(first)
+			for _, ob := range out {
+				ob.setD(d)
+			}
+			copy(b.xRow(i), first)
+			first = nil
+			return b.checkX(i)
+		}
+		if count != d {
+			return b.err(i, "x", ErrDimension, "expected %d values, got %d", d, count)
+		}
+		return b.checkX(i)
+	}
+	err := s.scanValues(c, func(vals []parquet.Value) error {
+		for _, v := range vals {
+			if v.RepetitionLevel() == 0 {
+				if err := endRow(); err != nil {
+					return err
+				}
+				row++
+				if row >= len(dest) {
+					return fileErr(s.path, "", "x", ErrFormat, "column has more rows than the file")
+				}
+				b = dest[row]
+				count, rowErr = 0, nil
+				if b != nil && d > 0 {
+					dst = b.xRow(int(at[row]))
+				}
+			}
+			if b == nil || rowErr != nil {
+				continue
+			}
+			def := v.DefinitionLevel()
+			if def < maxDef {
+				if def == nullElemDef {
+					rowErr = b.err(int(at[row]), "x", ErrMissingField, "null element at index %d", count)
+				}
+				continue // otherwise a null or empty list: no elements
+			}
+			var f float32
+			if isDouble {
+				f = float32(v.Double())
+			} else {
+				f = v.Float()
+			}
+			if d == 0 {
+				first = append(first, f)
+			} else if count < d {
+				dst[count] = f
+			}
+			count++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return endRow()
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+
+type pqRow struct {
+	ID     string    `parquet:"id"`
+	Split  string    `parquet:"split"`
+	X      []float32 `parquet:"x,list"`
+	O      int32     `parquet:"o"`
+	Y      *int32    `parquet:"y,optional"`
+	P      *float32  `parquet:"p,optional"`
+	R      *int32    `parquet:"r,optional"`
+	Rating *float32  `parquet:"rating,optional"`
+}
+
+// WriteParquet writes every non-nil split of ds to one Parquet file with a
+// split column (layout above), atomically. y is written as null where o = 0;
+// absent optional columns are all null. Embedding rows are not copied.
+func WriteParquet(path string, ds *Dataset) error {
+	if err := ds.Validate(); err != nil {
+		return err
+	}
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+		pw := parquet.NewGenericWriter[pqRow](w, parquet.Compression(&parquet.Zstd))
+		const batch = 256
+		rows := make([]pqRow, 0, batch)
+		ints := make([]int32, 2*batch)
+		floats := make([]float32, 2*batch)
+		flush := func() error {
+			if len(rows) == 0 {
+				return nil
+			}
+			_, err := pw.Write(rows)
+			rows = rows[:0]
+			return err
+		}
+		for _, e := range ds.slots() {
+			sp := e.s
+			if sp == nil {
+				continue
+			}
+			for i := 0; i < sp.N; i++ {
+				k := len(rows)
+				r := pqRow{ID: sp.IDs[i], Split: e.name, X: sp.Row(i), O: int32(sp.O[i])}
+				if sp.O[i] == 1 {
+					ints[2*k] = int32(sp.Y[i])
+					r.Y = &ints[2*k]
+				}
+				if sp.R != nil {
+					ints[2*k+1] = int32(sp.R[i])
+					r.R = &ints[2*k+1]
+				}
+				if sp.P != nil {
+					floats[2*k] = sp.P[i]
+					r.P = &floats[2*k]
+				}
+				if sp.Rating != nil {
+					floats[2*k+1] = sp.Rating[i]
+					r.Rating = &floats[2*k+1]
+				}
+				rows = append(rows, r)
+				if len(rows) == batch {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		return pw.Close()
+	})
+}
