@@ -35,14 +35,21 @@ type Config struct {
 	Latent   int // rank of the latent structure (default 16)
 	Clusters int // Gaussian mixture components in latent space (default 8)
 	Levels   int // rating levels 0..Levels-1 (default 5, HelpSteer-like 0..4)
+
+	// RatingNoise is the std of the noise on the latent score before it is
+	// cut into levels (default 0.35): how far the rating is from being a
+	// function of x. Real embeddings predict human ratings loosely, so
+	// larger values are the more realistic ones.
+	RatingNoise float64
 }
 
 // Defaults for the optional fields.
 const (
-	DefaultObsRate  = 0.2
-	DefaultLatent   = 16
-	DefaultClusters = 8
-	DefaultLevels   = 5
+	DefaultObsRate     = 0.2
+	DefaultLatent      = 16
+	DefaultClusters    = 8
+	DefaultLevels      = 5
+	DefaultRatingNoise = 0.35
 )
 
 // DefaultConfig is the paper's main setting (alpha 0.5, rho01 0.1, rho10 0.2,
@@ -77,6 +84,9 @@ func (c Config) withDefaults() Config {
 	if c.Levels == 0 {
 		c.Levels = DefaultLevels
 	}
+	if c.RatingNoise == 0 {
+		c.RatingNoise = DefaultRatingNoise
+	}
 	return c
 }
 
@@ -102,6 +112,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sim: Clusters must be >= 1, got %d", c.Clusters)
 	case c.Levels < 2:
 		return fmt.Errorf("sim: Levels must be >= 2, got %d", c.Levels)
+	case !(c.RatingNoise >= 0) || math.IsInf(c.RatingNoise, 0):
+		return fmt.Errorf("sim: RatingNoise must be a finite value >= 0, got %v", c.RatingNoise)
 	}
 	return nil
 }

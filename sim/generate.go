@@ -13,9 +13,8 @@ import (
 // to make the task learnable but not trivial, and fewer knobs keep runs
 // comparable.
 const (
-	clusterSpread = 2.0  // std of mixture means per latent axis (clusters well apart)
-	embedNoise    = 0.1  // isotropic noise added to A z
-	ratingNoise   = 0.35 // std of noise on the score before thresholding
+	clusterSpread = 2.0 // std of mixture means per latent axis (clusters well apart)
+	embedNoise    = 0.1 // isotropic noise added to A z
 	calibRows     = 1 << 14
 )
 
@@ -91,7 +90,7 @@ func (w *world) score(rng *rand.Rand, z []float64) float64 {
 	sd := math.Sqrt(1 + clusterSpread*clusterSpread)
 	h1, h2, h3 := dot(w.u, z)/sd, dot(w.v, z)/sd, dot(w.w, z)/sd
 	s := math.Tanh(2*h1) + 0.5*(h2*h2-1) + 0.5*math.Sin(2*h3*h1)
-	return s + ratingNoise*rng.NormFloat64()
+	return s + w.cfg.RatingNoise*rng.NormFloat64()
 }
 
 func dot(a, b []float64) float64 {

@@ -76,6 +76,7 @@ labels, for diagnostics.`,
 	fs.IntVar(&cfg.Latent, "latent", cfg.Latent, "rank of the latent structure")
 	fs.IntVar(&cfg.Clusters, "clusters", cfg.Clusters, "mixture components")
 	fs.IntVar(&cfg.Levels, "levels", cfg.Levels, "rating levels")
+	fs.Float64Var(&cfg.RatingNoise, "rating-noise", sim.DefaultRatingNoise, "std of the noise between the embedding's latent score and the rating (larger: x predicts the rating less well)")
 	fs.StringVar(&out, "out", "", "output file (.safetensors)")
 	fs.StringVar(&from, "from", "", "apply the protocol to this fully labelled file (needs a rating column) instead of generating")
 	fs.BoolVar(&force, "force", false, "replace an existing output file")
