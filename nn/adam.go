@@ -24,17 +24,21 @@ func (a *Adam) Update(params, grad []float32) {
 	bc1 := 1 - math.Pow(a.Beta1, float64(a.Step))
 	bc2 := 1 - math.Pow(a.Beta2, float64(a.Step))
 	stepSize := float32(a.LR / bc1)
-	sqrtBC2 := float32(math.Sqrt(bc2))
+	invSqrtBC2 := float32(1 / math.Sqrt(bc2))
 	b1, b2 := float32(a.Beta1), float32(a.Beta2)
 	wd, eps := float32(a.WeightDecay), float32(a.Eps)
 	parallelFor(len(params), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			g := grad[i] + wd*params[i]
-			m := a.M[i] + (1-b1)*(g-a.M[i])
-			v := b2*a.V[i] + (1-b2)*g*g
-			a.M[i], a.V[i] = m, v
-			denom := float32(math.Sqrt(float64(v)))/sqrtBC2 + eps
-			params[i] -= stepSize * m / denom
+		// Re-slicing to one length lets the compiler drop bounds checks.
+		p := params[lo:hi]
+		gr, ms, vs := grad[lo:hi:hi], a.M[lo:hi:hi], a.V[lo:hi:hi]
+		gr, ms, vs = gr[:len(p)], ms[:len(p)], vs[:len(p)]
+		for i := range p {
+			g := gr[i] + wd*p[i]
+			m := ms[i] + (1-b1)*(g-ms[i])
+			v := b2*vs[i] + (1-b2)*g*g
+			ms[i], vs[i] = m, v
+			denom := float32(math.Sqrt(float64(v)))*invSqrtBC2 + eps
+			p[i] -= stepSize * m / denom
 		}
 	})
 }

@@ -40,6 +40,9 @@ type Engine struct {
 	wq      [][]float64 // exact: row-quantized weights, cached until Touch
 	wexp    [][]int
 	wqValid bool
+	gemm    []float64 // scratch for the weight-gradient GEMM
+	xscale  []float64 // 2^XExp[j]
+	xinv    []float64 // 2^-XExp[j]
 	f       []float64
 
 	x32  []float32
@@ -57,10 +60,18 @@ func NewEngine(m *MLP, exact bool, xexp []int, batch int) (*Engine, error) {
 		return nil, fmt.Errorf("nn: batch %d outside [1, 2^20]", batch)
 	}
 	L := m.Cfg.Layers()
-	return &Engine{M: m, Exact: exact, XExp: xexp, Batch: batch,
+	e := &Engine{M: m, Exact: exact, XExp: xexp, Batch: batch,
 		a: make([][]float64, L), z: make([][]float64, L), dz: make([][]float64, L),
 		wq: make([][]float64, L), wexp: make([][]int, L),
-		a32: make([][]float32, L), z32: make([][]float32, L), dz32: make([][]float32, L)}, nil
+		a32: make([][]float32, L), z32: make([][]float32, L), dz32: make([][]float32, L)}
+	if exact {
+		e.xscale = make([]float64, len(xexp))
+		e.xinv = make([]float64, len(xexp))
+		for j, x := range xexp {
+			e.xscale[j], e.xinv[j] = pow2(x), pow2(-x)
+		}
+	}
+	return e, nil
 }
 
 // Touch tells the engine the parameters changed (after an optimizer step).
@@ -119,22 +130,41 @@ func (e *Engine) quantWeights() {
 	for l := 0; l < cfg.Layers(); l++ {
 		in, out := cfg.Dims[l], cfg.Dims[l+1]
 		w := e.M.Wd(l)
-		u := grow(nil, out*in)
-		for k := 0; k < out; k++ {
-			for j := 0; j < in; j++ {
-				v := float64(w[k*in+j])
-				if l == 0 {
-					v *= pow2(e.XExp[j])
-				}
-				u[k*in+j] = v
-			}
-		}
 		e.wq[l] = grow(e.wq[l], out*in)
 		if len(e.wexp[l]) != out {
 			e.wexp[l] = make([]int, out)
 		}
 		_, wb := e.fwdBits(l)
-		quantizeRows(u, out, in, wb, e.wq[l], e.wexp[l])
+		q, exps := e.wq[l], e.wexp[l]
+		var cs []float64 // layer 0: column j of W times 2^XExp[j]
+		if l == 0 {
+			cs = e.xscale
+		}
+		parallelFor(out, func(lo, hi int) {
+			for k := lo; k < hi; k++ {
+				wr, qr := w[k*in:(k+1)*in], q[k*in:(k+1)*in]
+				mx := 0.0
+				for j, v := range wr {
+					a := math.Abs(float64(v))
+					if cs != nil {
+						a *= cs[j]
+					}
+					mx = math.Max(mx, a)
+				}
+				ex := GridExp(mx, wb)
+				exps[k] = ex
+				inv := pow2(-ex)
+				if cs != nil {
+					for j, v := range wr {
+						qr[j] = rint(float64(v) * cs[j] * inv)
+					}
+				} else {
+					for j, v := range wr {
+						qr[j] = rint(float64(v) * inv)
+					}
+				}
+			}
+		})
 	}
 	e.wqValid = true
 }
@@ -154,10 +184,7 @@ func (e *Engine) forwardExact(x []float32, rows []int32) []float64 {
 	m := len(rows)
 	e.m = m
 	e.quantWeights()
-	inv := make([]float64, d)
-	for j, ex := range e.XExp {
-		inv[j] = pow2(-ex)
-	}
+	inv := e.xinv
 	e.x = grow(e.x, m*d)
 	parallelFor(m, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -353,11 +380,14 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 			quantizeCols(e.a[l], m, in, aExp[l], e.qa)
 			qa = e.qa
 		}
-		c := make([]float64, out*in)
+		e.gemm = grow(e.gemm, out*in)
+		c := e.gemm
 		BLAS().Dgemm(blas.Trans, blas.NoTrans, out, in, m, 1, e.qd, out, qa, in, 0, c, in)
-		for i, v := range c {
-			dw[i] = int64(v)
-		}
+		parallelFor(out, func(lo, hi int) {
+			for i, v := range c[lo*in : hi*in] {
+				dw[lo*in+i] = int64(v)
+			}
+		})
 		clear(db)
 		for i := 0; i < m; i++ {
 			for k, v := range e.qd[i*out : (i+1)*out] {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,27 +128,38 @@ for causalrm-ips: rows without feedback carry no loss and are skipped.`,
 }
 
 // runTorch runs the PyTorch baseline and returns its rows/s, or 0 (with a
-// note on the log) when it cannot run.
-func runTorch(python, script, data string, threads, steps, warmup int, log interface{ Write([]byte) (int, error) }) float64 {
+// note on the log) when it cannot run. Debian's torch runs its GEMMs in
+// OpenBLAS, whose own thread pool competes with torch's: with more than one
+// thread we try OpenBLAS at 1 thread and at the same count and keep the
+// faster, so the baseline is PyTorch at its best on this machine.
+func runTorch(python, script, data string, threads, steps, warmup int, log io.Writer) float64 {
 	if python == "" {
 		return 0
 	}
-	c := exec.Command(python, script, "--data", data, "--threads", strconv.Itoa(threads),
-		"--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup))
-	c.Env = append(os.Environ(), "OMP_NUM_THREADS="+strconv.Itoa(threads), "OPENBLAS_NUM_THREADS="+strconv.Itoa(threads))
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	if err := c.Run(); err != nil {
-		fmt.Fprintf(log, "pytorch baseline failed (%v): %s\n", err, strings.TrimSpace(errb.String()))
-		return 0
+	best := 0.0
+	blasThreads := []int{threads}
+	if threads > 1 {
+		blasThreads = []int{1, threads}
 	}
-	var r struct {
-		RowsPerS float64 `json:"rows_per_s"`
+	for _, bt := range blasThreads {
+		c := exec.Command(python, script, "--data", data, "--threads", strconv.Itoa(threads),
+			"--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup))
+		c.Env = append(os.Environ(), "OMP_NUM_THREADS="+strconv.Itoa(threads), "OPENBLAS_NUM_THREADS="+strconv.Itoa(bt))
+		var out, errb bytes.Buffer
+		c.Stdout, c.Stderr = &out, &errb
+		if err := c.Run(); err != nil {
+			fmt.Fprintf(log, "pytorch baseline failed (%v): %s\n", err, strings.TrimSpace(errb.String()))
+			return 0
+		}
+		var r struct {
+			RowsPerS float64 `json:"rows_per_s"`
+		}
+		if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &r); err != nil {
+			fmt.Fprintf(log, "pytorch baseline: bad output %q\n", out.String())
+			return 0
+		}
+		fmt.Fprintf(log, "threads %d pytorch (openblas threads %d) %8.0f rows/s\n", threads, bt, r.RowsPerS)
+		best = max(best, r.RowsPerS)
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &r); err != nil {
-		fmt.Fprintf(log, "pytorch baseline: bad output %q\n", out.String())
-		return 0
-	}
-	fmt.Fprintf(log, "threads %d pytorch          %8.0f rows/s\n", threads, r.RowsPerS)
-	return r.RowsPerS
+	return best
 }
