@@ -175,7 +175,7 @@ func ScoreWith(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, f
 
 // calibration bins the validation rows by p_hat in ten equal-width bins
 // and compares the mean prediction with the observed rate.
-func (t *Trainer) calibration(ctx context.Context, _ *nn.MLP) ([]CalibBin, error) {
+func (t *Trainer) calibration(ctx context.Context) ([]CalibBin, error) {
 	va := t.ds.Val
 	const bins = 10
 	sums := make([]int64, 3*bins) // count, sum p_hat, sum o
@@ -252,7 +252,6 @@ func (t *Trainer) trainStep(ctx context.Context, st *stage, sp *stepper, batch [
 	}
 	sp.opt.Update(sp.model.Params, sp.grad)
 	sp.eng.Touch()
-	t.stepsDone++
 	return loss, true, nil
 }
 

@@ -59,7 +59,6 @@ type Trainer struct {
 	RatesEstimated   bool
 	PropensityValMSE float64
 	Calib            []CalibBin
-	stepsDone        int64
 }
 
 // New prepares a trainer. It quantizes the embeddings of every split in
@@ -187,7 +186,7 @@ func (t *Trainer) propensity(ctx context.Context) error {
 	if t.PHatVal, err = t.score(ctx, res.Model, va, score); err != nil {
 		return err
 	}
-	t.Calib, err = t.calibration(ctx, res.Model)
+	t.Calib, err = t.calibration(ctx)
 	return err
 }
 
@@ -199,10 +198,12 @@ func clipAll(p []float32, c float64) []float64 {
 	return out
 }
 
-func (t *Trainer) noise(ctx context.Context) error {
+// trainObservedBCE trains a stage on the observed rows with BCE against the
+// noisy label: the noise and the imputation models (CAUSALRM.md section 3).
+func (t *Trainer) trainObservedBCE(ctx context.Context, name string) (*StageResult, error) {
 	tr, va := t.ds.Train, t.ds.Val
 	st := &stage{
-		name: StageNoise, rows: observedRows(tr), valRows: observedRows(va),
+		name: name, rows: observedRows(tr), valRows: observedRows(va),
 		loss: func(r int32, f float64) (float64, float64) { return causal.BCERow(f, tr.Y[r]) },
 		valLoss: func(r int32, f float64) float64 {
 			l, _ := causal.BCERow(f, va.Y[r])
@@ -210,15 +211,19 @@ func (t *Trainer) noise(ctx context.Context) error {
 		},
 	}
 	if len(st.rows) == 0 || len(st.valRows) == 0 {
-		return fmt.Errorf("%w: noise stage: no observed rows in train or val", ErrConfig)
+		return nil, fmt.Errorf("%w: %s stage: no observed rows in train or val", ErrConfig, name)
 	}
-	res, err := t.runStage(ctx, st)
+	return t.runStage(ctx, st)
+}
+
+func (t *Trainer) noise(ctx context.Context) error {
+	res, err := t.trainObservedBCE(ctx, StageNoise)
 	if err != nil {
 		return err
 	}
 	// Anchor-point flip rates from the quantiles of the noise model's
 	// logits over all training rows (CAUSALRM.md section 3, stage 2).
-	z, err := t.score(ctx, res.Model, tr, func(f float64) float64 { return f })
+	z, err := t.score(ctx, res.Model, t.ds.Train, func(f float64) float64 { return f })
 	if err != nil {
 		return err
 	}
@@ -228,26 +233,14 @@ func (t *Trainer) noise(ctx context.Context) error {
 }
 
 func (t *Trainer) imputation(ctx context.Context) error {
-	tr, va := t.ds.Train, t.ds.Val
-	st := &stage{
-		name: StageImputation, rows: observedRows(tr), valRows: observedRows(va),
-		loss: func(r int32, f float64) (float64, float64) { return causal.BCERow(f, tr.Y[r]) },
-		valLoss: func(r int32, f float64) float64 {
-			l, _ := causal.BCERow(f, va.Y[r])
-			return l
-		},
-	}
-	if len(st.rows) == 0 || len(st.valRows) == 0 {
-		return fmt.Errorf("%w: imputation stage: no observed rows in train or val", ErrConfig)
-	}
-	res, err := t.runStage(ctx, st)
+	res, err := t.trainObservedBCE(ctx, StageImputation)
 	if err != nil {
 		return err
 	}
-	if t.GHatTrain, err = t.score(ctx, res.Model, tr, causal.Sigmoid); err != nil {
+	if t.GHatTrain, err = t.score(ctx, res.Model, t.ds.Train, causal.Sigmoid); err != nil {
 		return err
 	}
-	t.GHatVal, err = t.score(ctx, res.Model, va, causal.Sigmoid)
+	t.GHatVal, err = t.score(ctx, res.Model, t.ds.Val, causal.Sigmoid)
 	return err
 }
 
