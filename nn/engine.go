@@ -144,17 +144,25 @@ func (e *Engine) quantWeights() {
 			for k := lo; k < hi; k++ {
 				wr, qr := w[k*in:(k+1)*in], q[k*in:(k+1)*in]
 				mx := 0.0
-				for j, v := range wr {
-					a := math.Abs(float64(v))
-					if cs != nil {
-						a *= cs[j]
+				if cs != nil {
+					cs := cs[:len(wr)]
+					for j, v := range wr {
+						if a := math.Abs(float64(v)) * cs[j]; a > mx || a != a {
+							mx = a
+						}
 					}
-					mx = math.Max(mx, a)
+				} else {
+					for _, v := range wr {
+						if a := math.Abs(float64(v)); a > mx || a != a {
+							mx = a
+						}
+					}
 				}
 				ex := GridExp(mx, wb)
 				exps[k] = ex
 				inv := pow2(-ex)
 				if cs != nil {
+					cs, qr := cs[:len(wr)], qr[:len(wr)]
 					for j, v := range wr {
 						qr[j] = rint(float64(v) * cs[j] * inv)
 					}
