@@ -143,6 +143,12 @@ func (b *slotBuilder) finish() (*part, error) {
 			return nil, b.err(i, "id", ErrMissingField, "missing")
 		}
 	}
+	if b.noFeedback() {
+		for i := range s.O {
+			s.O[i], s.Y[i] = 1, 0
+		}
+		s.NoFeedback = true
+	}
 	for i, o := range s.O {
 		if o == missing8 {
 			if b.slot != SplitTest {
@@ -192,4 +198,19 @@ func (b *slotBuilder) finish() (*part, error) {
 		rows = nil
 	}
 	return &part{s: s, rows: rows, line: b.line}, nil
+}
+
+// noFeedback reports a rated split with no o and no y on any row: a fully
+// labelled file, the input of the semi-synthetic protocol.
+func (b *slotBuilder) noFeedback() bool {
+	s := b.s
+	if s.Rating == nil {
+		return false
+	}
+	for i := range s.O {
+		if s.O[i] != missing8 || s.Y[i] != missing8 || s.Rating[i] != s.Rating[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -15,6 +15,11 @@ type Split struct {
 	P      []float32 // known propensity in (0,1], or nil
 	R      []uint8   // clean binary label, or nil
 	Rating []float32 // graded rating, or nil
+
+	// NoFeedback marks a fully labelled split read without o and y columns
+	// (every row has a rating): the input of the semi-synthetic protocol
+	// (sim.Apply), not something to train on. O is 1 and Y is 0 there.
+	NoFeedback bool
 }
 
 // Row returns row i of X (a view, not a copy).

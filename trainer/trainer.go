@@ -71,6 +71,9 @@ func New(cfg Config, ds *shard.Dataset, red Reducer, xexp []int) (*Trainer, erro
 	if ds == nil || ds.Train == nil || ds.Val == nil || ds.Train.N == 0 || ds.Val.N == 0 {
 		return nil, fmt.Errorf("%w: need non-empty train and val splits", ErrConfig)
 	}
+	if ds.Train.NoFeedback || ds.Val.NoFeedback {
+		return nil, fmt.Errorf("%w: %s has ratings but no feedback columns (o, y): apply the protocol first (causalrm simulate --from)", ErrConfig, ds.Train.Source)
+	}
 	if red == nil {
 		red = Local{}
 	}

@@ -108,3 +108,39 @@ func TestJobFileAndFlagOverride(t *testing.T) {
 		t.Fatalf("unknown job field not reported by name: %v", err)
 	}
 }
+
+// simulate --from applies the protocol to a user's fully labelled file (a
+// rating, no feedback columns); training on such a file directly is refused.
+func TestSimulateFromLabelledFile(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "labelled.jsonl")
+	var b strings.Builder
+	for i := 0; i < 500; i++ {
+		split := "train"
+		if i >= 400 {
+			split = "test"
+		}
+		g := i % 5
+		fmt.Fprintf(&b, `{"id":"r%d","x":[%d,%d,1],"rating":%d,"split":"%s"}`+"\n", i, g, i%7, g, split)
+	}
+	os.WriteFile(src, []byte(b.String()), 0o644)
+	out := filepath.Join(dir, "obs.safetensors")
+	if log, err := run(t, "simulate", "--from", src, "--alpha", "0.5", "--out", out); err != nil {
+		t.Fatalf("simulate --from: %v\n%s", err, log)
+	}
+	log, err := run(t, "train", "--data", out, "--out", filepath.Join(dir, "run"), "--max-epochs", "2", "--hidden", "4,2")
+	if err != nil {
+		t.Fatalf("train on the protocol's output: %v\n%s", err, log)
+	}
+	// The rating decides r: levels 3 and 4 are above the median level 2.
+	if !strings.Contains(log, "test: R2") {
+		t.Fatalf("no test metrics:\n%s", log)
+	}
+	src2 := filepath.Join(dir, "labelled_val.jsonl")
+	os.WriteFile(src2, []byte(strings.ReplaceAll(b.String(), `"split":"train"`, `"split":"val"`)+
+		`{"id":"t0","x":[1,1,1],"rating":1,"split":"train"}`+"\n"), 0o644)
+	if _, err := run(t, "train", "--data", src2, "--out", filepath.Join(dir, "run2")); err == nil ||
+		!strings.Contains(err.Error(), "simulate --from") {
+		t.Fatalf("training on a file without feedback columns: want a pointer to simulate --from, got %v", err)
+	}
+}

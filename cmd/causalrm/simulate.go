@@ -49,6 +49,9 @@ labels, for diagnostics.`,
 				if lerr != nil {
 					return lerr
 				}
+				if full.Val != nil && full.Val.N == 0 {
+					full.Val = nil // step 1 splits validation off train
+				}
 				ds, err = sim.Apply(full, cfg)
 			} else {
 				ds, err = sim.Generate(cfg)
