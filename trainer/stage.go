@@ -112,7 +112,7 @@ func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (floa
 		hi := min(lo+chunk, len(st.valRows))
 		act = act[:0]
 		for _, r := range st.valRows[lo:hi] {
-			if st.valActive == nil || st.valActive(r) {
+			if (st.valActive == nil || st.valActive(r)) && t.owns(va, r) {
 				act = append(act, r)
 			}
 		}
@@ -140,17 +140,22 @@ func (t *Trainer) scoreChunk() int {
 	return 4096
 }
 
-// score runs a model over every row of a split and maps each logit.
+// score runs a model over the rows of a split this holder owns and maps
+// each logit; the other rows are left NaN.
 func (t *Trainer) score(ctx context.Context, model *nn.MLP, s *shard.Split, fn func(float64) float64) ([]float64, error) {
 	eng, err := nn.NewEngine(model, t.cfg.Reduce == "exact", t.XExp, t.cfg.Batch)
 	if err != nil {
 		return nil, err
 	}
-	return ScoreWith(ctx, eng, s, t.scoreChunk(), fn)
+	return scoreRows(ctx, eng, s, t.scoreChunk(), fn, t.owned[s])
 }
 
 // ScoreWith runs an engine over every row of a split in chunks.
 func ScoreWith(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, fn func(float64) float64) ([]float64, error) {
+	return scoreRows(ctx, eng, s, chunk, fn, nil)
+}
+
+func scoreRows(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, fn func(float64) float64, owned []bool) ([]float64, error) {
 	out := make([]float64, s.N)
 	rows := make([]int32, 0, chunk)
 	for lo := 0; lo < s.N; lo += chunk {
@@ -160,14 +165,18 @@ func ScoreWith(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, f
 		hi := min(lo+chunk, s.N)
 		rows = rows[:0]
 		for r := lo; r < hi; r++ {
-			rows = append(rows, int32(r))
+			if owned == nil || owned[r] {
+				rows = append(rows, int32(r))
+			} else {
+				out[r] = math.NaN()
+			}
 		}
 		f := eng.Forward(s.X, rows)
 		for i, v := range f {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("scoring %s row %d: %w logit", s.Name, lo+i, nn.ErrNonFinite)
+				return nil, fmt.Errorf("scoring %s row %d: %w logit", s.Name, rows[i], nn.ErrNonFinite)
 			}
-			out[lo+i] = fn(v)
+			out[rows[i]] = fn(v)
 		}
 	}
 	return out, nil
@@ -180,6 +189,9 @@ func (t *Trainer) calibration(ctx context.Context) ([]CalibBin, error) {
 	const bins = 10
 	sums := make([]int64, 3*bins) // count, sum p_hat, sum o
 	for i, p := range t.PHatVal {
+		if !t.owns(va, int32(i)) {
+			continue
+		}
 		b := min(int(p*bins), bins-1)
 		sums[b]++
 		sums[bins+b] += fixedLoss(p)
@@ -265,7 +277,7 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 	sp.act = sp.act[:0]
 	for _, i := range batch {
 		r := st.rows[i]
-		if st.active == nil || st.active(r) {
+		if (st.active == nil || st.active(r)) && t.owns(tr, r) {
 			sp.act = append(sp.act, r)
 		}
 	}

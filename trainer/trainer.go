@@ -59,6 +59,9 @@ type Trainer struct {
 	RatesEstimated   bool
 	PropensityValMSE float64
 	Calib            []CalibBin
+
+	// owned marks, per split, the rows this holder computes (nil: all).
+	owned map[*shard.Split][]bool
 }
 
 // New prepares a trainer. It quantizes the embeddings of every split in
@@ -97,6 +100,62 @@ func New(cfg Config, ds *shard.Dataset, red Reducer, xexp []int) (*Trainer, erro
 		t.Rates, t.RatesKnown = *cfg.FlipRates, true
 	}
 	return t, nil
+}
+
+// Own restricts this trainer to the rows of the given virtual shards: each
+// split is cut into cfg.Shards contiguous shards (shard.Shards) and a worker
+// computes only the rows of its own. Every other decision (batches, grids,
+// early stopping) is the same on every holder, because every sum it rests
+// on goes through the reducer.
+func (t *Trainer) Own(shardIDs []int) error {
+	t.owned = map[*shard.Split][]bool{}
+	for _, s := range []*shard.Split{t.ds.Train, t.ds.Val, t.ds.Test} {
+		if s == nil {
+			continue
+		}
+		bits := make([]bool, s.N)
+		ranges := shard.Shards(s.N, t.cfg.Shards)
+		for _, id := range shardIDs {
+			if id < 0 || id >= t.cfg.Shards {
+				return fmt.Errorf("%w: shard %d outside 0..%d", ErrConfig, id, t.cfg.Shards-1)
+			}
+			for i := ranges[id].Lo; i < ranges[id].Hi; i++ {
+				bits[i] = true
+			}
+		}
+		t.owned[s] = bits
+	}
+	return nil
+}
+
+// owns reports whether this holder computes row r of split s.
+func (t *Trainer) owns(s *shard.Split, r int32) bool {
+	if t.owned == nil {
+		return true
+	}
+	return t.owned[s][r]
+}
+
+// gather completes a per-row vector of which this holder computed only its
+// own rows: each row has exactly one owner, so summing the float64 bit
+// patterns (zero elsewhere) as integers reproduces every value exactly.
+func (t *Trainer) gather(ctx context.Context, s *shard.Split, vals []float64) error {
+	if t.owned == nil {
+		return nil
+	}
+	bits := make([]int64, len(vals))
+	for i, v := range vals {
+		if t.owned[s][i] {
+			bits[i] = int64(math.Float64bits(v))
+		}
+	}
+	if err := t.red.SumInt64(ctx, bits); err != nil {
+		return err
+	}
+	for i, b := range bits {
+		vals[i] = math.Float64frombits(uint64(b))
+	}
+	return nil
 }
 
 // Config returns the trainer's configuration.
@@ -230,6 +289,9 @@ func (t *Trainer) noise(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := t.gather(ctx, t.ds.Train, z); err != nil {
+		return err
+	}
 	t.Rates = causal.EstimateFlipRates(z, t.cfg.Quantile)
 	t.RatesKnown, t.RatesEstimated = true, true
 	return nil
@@ -346,6 +408,9 @@ func (t *Trainer) Test(ctx context.Context, model *nn.MLP) (causal.Metrics, []fl
 	}
 	s, err := t.score(ctx, model, te, causal.Sigmoid)
 	if err != nil {
+		return causal.Metrics{}, nil, err
+	}
+	if err := t.gather(ctx, te, s); err != nil {
 		return causal.Metrics{}, nil, err
 	}
 	return causal.Evaluate(s, te.R), s, nil
