@@ -49,6 +49,13 @@ func pow2(e int) float64 { return math.Ldexp(1, e) }
 // ColumnExps returns, for each of d columns of row-major x, the grid
 // exponent that puts the column's largest magnitude at 2^XBits.
 func ColumnExps(d int, xs ...[]float32) []int {
+	return ExpsFromMax(ColumnMaxAbs(d, xs...))
+}
+
+// ColumnMaxAbs is the largest magnitude of each of d columns of row-major
+// x. Holders of different rows max-reduce it and call ExpsFromMax, so they
+// agree on the grid.
+func ColumnMaxAbs(d int, xs ...[]float32) []float64 {
 	maxAbs := make([]float64, d)
 	for _, x := range xs {
 		for i := 0; i+d <= len(x); i += d {
@@ -59,7 +66,12 @@ func ColumnExps(d int, xs ...[]float32) []int {
 			}
 		}
 	}
-	exps := make([]int, d)
+	return maxAbs
+}
+
+// ExpsFromMax turns column maxima into grid exponents.
+func ExpsFromMax(maxAbs []float64) []int {
+	exps := make([]int, len(maxAbs))
 	for j, m := range maxAbs {
 		exps[j] = GridExp(m, XBits)
 	}
