@@ -1,0 +1,453 @@
+package collective
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"unsafe"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+
+	pb "github.com/causalrm/causalrm/proto/collectivepb"
+)
+
+// Wire layouts of a chunk of n elements (all little-endian):
+//
+//	none  the elements' bytes (8 per int64/float64, 4 per float32)
+//	s2    S2 block of the transformed bytes
+//	zstd  zstd frame (content size in the header) of the transformed bytes
+//	fp16  1 byte int8 exponent e, then n IEEE half floats h; x = h * 2^e
+//	int8  4 bytes float32 scale s, then n int8 q; x = float32(q) * s
+//
+// The transform before s2/zstd: int64 values are zigzag-encoded (small
+// magnitudes of either sign get small unsigned values), then the words of
+// every element type are byte-plane shuffled (all byte 0s, then all byte
+// 1s, ...), so the mostly-zero high bytes of fixed-point values form long
+// runs. BENCH.md has what each step buys.
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// elem is the element types a Ring reduces.
+type elem interface{ int64 | float64 | float32 }
+
+func elemSize[T elem]() int {
+	var z T
+	return int(unsafe.Sizeof(z))
+}
+
+func elemType[T elem]() pb.ElemType {
+	var z T
+	switch any(z).(type) {
+	case int64:
+		return pb.ElemType_ELEM_INT64
+	case float64:
+		return pb.ElemType_ELEM_FLOAT64
+	default:
+		return pb.ElemType_ELEM_FLOAT32
+	}
+}
+
+func pbCodec(c Codec) pb.Codec {
+	switch c {
+	case CodecNone:
+		return pb.Codec_CODEC_NONE
+	case CodecS2:
+		return pb.Codec_CODEC_S2
+	case CodecZstd:
+		return pb.Codec_CODEC_ZSTD
+	case CodecFP16:
+		return pb.Codec_CODEC_FP16
+	case CodecInt8:
+		return pb.Codec_CODEC_INT8
+	}
+	return pb.Codec_CODEC_UNSPECIFIED
+}
+
+// maxEncodedLen bounds the payload of a chunk of raw bytes under a codec;
+// anything longer is rejected as oversized before it is decoded.
+func maxEncodedLen(c Codec, raw, n int) int {
+	switch c {
+	case CodecNone:
+		return raw
+	case CodecS2:
+		return s2.MaxEncodedLen(raw)
+	case CodecZstd:
+		return raw + raw/64 + 1024
+	case CodecFP16:
+		return 1 + 2*n
+	case CodecInt8:
+		return 4 + n
+	}
+	return 0
+}
+
+// coder holds the compressors of one Ring. zstd's EncodeAll and DecodeAll
+// are safe for concurrent use; the scratch buffer is not, so a coder
+// belongs to one goroutine at a time (the op goroutine).
+type coder struct {
+	zenc    *zstd.Encoder
+	zdec    *zstd.Decoder
+	scratch []byte
+	tmp32   []float32
+}
+
+func newCoder(maxMessage int) (*coder, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return nil, err
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+		zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderMaxMemory(uint64(4*maxMessage)))
+	if err != nil {
+		enc.Close()
+		return nil, err
+	}
+	return &coder{zenc: enc, zdec: dec}, nil
+}
+
+func (c *coder) close() {
+	c.zenc.Close()
+	c.zdec.Close()
+}
+
+func (c *coder) buf(n int) []byte {
+	if cap(c.scratch) < n {
+		c.scratch = make([]byte, n)
+	}
+	return c.scratch[:n]
+}
+
+// asBytes views a slice of elements as its bytes (little-endian hosts).
+func asBytes[T elem](v []T) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(v)*elemSize[T]())
+}
+
+// putRaw writes src little-endian into dst (len(dst) == len(src)*size).
+func putRaw[T elem](dst []byte, src []T) {
+	if littleEndian {
+		copy(dst, asBytes(src))
+		return
+	}
+	switch s := any(src).(type) {
+	case []int64:
+		for i, x := range s {
+			binary.LittleEndian.PutUint64(dst[8*i:], uint64(x))
+		}
+	case []float64:
+		for i, x := range s {
+			binary.LittleEndian.PutUint64(dst[8*i:], math.Float64bits(x))
+		}
+	case []float32:
+		for i, x := range s {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(x))
+		}
+	}
+}
+
+// getRaw reads little-endian src into dst.
+func getRaw[T elem](dst []T, src []byte) {
+	if littleEndian {
+		copy(asBytes(dst), src)
+		return
+	}
+	switch d := any(dst).(type) {
+	case []int64:
+		for i := range d {
+			d[i] = int64(binary.LittleEndian.Uint64(src[8*i:]))
+		}
+	case []float64:
+		for i := range d {
+			d[i] = math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:]))
+		}
+	case []float32:
+		for i := range d {
+			d[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+	}
+}
+
+// shuffle writes the transformed, byte-plane shuffled src into dst.
+func shuffle[T elem](dst []byte, src []T) {
+	switch s := any(src).(type) {
+	case []int64:
+		shuffle64(dst, len(s), func(i int) uint64 { x := s[i]; return uint64(x<<1) ^ uint64(x>>63) })
+	case []float64:
+		shuffle64(dst, len(s), func(i int) uint64 { return math.Float64bits(s[i]) })
+	case []float32:
+		n := len(s)
+		p0, p1, p2, p3 := dst[:n], dst[n:2*n], dst[2*n:3*n], dst[3*n:4*n]
+		for i, x := range s {
+			u := math.Float32bits(x)
+			p0[i], p1[i], p2[i], p3[i] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+		}
+	}
+}
+
+func shuffle64(dst []byte, n int, word func(int) uint64) {
+	p0, p1, p2, p3 := dst[:n], dst[n:2*n], dst[2*n:3*n], dst[3*n:4*n]
+	p4, p5, p6, p7 := dst[4*n:5*n], dst[5*n:6*n], dst[6*n:7*n], dst[7*n:8*n]
+	for i := 0; i < n; i++ {
+		u := word(i)
+		p0[i], p1[i], p2[i], p3[i] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+		p4[i], p5[i], p6[i], p7[i] = byte(u>>32), byte(u>>40), byte(u>>48), byte(u>>56)
+	}
+}
+
+// unshuffle inverts shuffle.
+func unshuffle[T elem](dst []T, src []byte) {
+	n := len(dst)
+	switch d := any(dst).(type) {
+	case []int64:
+		unshuffle64(src, n, func(i int, u uint64) { d[i] = int64(u>>1) ^ -int64(u&1) })
+	case []float64:
+		unshuffle64(src, n, func(i int, u uint64) { d[i] = math.Float64frombits(u) })
+	case []float32:
+		p0, p1, p2, p3 := src[:n], src[n:2*n], src[2*n:3*n], src[3*n:4*n]
+		for i := range d {
+			d[i] = math.Float32frombits(uint32(p0[i]) | uint32(p1[i])<<8 | uint32(p2[i])<<16 | uint32(p3[i])<<24)
+		}
+	}
+}
+
+func unshuffle64(src []byte, n int, put func(int, uint64)) {
+	p0, p1, p2, p3 := src[:n], src[n:2*n], src[2*n:3*n], src[3*n:4*n]
+	p4, p5, p6, p7 := src[4*n:5*n], src[5*n:6*n], src[6*n:7*n], src[7*n:8*n]
+	for i := 0; i < n; i++ {
+		put(i, uint64(p0[i])|uint64(p1[i])<<8|uint64(p2[i])<<16|uint64(p3[i])<<24|
+			uint64(p4[i])<<32|uint64(p5[i])<<40|uint64(p6[i])<<48|uint64(p7[i])<<56)
+	}
+}
+
+// encode returns a new payload holding src under a lossless codec.
+func encode[T elem](c *coder, codec Codec, src []T) []byte {
+	raw := len(src) * elemSize[T]()
+	switch codec {
+	case CodecS2:
+		b := c.buf(raw)
+		shuffle(b, src)
+		return s2.Encode(make([]byte, s2.MaxEncodedLen(raw)), b)
+	case CodecZstd:
+		b := c.buf(raw)
+		shuffle(b, src)
+		return c.zenc.EncodeAll(b, make([]byte, 0, raw/2+64))
+	default:
+		out := make([]byte, raw)
+		putRaw(out, src)
+		return out
+	}
+}
+
+// decode fills dst from a payload under a lossless codec. The caller has
+// checked the payload's length bound and checksum.
+func decode[T elem](c *coder, codec Codec, dst []T, payload []byte) error {
+	raw := len(dst) * elemSize[T]()
+	switch codec {
+	case CodecNone:
+		if len(payload) != raw {
+			return fmt.Errorf("%w: payload of %d bytes for %d elements (%d bytes)", ErrShape, len(payload), len(dst), raw)
+		}
+		getRaw(dst, payload)
+	case CodecS2:
+		n, err := s2.DecodedLen(payload)
+		if err != nil {
+			return fmt.Errorf("%w: s2 header: %v", ErrShape, err)
+		}
+		if n != raw {
+			return fmt.Errorf("%w: s2 payload decodes to %d bytes, want %d", ErrShape, n, raw)
+		}
+		b, err := s2.Decode(c.buf(raw), payload)
+		if err != nil {
+			return fmt.Errorf("%w: s2: %v", ErrShape, err)
+		}
+		unshuffle(dst, b)
+	case CodecZstd:
+		b, err := c.zdec.DecodeAll(payload, c.buf(raw)[:0])
+		if err != nil {
+			return fmt.Errorf("%w: zstd: %v", ErrShape, err)
+		}
+		if len(b) != raw {
+			return fmt.Errorf("%w: zstd payload decodes to %d bytes, want %d", ErrShape, len(b), raw)
+		}
+		unshuffle(dst, b)
+	default:
+		return fmt.Errorf("%w: codec %q is not lossless", ErrShape, codec)
+	}
+	return nil
+}
+
+// checkFinite rejects NaN and infinities in float slices.
+func checkFinite[T elem](v []T) error {
+	switch s := any(v).(type) {
+	case []float64:
+		for i, x := range s {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return fmt.Errorf("%w: element %d is %v", ErrNonFinite, i, x)
+			}
+		}
+	case []float32:
+		for i, x := range s {
+			if x != x || x > math.MaxFloat32 || x < -math.MaxFloat32 {
+				return fmt.Errorf("%w: element %d is %v", ErrNonFinite, i, x)
+			}
+		}
+	}
+	return nil
+}
+
+// ---- lossy float32 codecs ----
+
+func maxAbs32(v []float32) float32 {
+	var m float32
+	for _, x := range v {
+		if x != x {
+			return x
+		}
+		if x < 0 {
+			x = -x
+		}
+		if x > m {
+			m = x
+		}
+	}
+	return m
+}
+
+// encodeLossy quantizes y into a new payload.
+func encodeLossy(codec Codec, y []float32) []byte {
+	n := len(y)
+	m := maxAbs32(y)
+	finite := m == m && m <= math.MaxFloat32
+	switch codec {
+	case CodecFP16:
+		out := make([]byte, 1+2*n)
+		e := 0
+		if finite && m > 0 {
+			_, exp := math.Frexp(float64(m)) // m < 2^exp
+			e = min(max(exp-15, math.MinInt8), math.MaxInt8)
+		}
+		out[0] = byte(int8(e))
+		inv := math.Ldexp(1, -e)
+		for i, x := range y {
+			binary.LittleEndian.PutUint16(out[1+2*i:], f32toF16(float32(float64(x)*inv)))
+		}
+		return out
+	default: // CodecInt8
+		out := make([]byte, 4+n)
+		var scale float32
+		if !finite {
+			scale = m
+		} else if m > 0 {
+			scale = m / 127
+		}
+		binary.LittleEndian.PutUint32(out, math.Float32bits(scale))
+		if scale > 0 && finite {
+			inv := 1 / float64(scale)
+			for i, x := range y {
+				q := math.RoundToEven(float64(x) * inv)
+				q = min(max(q, -127), 127)
+				out[4+i] = byte(int8(q))
+			}
+		}
+		return out
+	}
+}
+
+// decodeLossy fills dst from a lossy payload, rejecting non-finite values.
+func decodeLossy(codec Codec, dst []float32, payload []byte) error {
+	n := len(dst)
+	switch codec {
+	case CodecFP16:
+		if len(payload) != 1+2*n {
+			return fmt.Errorf("%w: fp16 payload of %d bytes for %d elements", ErrShape, len(payload), n)
+		}
+		scale := math.Ldexp(1, int(int8(payload[0])))
+		for i := range dst {
+			h := binary.LittleEndian.Uint16(payload[1+2*i:])
+			if h&0x7c00 == 0x7c00 {
+				return fmt.Errorf("%w: fp16 element %d is %#04x", ErrNonFinite, i, h)
+			}
+			dst[i] = float32(float64(f16toF32(h)) * scale)
+		}
+	case CodecInt8:
+		if len(payload) != 4+n {
+			return fmt.Errorf("%w: int8 payload of %d bytes for %d elements", ErrShape, len(payload), n)
+		}
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(payload))
+		if scale != scale || scale > math.MaxFloat32 || scale < 0 {
+			return fmt.Errorf("%w: int8 scale %v", ErrNonFinite, scale)
+		}
+		for i := range dst {
+			dst[i] = float32(int8(payload[4+i])) * scale
+		}
+	default:
+		return fmt.Errorf("%w: codec %q is not lossy", ErrShape, codec)
+	}
+	return nil
+}
+
+// f32toF16 rounds f to the nearest IEEE half (ties to even); overflow
+// gives an infinity, NaN stays NaN.
+func f32toF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int(b>>23) & 0xff
+	mant := b & 0x7fffff
+	if exp == 0xff {
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	}
+	e := exp - 127 + 15
+	if e >= 0x1f {
+		return sign | 0x7c00
+	}
+	if e <= 0 {
+		if e < -10 {
+			return sign
+		}
+		mant |= 0x800000
+		shift := uint(14 - e)
+		h := mant >> shift
+		rem := mant & (1<<shift - 1)
+		half := uint32(1) << (shift - 1)
+		if rem > half || (rem == half && h&1 == 1) {
+			h++
+		}
+		return sign | uint16(h)
+	}
+	h := uint32(e)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
+		h++ // a carry into the exponent is the right rounding, up to inf
+	}
+	return sign | uint16(h)
+}
+
+// f16toF32 widens an IEEE half exactly.
+func f16toF32(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch exp {
+	case 0:
+		f := float32(mant) * (1.0 / (1 << 24))
+		if sign != 0 {
+			f = -f
+		}
+		return f
+	case 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	}
+	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
+}

@@ -1,0 +1,83 @@
+package collective
+
+import (
+	"sync"
+
+	pb "github.com/causalrm/causalrm/proto/collectivepb"
+)
+
+// sendQueue is the unbounded FIFO between the op goroutine and the sender
+// goroutine. Being unbounded (it holds at most ~2x one vector per op) means
+// the op goroutine never blocks on a send, which is what keeps the ring
+// free of send/receive deadlocks whatever the buffer sizes.
+type sendQueue struct {
+	mu     sync.Mutex
+	items  []*pb.Segment
+	head   int
+	closed bool // no more pushes; pop drains what is left, then reports false
+	dead   bool // the stream failed: drop everything
+	notify chan struct{}
+}
+
+func newSendQueue() *sendQueue { return &sendQueue{notify: make(chan struct{}, 1)} }
+
+func (q *sendQueue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *sendQueue) push(s *pb.Segment) {
+	q.mu.Lock()
+	if q.closed || q.dead {
+		q.mu.Unlock()
+		return
+	}
+	q.items = append(q.items, s)
+	q.mu.Unlock()
+	q.wake()
+}
+
+// pop blocks until a segment is queued; false once closed and drained, or
+// dead.
+func (q *sendQueue) pop() (*pb.Segment, bool) {
+	for {
+		q.mu.Lock()
+		if q.dead {
+			q.mu.Unlock()
+			return nil, false
+		}
+		if q.head < len(q.items) {
+			s := q.items[q.head]
+			q.items[q.head] = nil
+			q.head++
+			if q.head == len(q.items) {
+				q.items, q.head = q.items[:0], 0
+			}
+			q.mu.Unlock()
+			return s, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-q.notify
+	}
+}
+
+func (q *sendQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *sendQueue) abandon() {
+	q.mu.Lock()
+	q.dead = true
+	q.items, q.head = nil, 0
+	q.mu.Unlock()
+	q.wake()
+}

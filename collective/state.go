@@ -1,0 +1,229 @@
+package collective
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/causalrm/causalrm/proto/collectivepb"
+)
+
+// stateHolder is the snapshot a Ring serves to joining workers.
+type stateHolder struct {
+	mu   sync.Mutex
+	step uint64
+	data []byte
+	sum  [sha256.Size]byte
+	set  bool
+}
+
+// PublishState makes snapshot (the parameters and Adam moments, encoded by
+// the owner; opaque here) the state served by StateTransfer, tagged with
+// the step it was taken at. The Ring keeps the slice: the caller must not
+// modify it afterwards (publish a new one instead).
+func (r *Ring) PublishState(step uint64, snapshot []byte) {
+	sum := sha256.Sum256(snapshot)
+	r.state.mu.Lock()
+	defer r.state.mu.Unlock()
+	r.state.step, r.state.data, r.state.sum, r.state.set = step, snapshot, sum, true
+}
+
+// defaultStateChunk is the raw chunk size of a state transfer.
+const defaultStateChunk = 1 << 20
+
+func (s *service) StateTransfer(req *pb.StateRequest, stream pb.Collective_StateTransferServer) error {
+	r := s.r
+	if req.RingId != r.cfg.RingID {
+		return toStatus(fmt.Errorf("%w: state of ring %q asked of ring %q", ErrStaleGeneration, req.RingId, r.cfg.RingID))
+	}
+	r.state.mu.Lock()
+	step, data, sum, set := r.state.step, r.state.data, r.state.sum, r.state.set
+	r.state.mu.Unlock()
+	if !set {
+		return toStatus(fmt.Errorf("%w: nothing published", ErrNoState))
+	}
+	if req.Step != 0 && req.Step != step {
+		return toStatus(fmt.Errorf("%w: step %d wanted, step %d published", ErrNoState, req.Step, step))
+	}
+	codec := req.Codec
+	if codec == pb.Codec_CODEC_UNSPECIFIED {
+		codec = pb.Codec_CODEC_NONE
+	}
+	if codec != pb.Codec_CODEC_NONE && codec != pb.Codec_CODEC_S2 && codec != pb.Codec_CODEC_ZSTD {
+		return toStatus(fmt.Errorf("%w: state codec %v", ErrShape, codec))
+	}
+	cs := int(req.ChunkBytes)
+	if cs <= 0 {
+		cs = defaultStateChunk
+	}
+	// The encoded chunk plus its header must fit a message.
+	cs = max(1, min(cs, r.cfg.MaxMessageBytes/2-1024))
+	total := len(data)
+	for off := 0; ; off += cs {
+		end := min(off+cs, total)
+		raw := data[off:end]
+		var enc []byte
+		switch codec {
+		case pb.Codec_CODEC_S2:
+			enc = s2.Encode(nil, raw)
+		case pb.Codec_CODEC_ZSTD:
+			enc = r.coder.zenc.EncodeAll(raw, nil) // safe for concurrent use
+		default:
+			enc = raw
+		}
+		ch := &pb.StateChunk{
+			Step: step, Offset: uint64(off), TotalLen: uint64(total), Codec: codec,
+			RawLen: uint32(len(raw)), Data: enc, Crc32C: crc32c(enc), Last: end == total,
+		}
+		if ch.Last {
+			ch.Sha256 = sum[:]
+		}
+		if err := stream.Send(ch); err != nil {
+			return err
+		}
+		if ch.Last {
+			return nil
+		}
+	}
+}
+
+// StateRequest says which snapshot FetchState wants and how.
+type StateRequest struct {
+	// RingID must be the serving ring's.
+	RingID string
+	// Step of the snapshot wanted; 0 takes whatever is published.
+	Step uint64
+	// Codec of the chunks: none (default), s2 or zstd.
+	Codec Codec
+	// ChunkBytes is the raw chunk size asked for (0: the server's).
+	ChunkBytes int
+	// MaxMessageBytes bounds each received message (0: 8 MiB).
+	MaxMessageBytes int
+	// MaxBytes bounds the snapshot (0: 16 GiB).
+	MaxBytes int64
+}
+
+// State is a fetched snapshot.
+type State struct {
+	Step uint64
+	Data []byte
+}
+
+// FetchState takes the snapshot published by the Ring serving at addr:
+// it checks every chunk's CRC-32C, offset and length, and the sha256 of the
+// whole, and returns ErrChecksum, ErrShape or ErrOversized on a mismatch.
+func FetchState(ctx context.Context, addr string, req StateRequest) (State, error) {
+	fail := func(err error) (State, error) {
+		return State{}, fmt.Errorf("collective: state transfer from %s: %w", addr, err)
+	}
+	if req.Codec == "" {
+		req.Codec = CodecNone
+	}
+	if !req.Codec.Lossless() {
+		return fail(fmt.Errorf("%w: state codec %q", ErrConfig, req.Codec))
+	}
+	if req.MaxMessageBytes <= 0 {
+		req.MaxMessageBytes = 8 << 20
+	}
+	if req.MaxBytes <= 0 {
+		req.MaxBytes = 16 << 30
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(req.MaxMessageBytes)))
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close()
+	var zdec *zstd.Decoder
+	if req.Codec == CodecZstd {
+		if zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true)); err != nil {
+			return fail(err)
+		}
+		defer zdec.Close()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := pb.NewCollectiveClient(conn).StateTransfer(ctx, &pb.StateRequest{
+		RingId: req.RingID, Step: req.Step, Codec: pbCodec(req.Codec), ChunkBytes: uint32(max(0, req.ChunkBytes)),
+	}, grpc.WaitForReady(true))
+	if err != nil {
+		return fail(fromStatus(err))
+	}
+	var (
+		out   []byte
+		step  uint64
+		total uint64
+		first = true
+	)
+	for {
+		ch, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return fail(fmt.Errorf("%w: stream ended at %d of %d bytes without the last chunk", ErrShape, len(out), total))
+		}
+		if err != nil {
+			return fail(fromStatus(err))
+		}
+		if first {
+			step, total, first = ch.Step, ch.TotalLen, false
+			if total > uint64(req.MaxBytes) {
+				return fail(fmt.Errorf("%w: snapshot of %d bytes, limit %d", ErrOversized, total, req.MaxBytes))
+			}
+			out = make([]byte, 0, total)
+		}
+		switch {
+		case ch.Step != step || ch.TotalLen != total:
+			return fail(fmt.Errorf("%w: chunk at %d says step %d of %d bytes, first said step %d of %d", ErrShape, ch.Offset, ch.Step, ch.TotalLen, step, total))
+		case ch.Offset != uint64(len(out)):
+			return fail(fmt.Errorf("%w: chunk at offset %d, expected %d", ErrShape, ch.Offset, len(out)))
+		case uint64(ch.RawLen) > total-uint64(len(out)):
+			return fail(fmt.Errorf("%w: chunk of %d bytes at %d overruns %d", ErrShape, ch.RawLen, ch.Offset, total))
+		case ch.Codec != pbCodec(req.Codec):
+			return fail(fmt.Errorf("%w: chunk codec %v, asked %v", ErrShape, ch.Codec, req.Codec))
+		case crc32c(ch.Data) != ch.Crc32C:
+			return fail(fmt.Errorf("%w: chunk at offset %d", ErrChecksum, ch.Offset))
+		}
+		raw := out[len(out) : len(out)+int(ch.RawLen)]
+		switch req.Codec {
+		case CodecS2:
+			if n, err := s2.DecodedLen(ch.Data); err != nil || n != int(ch.RawLen) {
+				return fail(fmt.Errorf("%w: s2 chunk at %d decodes to %d bytes (%v), want %d", ErrShape, ch.Offset, n, err, ch.RawLen))
+			}
+			if _, err := s2.Decode(raw, ch.Data); err != nil {
+				return fail(fmt.Errorf("%w: s2 chunk at %d: %v", ErrShape, ch.Offset, err))
+			}
+		case CodecZstd:
+			b, err := zdec.DecodeAll(ch.Data, raw[:0])
+			if err != nil || len(b) != int(ch.RawLen) {
+				return fail(fmt.Errorf("%w: zstd chunk at %d decodes to %d bytes (%v), want %d", ErrShape, ch.Offset, len(b), err, ch.RawLen))
+			}
+		default:
+			if len(ch.Data) != int(ch.RawLen) {
+				return fail(fmt.Errorf("%w: chunk at %d has %d bytes, header says %d", ErrShape, ch.Offset, len(ch.Data), ch.RawLen))
+			}
+			copy(raw, ch.Data)
+		}
+		out = out[:len(out)+int(ch.RawLen)]
+		if ch.Last {
+			if uint64(len(out)) != total {
+				return fail(fmt.Errorf("%w: last chunk at %d of %d bytes", ErrShape, len(out), total))
+			}
+			sum := sha256.Sum256(out)
+			if !bytes.Equal(sum[:], ch.Sha256) {
+				return fail(fmt.Errorf("%w: sha256 of the %d-byte snapshot is %x, server says %x", ErrChecksum, total, sum, ch.Sha256))
+			}
+			return State{Step: step, Data: out}, nil
+		}
+		if ch.RawLen == 0 {
+			return fail(fmt.Errorf("%w: empty chunk at %d before the last", ErrShape, ch.Offset))
+		}
+	}
+}
