@@ -35,17 +35,34 @@ func (b *slotBuilder) err(i int, field string, sentinel error, format string, ar
 	return b.loc(i).err(b.slot, field, sentinel, format, args...)
 }
 
-// setD fixes the dimension and allocates X.
-func (b *slotBuilder) setD(d int) {
-	b.s.D = d
-	b.s.X = make([]float32, b.s.N*d)
+// keepX restricts X to the rows of p (nil: every row); call before setD.
+func (b *slotBuilder) keepX(p *keepPlan) {
+	if p != nil {
+		b.s.XIndex = p.index
+	}
 }
 
-func (b *slotBuilder) xRow(i int) []float32 { return b.s.X[i*b.s.D : (i+1)*b.s.D] }
+// setD fixes the dimension and allocates X (for the kept rows only).
+func (b *slotBuilder) setD(d int) {
+	b.s.D = d
+	b.s.X = make([]float32, b.s.loadedRows()*d)
+}
 
-// checkX validates a filled row of X.
-func (b *slotBuilder) checkX(i int) error {
-	row := b.xRow(i)
+// xRow is the storage of row i's embedding, or nil when it is not kept
+// (its values are then checked but not stored).
+func (b *slotBuilder) xRow(i int) []float32 {
+	if b.s.XIndex != nil {
+		k := b.s.XIndex[i]
+		if k < 0 {
+			return nil
+		}
+		i = int(k)
+	}
+	return b.s.X[i*b.s.D : (i+1)*b.s.D]
+}
+
+// checkX validates the embedding row of split row i (read whether kept or not).
+func (b *slotBuilder) checkX(i int, row []float32) error {
 	if j := firstNonFinite(row); j >= 0 {
 		return b.err(i, "x", ErrNonFinite, "x[%d] = %v", j, row[j])
 	}

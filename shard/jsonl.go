@@ -127,15 +127,24 @@ type jsonlRow struct {
 	id, x, o, y, p, r, rating, split []byte
 }
 
-func (s *jsonlSource) read(sel map[string]string, wantD int) (map[string]*part, error) {
+func (s *jsonlSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error) {
 	var byLabel [4]*slotBuilder
 	out := map[string]*slotBuilder{}
-	for label, slot := range sel {
+	for _, label := range []string{"", SplitTrain, SplitVal, SplitTest} { // fixed order: deterministic KeepX calls and errors
+		slot, ok := sel[label]
+		if !ok {
+			continue
+		}
 		idx := 3
 		if label != "" {
 			idx = int(labelIndex(label))
 		}
 		b := newSlotBuilder(slot, s.path, true, s.counts[label])
+		kp, err := planKeep(keep, slot, b.s.N)
+		if err != nil {
+			return nil, err
+		}
+		b.keepX(kp)
 		if wantD > 0 {
 			b.setD(wantD)
 		}
@@ -144,6 +153,7 @@ func (s *jsonlSource) read(sel map[string]string, wantD int) (map[string]*part, 
 	}
 	d := wantD
 	var first []float32
+	var skip []float32 // the x of a row not kept: parsed and checked, not stored
 	err := s.eachLine(func(line int, text []byte) error {
 		var row jsonlRow
 		err := parseObject(text, func(key string, val []byte) error {
@@ -206,9 +216,18 @@ func (s *jsonlSource) read(sel map[string]string, wantD int) (map[string]*part, 
 			for _, ob := range out {
 				ob.setD(d)
 			}
-			copy(b.xRow(i), first)
+			copy(b.xRow(i), first) // a no-op when the row is not kept
+			if err := b.checkX(i, first); err != nil {
+				return err
+			}
 		} else {
 			dst := b.xRow(i)
+			if dst == nil {
+				if cap(skip) < d {
+					skip = make([]float32, 0, d)
+				}
+				dst = skip[:d]
+			}
 			_, got, err := parseFloatArray(row.x, dst[:0], d)
 			if err != nil {
 				return b.err(i, "x", ErrFormat, "%v", err)
@@ -216,9 +235,9 @@ func (s *jsonlSource) read(sel map[string]string, wantD int) (map[string]*part, 
 			if got != d {
 				return b.err(i, "x", ErrDimension, "expected %d values, got %d", d, got)
 			}
-		}
-		if err := b.checkX(i); err != nil {
-			return err
+			if err := b.checkX(i, dst); err != nil {
+				return err
+			}
 		}
 		for _, f := range []struct {
 			name string
@@ -533,7 +552,7 @@ func parseFloatArray(v []byte, dst []float32, limit int) ([]float32, int, error)
 // field, atomically; a ".gz" suffix gzips the output. Floats are written in
 // their shortest float32 form, so reading back gives identical bits.
 func WriteJSONL(path string, ds *Dataset) error {
-	if err := ds.Validate(); err != nil {
+	if err := ds.validateFull(); err != nil {
 		return err
 	}
 	return safetensors.WriteAtomic(path, func(w io.Writer) error {

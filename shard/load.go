@@ -43,6 +43,22 @@ type LoadSpec struct {
 	// will carve one out of train); Dataset.Val is then a split with N = 0
 	// and the train D. Train and test must never be empty.
 	AllowEmptyVal bool
+
+	// KeepX, when set, limits the embeddings loaded to some rows of each
+	// split (a worker's virtual shards): it is called once per split with
+	// the split's name (train, val or test) and row count n, and returns the
+	// rows to keep as ranges within [0, n) that must not overlap (they are
+	// taken in row order; empty ranges are ignored). Split.X then holds only
+	// the kept rows, packed in row order, and Split.XIndex maps rows to
+	// them (see Split). Every other column is loaded in full. nil: X holds
+	// every row and XIndex is nil.
+	//
+	// Safetensors files are read only over the byte ranges of the kept rows,
+	// so the embeddings of the other rows are never read and never checked
+	// (non-finite values there go unnoticed); their shape still is. Parquet
+	// and JSONL files are parsed whole, so every row's x is still checked
+	// (length and finiteness), but only the kept rows are stored.
+	KeepX func(split string, n int) []Range
 }
 
 // part is one split as read from a file, with row locations for errors.
@@ -67,8 +83,8 @@ type source interface {
 	labels() map[string]int
 	// read reads the rows of the labels in sel (label -> slot) into one part
 	// per slot. wantD > 0 is the required embedding dimension; 0 lets the
-	// first row decide.
-	read(sel map[string]string, wantD int) (map[string]*part, error)
+	// first row decide. keep is LoadSpec.KeepX (see planKeep).
+	read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error)
 	close() error
 }
 
@@ -201,7 +217,7 @@ func Load(spec LoadSpec) (*Dataset, error) {
 	parts := map[string]*part{}
 	wantD := 0
 	for _, j := range jobs {
-		got, err := j.src.read(j.sel, wantD)
+		got, err := j.src.read(j.sel, wantD, spec.KeepX)
 		if err != nil {
 			return nil, err
 		}
@@ -232,6 +248,13 @@ func Load(spec LoadSpec) (*Dataset, error) {
 		return nil, fileErr(p.s.Source, SplitVal, "", ErrEmptySplit, "the val split has no rows (set AllowEmptyVal to split one off train)")
 	} else {
 		ds.Val = emptySplit(SplitVal, ds.Train.D)
+		kp, err := planKeep(spec.KeepX, SplitVal, 0)
+		if err != nil {
+			return nil, err
+		}
+		if kp != nil {
+			ds.Val.XIndex = kp.index
+		}
 	}
 	if err := checkDuplicates([]*part{parts[SplitTrain], parts[SplitVal], parts[SplitTest]}); err != nil {
 		return nil, err

@@ -224,17 +224,26 @@ func number(c *parquet.Column, v parquet.Value) float64 {
 	return math.NaN()
 }
 
-func (s *pqSource) read(sel map[string]string, wantD int) (map[string]*part, error) {
+func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error) {
 	n := int(s.pf.NumRows())
 	// Route every file row to a builder and its row there.
 	var byLabel [4]*slotBuilder // train, val, test, unlabelled
 	out := map[string]*slotBuilder{}
-	for label, slot := range sel {
+	for _, label := range []string{"", SplitTrain, SplitVal, SplitTest} { // fixed order: deterministic KeepX calls and errors
+		slot, ok := sel[label]
+		if !ok {
+			continue
+		}
 		idx := 3
 		if label != "" {
 			idx = int(labelIndex(label))
 		}
 		b := newSlotBuilder(slot, s.path, false, s.counts[label])
+		kp, err := planKeep(keep, slot, b.s.N)
+		if err != nil {
+			return nil, err
+		}
+		b.keepX(kp)
 		byLabel[idx] = b
 		out[slot] = b
 	}
@@ -333,6 +342,7 @@ func (s *pqSource) read(sel map[string]string, wantD int) (map[string]*part, err
 
 // readX streams the x column into the builders' X, checking every row's
 // length and finiteness. The first selected row fixes D when wantD is 0.
+// Rows a builder does not keep are checked the same way but not stored.
 func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBuilder, wantD int) error {
 	c := s.cols["x"]
 	maxDef := c.MaxDefinitionLevel()
@@ -345,9 +355,10 @@ func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBu
 	var first []float32 // the first selected row while D is unknown
 	row := -1
 	var b *slotBuilder
-	var dst []float32
+	var dst []float32 // the row's storage; nil while D is unknown or the row is not kept
 	count := 0
 	var rowErr error
+	bad, badAt := float32(0), -1 // first non-finite value of a row not stored
 
 	endRow := func() error {
 		if row < 0 || b == nil {
@@ -365,14 +376,21 @@ func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBu
 			for _, ob := range out {
 				ob.setD(d)
 			}
-			copy(b.xRow(i), first)
+			copy(b.xRow(i), first) // a no-op when the row is not kept
+			x := first
 			first = nil
-			return b.checkX(i)
+			return b.checkX(i, x)
 		}
 		if count != d {
 			return b.err(i, "x", ErrDimension, "expected %d values, got %d", d, count)
 		}
-		return b.checkX(i)
+		if dst == nil {
+			if badAt >= 0 {
+				return b.err(i, "x", ErrNonFinite, "x[%d] = %v", badAt, bad)
+			}
+			return nil
+		}
+		return b.checkX(i, dst)
 	}
 	err := s.scanValues(c, func(vals []parquet.Value) error {
 		for _, v := range vals {
@@ -385,7 +403,7 @@ func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBu
 					return fileErr(s.path, "", "x", ErrFormat, "column has more rows than the file")
 				}
 				b = dest[row]
-				count, rowErr = 0, nil
+				count, rowErr, badAt, dst = 0, nil, -1, nil
 				if b != nil && d > 0 {
 					dst = b.xRow(int(at[row]))
 				}
@@ -406,10 +424,14 @@ func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBu
 			} else {
 				f = v.Float()
 			}
-			if d == 0 {
+			switch {
+			case d == 0:
 				first = append(first, f)
-			} else if count < d {
+			case count >= d:
+			case dst != nil:
 				dst[count] = f
+			case badAt < 0 && !finite32(f):
+				bad, badAt = f, count
 			}
 			count++
 		}
@@ -439,7 +461,7 @@ type pqRow struct {
 // split column (layout above), atomically. y is written as null where o = 0;
 // absent optional columns are all null. Embedding rows are not copied.
 func WriteParquet(path string, ds *Dataset) error {
-	if err := ds.Validate(); err != nil {
+	if err := ds.validateFull(); err != nil {
 		return err
 	}
 	return safetensors.WriteAtomic(path, func(w io.Writer) error {

@@ -1,8 +1,10 @@
 package shard
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -38,6 +40,12 @@ type stSource struct {
 	counts map[string]int    // canonical label -> rows
 	suffix map[string]string // canonical label -> key suffix
 	ours   bool
+
+	// For reads of some rows of X (LoadSpec.KeepX): a second handle on the
+	// file, the offset of its data section, and a conversion buffer.
+	raw       *os.File
+	dataStart int64
+	scratch   []byte
 }
 
 func openSafetensorsSource(path string) (*stSource, error) {
@@ -92,7 +100,15 @@ func openSafetensorsSource(path string) (*stSource, error) {
 }
 
 func (s *stSource) labels() map[string]int { return s.counts }
-func (s *stSource) close() error           { return s.f.Close() }
+func (s *stSource) close() error {
+	err := s.f.Close()
+	if s.raw != nil {
+		if e := s.raw.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
 
 // stKeys are the tensor names of one split.
 type stKeys struct{ x, y, mask, prop, rating, r, idBytes, idOffsets string }
@@ -105,7 +121,7 @@ func keysFor(sfx string) stKeys {
 		"r_" + sfx + "_binary", "id_" + sfx + "_bytes", "id_" + sfx + "_offsets"}
 }
 
-func (s *stSource) read(sel map[string]string, wantD int) (map[string]*part, error) {
+func (s *stSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error) {
 	out := map[string]*part{}
 	// Deterministic order, so the first error is always the same one.
 	for _, label := range []string{"", SplitTrain, SplitVal, SplitTest} {
@@ -113,7 +129,7 @@ func (s *stSource) read(sel map[string]string, wantD int) (map[string]*part, err
 		if !ok {
 			continue
 		}
-		p, err := s.readSplit(label, slot, wantD)
+		p, err := s.readSplit(label, slot, wantD, keep)
 		if err != nil {
 			return nil, err
 		}
@@ -125,7 +141,7 @@ func (s *stSource) read(sel map[string]string, wantD int) (map[string]*part, err
 	return out, nil
 }
 
-func (s *stSource) readSplit(label, slot string, wantD int) (*part, error) {
+func (s *stSource) readSplit(label, slot string, wantD int, keep func(string, int) []Range) (*part, error) {
 	k := keysFor(s.suffix[label])
 	info, _ := s.f.Info(k.x)
 	n, d := info.Shape[0], info.Shape[1]
@@ -140,12 +156,32 @@ func (s *stSource) readSplit(label, slot string, wantD int) (*part, error) {
 		return nil, bad(row, k.x, ErrDimension, "expected %d values, got %d", wantD, d)
 	}
 	sp := &Split{Name: slot, Source: s.path, N: n, D: d}
-	sp.X = make([]float32, n*d)
-	if err := s.f.ReadFloat32Into(k.x, sp.X); err != nil {
-		return nil, bad(-1, k.x, ErrFormat, "%v", err)
+	kp, err := planKeep(keep, slot, n)
+	if err != nil {
+		return nil, err
+	}
+	if kp == nil {
+		sp.X = make([]float32, n*d)
+		if err := s.f.ReadFloat32Into(k.x, sp.X); err != nil {
+			return nil, bad(-1, k.x, ErrFormat, "%v", err)
+		}
+	} else {
+		// Only the kept rows, one read per contiguous range, straight into
+		// the packed X. The other rows are never read (nor checked).
+		if _, err := (safetensors.Tensor{DType: info.DType, Shape: []int{0}}).Float32s(); err != nil {
+			return nil, bad(-1, k.x, ErrFormat, "%v", err)
+		}
+		sp.XIndex = kp.index
+		sp.X = make([]float32, kp.kept*d)
+		for j, r := range kp.ranges {
+			dst := sp.X[kp.starts[j]*d : (kp.starts[j]+r.Len())*d]
+			if err := s.readRows(info, d, r.Lo, dst); err != nil {
+				return nil, bad(-1, k.x, ErrFormat, "%v", err)
+			}
+		}
 	}
 	if i := firstNonFinite(sp.X); i >= 0 {
-		return nil, bad(i/d, k.x, ErrNonFinite, "x[%d] = %v", i%d, sp.X[i])
+		return nil, bad(sp.rowOfX(i/d), k.x, ErrNonFinite, "x[%d] = %v", i%d, sp.X[i])
 	}
 
 	// column reads a 1-column tensor of n values as float64 (nil if absent).
@@ -263,6 +299,57 @@ func (s *stSource) readSplit(label, slot string, wantD int) (*part, error) {
 	return &part{s: sp}, nil
 }
 
+// nativeLittle reports a little-endian host, where F32 file bytes are the
+// in-memory float32s.
+var nativeLittle = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// stChunkBytes bounds the buffer converting non-F32 embeddings (a variable
+// so that tests can exercise several chunks).
+var stChunkBytes = 1 << 20
+
+// readRows reads len(dst)/d rows of the [N, d] tensor described by info,
+// from row lo on, into dst: F32 data on a little-endian host with one ReadAt
+// into dst's memory, other dtypes converted through a bounded buffer.
+func (s *stSource) readRows(info safetensors.Info, d, lo int, dst []float32) error {
+	if s.raw == nil {
+		f, err := os.Open(s.path)
+		if err != nil {
+			return err
+		}
+		var hl [8]byte
+		if _, err := f.ReadAt(hl[:], 0); err != nil {
+			f.Close()
+			return err
+		}
+		s.raw, s.dataStart = f, 8+int64(binary.LittleEndian.Uint64(hl[:]))
+	}
+	size := safetensors.DTypeSize(info.DType)
+	off := s.dataStart + info.Begin + int64(lo)*int64(d)*int64(size)
+	if info.DType == "F32" && nativeLittle {
+		if _, err := s.raw.ReadAt(safetensors.Float32Bytes(dst), off); err != nil {
+			return fmt.Errorf("reading rows from %d: %w", lo, err)
+		}
+		return nil
+	}
+	per := max(1, stChunkBytes/size)
+	if need := min(per, len(dst)) * size; len(s.scratch) < need {
+		s.scratch = make([]byte, need)
+	}
+	for k := 0; k < len(dst); k += per {
+		m := min(per, len(dst)-k)
+		b := s.scratch[:m*size]
+		if _, err := s.raw.ReadAt(b, off+int64(k)*int64(size)); err != nil {
+			return fmt.Errorf("reading rows from %d: %w", lo, err)
+		}
+		v, err := safetensors.Tensor{DType: info.DType, Shape: []int{m}, Data: b}.Float32s()
+		if err != nil {
+			return err
+		}
+		copy(dst[k:k+m], v)
+	}
+	return nil
+}
+
 func (s *stSource) readIDs(k stKeys, n int, bad func(int, string, error, string, ...any) error) ([]string, error) {
 	if !s.f.Has(k.idBytes) || !s.f.Has(k.idOffsets) {
 		return nil, bad(-1, k.idBytes, ErrMissingField, "ids need both %s and %s", k.idBytes, k.idOffsets)
@@ -307,7 +394,7 @@ func (s *stSource) readIDs(k stKeys, n int, bad func(int, string, error, string,
 // and deterministically. Load of the file gives back ds (Source aside).
 // Labels are written as F32 0/1, embeddings as F32.
 func WriteSafetensors(path string, ds *Dataset) error {
-	if err := ds.Validate(); err != nil {
+	if err := ds.validateFull(); err != nil {
 		return err
 	}
 	ts := map[string]safetensors.Tensor{}

@@ -13,7 +13,9 @@ func (d *Dataset) slots() []slotSplit {
 
 // Validate checks the in-memory invariants of every non-nil split: column
 // lengths, a common dimension, finite X, O/Y/R in {0,1}, Y = 0 where O = 0,
-// P in (0,1], finite ratings, non-empty ids unique across the dataset. It
+// P in (0,1], finite ratings, non-empty ids unique across the dataset. A
+// split with XIndex (some embeddings loaded) must have N entries there,
+// numbering the loaded rows 0, 1, ... in row order, and X of their size. It
 // does not require any split to be non-empty (Load does). Errors are
 // *RowError with File = Split.Source (or the split name when Source is "").
 func (d *Dataset) Validate() error {
@@ -42,13 +44,27 @@ func (d *Dataset) Validate() error {
 			dim = sp.D
 		}
 		n := sp.N
+		if sp.XIndex != nil {
+			if len(sp.XIndex) != n {
+				return whole("x", ErrShape, "XIndex has %d entries, want %d", len(sp.XIndex), n)
+			}
+			next := int32(0)
+			for i, k := range sp.XIndex {
+				if k >= 0 {
+					if k != next {
+						return at(i).err(e.name, "x", ErrShape, "XIndex = %d, want -1 or %d (loaded rows packed in row order)", k, next)
+					}
+					next++
+				}
+			}
+		}
 		for _, c := range []struct {
 			field string
 			got   int
 			want  int
 			opt   bool
 		}{
-			{"id", len(sp.IDs), n, false}, {"x", len(sp.X), n * sp.D, false},
+			{"id", len(sp.IDs), n, false}, {"x", len(sp.X), sp.loadedRows() * sp.D, false},
 			{"o", len(sp.O), n, false}, {"y", len(sp.Y), n, false},
 			{"p", len(sp.P), n, sp.P == nil}, {"r", len(sp.R), n, sp.R == nil},
 			{"rating", len(sp.Rating), n, sp.Rating == nil},
@@ -58,7 +74,7 @@ func (d *Dataset) Validate() error {
 			}
 		}
 		if i := firstNonFinite(sp.X); i >= 0 {
-			return at(i/sp.D).err(e.name, "x", ErrNonFinite, "x[%d] = %v", i%sp.D, sp.X[i])
+			return at(sp.rowOfX(i/sp.D)).err(e.name, "x", ErrNonFinite, "x[%d] = %v", i%sp.D, sp.X[i])
 		}
 		for i := 0; i < n; i++ {
 			if sp.IDs[i] == "" {
@@ -89,6 +105,26 @@ func (d *Dataset) Validate() error {
 		parts = append(parts, &part{s: &cp})
 	}
 	return checkDuplicates(parts)
+}
+
+// validateFull is Validate for the writers, which also need every
+// embedding: a split loaded with some rows only (LoadSpec.KeepX) is refused.
+func (d *Dataset) validateFull() error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	for _, e := range d.slots() {
+		if sp := e.s; sp != nil {
+			if m := sp.loadedRows(); m != sp.N {
+				file := sp.Source
+				if file == "" {
+					file = "(" + e.name + ")"
+				}
+				return fileErr(file, e.name, "x", ErrShape, "only %d of %d embeddings are loaded (LoadSpec.KeepX); cannot write the split", m, sp.N)
+			}
+		}
+	}
+	return nil
 }
 
 // CleanLabels returns the clean labels of the split: R when known, else Y
