@@ -107,7 +107,7 @@ func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (floa
 	va := t.ds.Val
 	var sum, active int64
 	chunk := t.scoreChunk()
-	var act []int32
+	var act, xr []int32
 	for lo := 0; lo < len(st.valRows); lo += chunk {
 		hi := min(lo+chunk, len(st.valRows))
 		act = act[:0]
@@ -116,7 +116,8 @@ func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (floa
 				act = append(act, r)
 			}
 		}
-		f := eng.Forward(va.X, act)
+		xr = va.XRows(act, xr)
+		f := eng.Forward(va.X, xr)
 		for i, r := range act {
 			sum += fixedLoss(st.valLoss(r, f[i]))
 		}
@@ -158,6 +159,7 @@ func ScoreWith(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, f
 func scoreRows(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, fn func(float64) float64, owned []bool) ([]float64, error) {
 	out := make([]float64, s.N)
 	rows := make([]int32, 0, chunk)
+	var xr []int32
 	for lo := 0; lo < s.N; lo += chunk {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -171,7 +173,8 @@ func scoreRows(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, f
 				out[r] = math.NaN()
 			}
 		}
-		f := eng.Forward(s.X, rows)
+		xr = s.XRows(rows, xr)
+		f := eng.Forward(s.X, xr)
 		for i, v := range f {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
 				return nil, fmt.Errorf("scoring %s row %d: %w logit", s.Name, rows[i], nn.ErrNonFinite)
@@ -235,6 +238,7 @@ type stepper struct {
 	grad  []float32
 	p32   []float32
 	act   []int32
+	xrows []int32 // act as indices into the loaded embeddings
 	dldf  []float64
 }
 
@@ -281,7 +285,8 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 			sp.act = append(sp.act, r)
 		}
 	}
-	f := sp.eng.Forward(tr.X, sp.act)
+	sp.xrows = tr.XRows(sp.act, sp.xrows)
+	f := sp.eng.Forward(tr.X, sp.xrows)
 	sp.dldf = sp.dldf[:0]
 	var lossSum int64
 	for i, r := range sp.act {

@@ -26,6 +26,8 @@ import (
 
 func trainCmd() *cobra.Command {
 	var f jobFlags
+	var workers int
+	var codec string
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train a CausalRM reward model (all stages) and write it with its metrics and report",
@@ -40,7 +42,9 @@ and writes to the output directory:
   job.yaml                                 the resolved settings
 
 With --reduce exact (the default) the model file is bit-identical for the same
-seed and data whatever --threads is. Outputs appear all at once when training
+seed and data whatever --threads is, and whatever --workers is: N worker
+processes, each holding the embeddings of its virtual shards only, sum their
+integer gradients with a ring all-reduce and train the same bits. Outputs appear all at once when training
 succeeds; a failed or interrupted run writes nothing.`,
 		Example: `  causalrm simulate --out data.safetensors
   causalrm train --data data.safetensors --out runs/demo
@@ -54,10 +58,15 @@ succeeds; a failed or interrupted run writes nothing.`,
 			if job.Out == "" {
 				job.Out = filepath.Join("runs", fmt.Sprintf("%s-seed%d", job.Method, job.Seed))
 			}
+			if workers > 0 {
+				return runCluster(cmd.Context(), job, workers, codec, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
 			return runTrain(cmd.Context(), job, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	addJobFlags(cmd, &f, true)
+	cmd.Flags().IntVar(&workers, "workers", 0, "train with N worker processes on 127.0.0.1 (ring all-reduce); 0: in this process")
+	cmd.Flags().StringVar(&codec, "codec", "none", "with --workers: all-reduce wire codec none, s2 or zstd (all exact)")
 	return cmd
 }
 
@@ -143,47 +152,75 @@ func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) 
 	if err != nil {
 		return err
 	}
-	tr, err := trainer.New(job.Config, ds, nil, nil)
+	o, err := trainJob(ctx, job, ds, nil, nil, nil)
 	if err != nil {
 		return err
 	}
+	if err := writeOutputs(staging, o, job, start); err != nil {
+		return err
+	}
+	if err := commitOut(staging, job.Out); err != nil {
+		return err
+	}
+	printSummary(stdout, job.Out, o.rm)
+	return nil
+}
+
+// outcome is a finished training run, ready to be written.
+type outcome struct {
+	tr *trainer.Trainer
+	rm *RunMetrics
+}
+
+// trainJob trains every stage of the job's method and scores the test
+// split. red and own are nil in one process; a worker passes its ring and
+// its virtual shards (then every rank must call it: the test metrics are
+// gathered across ranks).
+func trainJob(ctx context.Context, job *Job, ds *shard.Dataset, red trainer.Reducer, xexp []int, own []int) (*outcome, error) {
+	tr, err := trainer.New(job.Config, ds, red, xexp)
+	if err != nil {
+		return nil, err
+	}
+	if own != nil {
+		if err := tr.Own(own); err != nil {
+			return nil, err
+		}
+	}
 	res, err := tr.Reward(ctx, job.Method)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rm := &RunMetrics{Method: string(job.Method), Seed: job.Seed, Reduce: job.Reduce, Backend: nn.Backend(),
 		ObservedShare: observedShare(ds.Train)}
 	if ds.Test != nil && ds.Test.R != nil {
 		m, _, err := tr.Test(ctx, res.Model)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rm.Test = &m
 	}
 	fillAux(rm, tr, ds)
-	if err := writeModels(staging, tr, job); err != nil {
+	return &outcome{tr: tr, rm: rm}, nil
+}
+
+// writeOutputs writes the models, metrics.json, job.yaml and the report.
+func writeOutputs(dir string, o *outcome, job *Job, start time.Time) error {
+	if err := writeModels(dir, o.tr, job); err != nil {
 		return err
 	}
-	sum, err := fileSHA256(filepath.Join(staging, "reward.safetensors"))
+	sum, err := fileSHA256(filepath.Join(dir, "reward.safetensors"))
 	if err != nil {
 		return err
 	}
-	rm.RewardSHA256 = sum
-	rm.ElapsedSeconds = time.Since(start).Seconds()
-	if err := writeJSON(filepath.Join(staging, "metrics.json"), rm); err != nil {
+	o.rm.RewardSHA256 = sum
+	o.rm.ElapsedSeconds = time.Since(start).Seconds()
+	if err := writeJSON(filepath.Join(dir, "metrics.json"), o.rm); err != nil {
 		return err
 	}
-	if err := writeYAML(filepath.Join(staging, "job.yaml"), job); err != nil {
+	if err := writeYAML(filepath.Join(dir, "job.yaml"), job); err != nil {
 		return err
 	}
-	if err := report.Write(staging, reportRun(rm, tr)); err != nil {
-		return err
-	}
-	if err := commitOut(staging, job.Out); err != nil {
-		return err
-	}
-	printSummary(stdout, job.Out, rm)
-	return nil
+	return report.Write(dir, reportRun(o.rm, o.tr))
 }
 
 // trueRates reads the flip rates a generated dataset records in its clean

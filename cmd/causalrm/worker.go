@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/causalrm/causalrm/collective"
+	"github.com/causalrm/causalrm/nn"
+	"github.com/causalrm/causalrm/shard"
+)
+
+// ownedShards gives rank r of n a contiguous block of the s virtual shards,
+// so it reads its rows with few contiguous reads.
+func ownedShards(rank, n, s int) []int {
+	var out []int
+	for id := rank * s / n; id < (rank+1)*s/n; id++ {
+		out = append(out, id)
+	}
+	return out
+}
+
+func workerCmd() *cobra.Command {
+	var f jobFlags
+	var rank, listenFD int
+	var peers, codec, listen string
+	var gen uint64
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run one training worker of a static ring (started by train --workers N)",
+		Long: `Runs one worker: it loads the embeddings of its virtual shards only,
+joins the ring all-reduce with its peers (gRPC on the given addresses) and
+trains the job; rank 0 writes the outputs to --out. Every worker must be given
+the same job. 'causalrm train --workers N' starts and supervises these on
+127.0.0.1; run them by hand only to place workers yourself.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			job, err := resolveJob(cmd, &f)
+			if err != nil {
+				return err
+			}
+			addrs := strings.Split(peers, ",")
+			if rank < 0 || rank >= len(addrs) {
+				return fmt.Errorf("--rank %d outside the %d peers", rank, len(addrs))
+			}
+			var lis net.Listener
+			switch {
+			case listenFD > 0:
+				lis, err = net.FileListener(os.NewFile(uintptr(listenFD), "listener"))
+			case listen != "":
+				lis, err = net.Listen("tcp", listen)
+			default:
+				lis, err = net.Listen("tcp", addrs[rank])
+			}
+			if err != nil {
+				return fmt.Errorf("worker %d: listen: %w", rank, err)
+			}
+			return runWorker(cmd.Context(), job, rank, addrs, gen, collective.Codec(codec), lis, cmd.ErrOrStderr())
+		},
+	}
+	addJobFlags(cmd, &f, true)
+	fs := cmd.Flags()
+	fs.IntVar(&rank, "rank", 0, "this worker's position in --peers")
+	fs.StringVar(&peers, "peers", "", "comma-separated host:port of every worker, in ring order")
+	fs.StringVar(&listen, "listen", "", "address to serve the collective on (default: this rank's peer address)")
+	fs.IntVar(&listenFD, "listen-fd", 0, "inherited listening socket (used by train --workers)")
+	fs.StringVar(&codec, "codec", "none", "all-reduce wire codec: none, s2, zstd (exact)")
+	fs.Uint64Var(&gen, "generation", 1, "membership generation")
+	return cmd
+}
+
+// runWorker loads this rank's rows, joins the ring, trains, and (rank 0)
+// writes the outputs into job.Out, which the launcher created.
+func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint64, codec collective.Codec, lis net.Listener, log io.Writer) error {
+	start := time.Now()
+	n := len(peers)
+	own := ownedShards(rank, n, job.Shards)
+	if len(own) == 0 {
+		lis.Close()
+		return fmt.Errorf("worker %d: %d workers but only %d virtual shards", rank, n, job.Shards)
+	}
+	if rank != 0 {
+		job.Progress = nil
+	}
+	ds, err := loadOwned(job, own)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("worker %d: %w", rank, err)
+	}
+	cfg := collective.DefaultConfig()
+	cfg.Rank, cfg.Peers, cfg.Generation, cfg.Codec = rank, peers, gen, codec
+	ring, err := collective.New(cfg, lis)
+	if err != nil {
+		return fmt.Errorf("worker %d: %w", rank, err)
+	}
+	defer ring.Close()
+	// Every worker sees only its rows: agree on the embeddings' grid first.
+	maxima := nn.ColumnMaxAbs(ds.Train.D, ds.Train.X, ds.Val.X, ds.Test.X)
+	if err := ring.MaxFloat64(ctx, maxima); err != nil {
+		return fmt.Errorf("worker %d: %w", rank, err)
+	}
+	if os.Getenv(faultEnv) == strconv.Itoa(rank) {
+		return fmt.Errorf("worker %d: fault injected by %s", rank, faultEnv)
+	}
+	o, err := trainJob(ctx, job, ds, ring, nn.ExpsFromMax(maxima), own)
+	if err != nil {
+		return fmt.Errorf("worker %d: %w", rank, err)
+	}
+	if rank == 0 {
+		if err := writeOutputs(job.Out, o, job, start); err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "worker 0: wrote outputs; all-reduce %s\n", ringStats(ring))
+	}
+	return nil
+}
+
+// faultEnv names an environment variable for fault-injection tests: the
+// worker of that rank fails right after joining the ring.
+const faultEnv = "CAUSALRM_FAULT_FAIL_RANK"
+
+// loadOwned reads the data with the embeddings of the owned shards only.
+func loadOwned(job *Job, own []int) (*shard.Dataset, error) {
+	return shard.Load(shard.LoadSpec{Train: job.Data.Train, Val: job.Data.Val, Test: job.Data.Test,
+		KeepX: func(_ string, n int) []shard.Range {
+			all := shard.Shards(n, job.Shards)
+			var out []shard.Range
+			for _, id := range own {
+				out = append(out, all[id])
+			}
+			return out
+		}})
+}
+
+func ringStats(r *collective.Ring) string {
+	s := r.Stats()
+	return fmt.Sprintf("%d ops, %.1f MB sent, %.1f MB received", s.Ops, float64(s.BytesSent)/1e6, float64(s.BytesRecv)/1e6)
+}
+
+// runCluster starts n worker processes on 127.0.0.1 with the resolved job,
+// supervises them, and commits rank 0's outputs when all of them succeed.
+// The first failure (or ctrl-C) stops every worker; all are reaped on
+// every path.
+func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer) error {
+	if n > job.Shards {
+		return fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
+	}
+	staging, err := prepareOut(job.Out, force)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(staging)
+	final := job.Out
+	wjob := *job
+	wjob.Out = staging
+	jobFile := filepath.Join(staging, "job.yaml")
+	if err := writeYAML(jobFile, &wjob); err != nil {
+		return err
+	}
+	lis := make([]*net.TCPListener, n)
+	peers := make([]string, n)
+	for i := range lis {
+		l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		lis[i], peers[i] = l, l.Addr().String()
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	procs := make([]*exec.Cmd, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		f, err := lis[i].File()
+		if err != nil {
+			return err
+		}
+		args := []string{"worker", "--config", jobFile, "--rank", strconv.Itoa(i),
+			"--peers", strings.Join(peers, ","), "--listen-fd", "3", "--codec", codec,
+			"--threads", strconv.Itoa(max(job.Threads, 0))}
+		if job.Progress == nil {
+			args = append(args, "--quiet")
+		}
+		c := exec.Command(self, args...)
+		c.ExtraFiles = []*os.File{f}
+		c.Stdout, c.Stderr = log, log
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := c.Start(); err != nil {
+			f.Close()
+			signalAll(procs, syscall.SIGKILL)
+			for j := 0; j < i; j++ {
+				<-errs
+			}
+			return err
+		}
+		f.Close()
+		procs[i] = c
+		go func(i int, c *exec.Cmd) {
+			if err := c.Wait(); err != nil {
+				errs <- fmt.Errorf("worker %d: %w", i, err)
+				return
+			}
+			errs <- nil
+		}(i, c)
+	}
+	for _, l := range lis {
+		l.Close() // the children hold their own copies
+	}
+	// Supervise: the first failure or ctrl-C stops everyone (SIGTERM, then
+	// SIGKILL after a grace period); return only once all are reaped.
+	var first error
+	var kill *time.Timer
+	stop := func(why error) {
+		if first != nil {
+			return
+		}
+		first = why
+		signalAll(procs, syscall.SIGTERM)
+		kill = time.AfterFunc(workerGrace, func() { signalAll(procs, syscall.SIGKILL) })
+	}
+	done := ctx.Done()
+	for remaining := n; remaining > 0; {
+		select {
+		case err := <-errs:
+			remaining--
+			if err != nil {
+				stop(err)
+			}
+		case <-done:
+			done = nil
+			stop(ctx.Err())
+		}
+	}
+	if kill != nil {
+		kill.Stop()
+	}
+	if first != nil {
+		return first
+	}
+	if err := commitOut(staging, final); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s (%d workers)\n", final, n)
+	return nil
+}
+
+// workerGrace is how long stopped workers get before SIGKILL.
+const workerGrace = 5 * time.Second
+
+// signalAll sends sig to every started worker; ones already gone are
+// skipped (the error is os.ErrProcessDone).
+func signalAll(procs []*exec.Cmd, sig os.Signal) {
+	for _, c := range procs {
+		if c != nil && c.Process != nil {
+			_ = c.Process.Signal(sig)
+		}
+	}
+}
