@@ -41,7 +41,7 @@ func TestLosslessCodecsRoundTrip(t *testing.T) {
 
 func roundTrip[T elem](t *testing.T, c *coder, codec Codec, v []T) {
 	t.Helper()
-	p := encode(c, codec, v)
+	p := *encode(c, codec, v)
 	if len(p) > maxEncodedLen(codec, len(v)*elemSize[T](), len(v)) {
 		t.Fatalf("%s: %d-byte payload over its bound", codec, len(p))
 	}
@@ -99,18 +99,18 @@ func TestFloat16Conversion(t *testing.T) {
 func TestLossyDecodeRejectsNonFinite(t *testing.T) {
 	y := []float32{1, -2, 3}
 	for _, codec := range []Codec{CodecFP16, CodecInt8} {
-		p := encodeLossy(codec, y)
+		p := *encodeLossy(codec, y)
 		d := make([]float32, 3)
 		if err := decodeLossy(codec, d, p); err != nil {
 			t.Fatalf("%s: %v", codec, err)
 		}
 		bad := slices.Clone(y)
 		bad[1] = float32(math.NaN())
-		if err := decodeLossy(codec, d, encodeLossy(codec, bad)); !errors.Is(err, ErrNonFinite) {
+		if err := decodeLossy(codec, d, *encodeLossy(codec, bad)); !errors.Is(err, ErrNonFinite) {
 			t.Errorf("%s: NaN input decodes with %v, want ErrNonFinite", codec, err)
 		}
 		bad[1] = float32(math.Inf(-1))
-		if err := decodeLossy(codec, d, encodeLossy(codec, bad)); !errors.Is(err, ErrNonFinite) {
+		if err := decodeLossy(codec, d, *encodeLossy(codec, bad)); !errors.Is(err, ErrNonFinite) {
 			t.Errorf("%s: -Inf input decodes with %v, want ErrNonFinite", codec, err)
 		}
 		if err := decodeLossy(codec, make([]float32, 4), p); !errors.Is(err, ErrShape) {

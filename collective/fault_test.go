@@ -114,7 +114,7 @@ func TestHostilePeerSegments(t *testing.T) {
 			v[2] = math.NaN()
 			c, _ := newCoder(1 << 20)
 			defer c.close()
-			segs[0].Payload = encode(c, CodecZstd, v)
+			segs[0].Payload = *encode(c, CodecZstd, v)
 			crc(segs[0])
 			return segs
 		}, ErrNonFinite})
@@ -150,7 +150,7 @@ func runHostile(t *testing.T, codec Codec, tc hostileCase) {
 	}
 	defer c.close()
 	seg := func(phase pb.Phase, chunk int, v []float64) *pb.Segment {
-		p := encode(c, codec, v)
+		p := *encode(c, codec, v)
 		return &pb.Segment{
 			RingId: "test", Generation: 7, OpSeq: 1, Phase: phase, Chunk: uint32(chunk), SenderRank: 0,
 			Codec: pbCodec(codec), ElemType: pb.ElemType_ELEM_FLOAT64, Op: pb.ReduceOp_REDUCE_MAX,

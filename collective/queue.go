@@ -1,10 +1,6 @@
 package collective
 
-import (
-	"sync"
-
-	pb "github.com/causalrm/causalrm/proto/collectivepb"
-)
+import "sync"
 
 // sendQueue is the unbounded FIFO between the op goroutine and the sender
 // goroutine. Being unbounded (it holds at most ~2x one vector per op) means
@@ -12,7 +8,7 @@ import (
 // free of send/receive deadlocks whatever the buffer sizes.
 type sendQueue struct {
 	mu     sync.Mutex
-	items  []*pb.Segment
+	items  []outSegment
 	head   int
 	closed bool // no more pushes; pop drains what is left, then reports false
 	dead   bool // the stream failed: drop everything
@@ -28,7 +24,7 @@ func (q *sendQueue) wake() {
 	}
 }
 
-func (q *sendQueue) push(s *pb.Segment) {
+func (q *sendQueue) push(s outSegment) {
 	q.mu.Lock()
 	if q.closed || q.dead {
 		q.mu.Unlock()
@@ -41,16 +37,16 @@ func (q *sendQueue) push(s *pb.Segment) {
 
 // pop blocks until a segment is queued; false once closed and drained, or
 // dead.
-func (q *sendQueue) pop() (*pb.Segment, bool) {
+func (q *sendQueue) pop() (outSegment, bool) {
 	for {
 		q.mu.Lock()
 		if q.dead {
 			q.mu.Unlock()
-			return nil, false
+			return outSegment{}, false
 		}
 		if q.head < len(q.items) {
 			s := q.items[q.head]
-			q.items[q.head] = nil
+			q.items[q.head] = outSegment{}
 			q.head++
 			if q.head == len(q.items) {
 				q.items, q.head = q.items[:0], 0
@@ -61,7 +57,7 @@ func (q *sendQueue) pop() (*pb.Segment, bool) {
 		closed := q.closed
 		q.mu.Unlock()
 		if closed {
-			return nil, false
+			return outSegment{}, false
 		}
 		<-q.notify
 	}

@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
@@ -62,9 +63,14 @@ type Ring struct {
 	testHookOutgoing func(*pb.Segment) // tests: corrupt what this rank sends
 }
 
+// windowBytes is the HTTP/2 flow-control window of the ring streams: large
+// enough to keep a loopback or LAN link busy without relying on gRPC's
+// bandwidth-delay estimate.
+const windowBytes = 4 << 20
+
 // inItem is what the stream handlers hand to the op goroutine.
 type inItem struct {
-	seg *pb.Segment
+	in  *inSegment
 	err error
 }
 
@@ -116,6 +122,12 @@ func New(cfg Config, lis net.Listener) (*Ring, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
 		grpc.WaitForHandlers(true),
+		grpc.InitialWindowSize(windowBytes),
+		grpc.InitialConnWindowSize(2*windowBytes),
+		grpc.ReadBufferSize(256<<10),
+		grpc.WriteBufferSize(256<<10),
+		experimental.BufferPool(sharedPool),
+		grpc.ForceServerCodecV2(wireCodec{}),
 	)
 	pb.RegisterCollectiveServer(r.srv, &service{r: r})
 	go func() {
@@ -196,6 +208,9 @@ func (r *Ring) conn(addr string) (*grpc.ClientConn, error) {
 			grpc.MaxCallSendMsgSize(r.cfg.MaxMessageBytes)),
 		grpc.WithReadBufferSize(256<<10),
 		grpc.WithWriteBufferSize(256<<10),
+		grpc.WithInitialWindowSize(windowBytes),
+		grpc.WithInitialConnWindowSize(2*windowBytes),
+		experimental.WithBufferPool(sharedPool),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("collective: dial %s: %w", addr, err)
@@ -215,7 +230,7 @@ func (r *Ring) sendLoop() {
 		r.out.abandon()
 	}
 	for {
-		seg, ok := r.out.pop()
+		item, ok := r.out.pop()
 		if !ok {
 			break
 		}
@@ -225,13 +240,14 @@ func (r *Ring) sendLoop() {
 				fail(err)
 				return
 			}
-			stream, err = pb.NewCollectiveClient(c).Segments(r.ctx, grpc.WaitForReady(true))
+			stream, err = pb.NewCollectiveClient(c).Segments(r.ctx, grpc.WaitForReady(true), grpc.ForceCodecV2(wireCodec{}))
 			if err != nil {
 				fail(fromStatus(err))
 				return
 			}
 		}
-		if err := stream.Send(seg); err != nil {
+		r.stats.sent(item.seg) // before: the transport may recycle the payload once written
+		if err := stream.SendMsg(&item); err != nil {
 			_, err = stream.CloseAndRecv() // the stream's real status
 			if err == nil {
 				err = errors.New("stream ended")
@@ -239,7 +255,6 @@ func (r *Ring) sendLoop() {
 			fail(fromStatus(err))
 			return
 		}
-		r.stats.sent(seg)
 	}
 	if stream != nil {
 		if _, err := stream.CloseAndRecv(); err != nil && r.ctx.Err() == nil {
@@ -378,10 +393,10 @@ func allReduce[T elem](r *Ring, ctx context.Context, name string, v []T, op pb.R
 	if err := o.run(ctx); err != nil {
 		err = fmt.Errorf("collective: %s op %d on rank %d of %d (generation %d): %w",
 			name, r.seq, r.rank, r.n, r.cfg.Generation, err)
-		r.out.push(&pb.Segment{
+		r.out.push(outSegment{seg: &pb.Segment{
 			RingId: r.cfg.RingID, Generation: r.cfg.Generation, OpSeq: r.seq,
 			Phase: pb.Phase_PHASE_ABORT, SenderRank: uint32(r.rank), AbortReason: err.Error(),
-		})
+		}})
 		r.breakWith(err)
 		return err
 	}
@@ -502,7 +517,7 @@ func (o *op[T]) run(ctx context.Context) error {
 // the decoded bits every other rank will receive.
 func (o *op[T]) sendEncoded(phase pb.Phase, step, p, c int, owner bool) {
 	lo, hi := o.chunkRange(p, c)
-	var payload []byte
+	var payload *[]byte
 	if o.lossy {
 		x := any(o.v[lo:hi]).([]float32)
 		res := o.res[lo:hi]
@@ -511,7 +526,7 @@ func (o *op[T]) sendEncoded(phase pb.Phase, step, p, c int, owner bool) {
 			y[i] = x[i] + res[i]
 		}
 		payload = encodeLossy(o.codec, y)
-		if err := decodeLossy(o.codec, d, payload); err != nil {
+		if err := decodeLossy(o.codec, d, *payload); err != nil {
 			// Only a non-finite input gets here; the receiver rejects it.
 			copy(d, y)
 		}
@@ -524,10 +539,11 @@ func (o *op[T]) sendEncoded(phase pb.Phase, step, p, c int, owner bool) {
 	} else {
 		payload = encode(o.r.coder, o.codec, o.v[lo:hi])
 	}
-	o.send(phase, step, c, hi-lo, payload, crc32c(payload))
+	o.send(phase, step, c, hi-lo, *payload, payload, crc32c(*payload))
 }
 
-func (o *op[T]) send(phase pb.Phase, step, c, count int, payload []byte, crc uint32) {
+// send queues a segment; pooled, if set, is payload's buffer in sharedPool.
+func (o *op[T]) send(phase pb.Phase, step, c, count int, payload []byte, pooled *[]byte, crc uint32) {
 	r := o.r
 	seg := &pb.Segment{
 		RingId: r.cfg.RingID, Generation: r.cfg.Generation, OpSeq: o.seq,
@@ -537,8 +553,9 @@ func (o *op[T]) send(phase pb.Phase, step, c, count int, payload []byte, crc uin
 	}
 	if r.testHookOutgoing != nil {
 		r.testHookOutgoing(seg)
+		pooled = nil // the hook may have swapped the payload
 	}
-	r.out.push(seg)
+	r.out.push(outSegment{seg: seg, pooled: pooled})
 }
 
 // handle validates one received segment and applies it. Nothing of a
@@ -547,7 +564,13 @@ func (o *op[T]) handle(it inItem) error {
 	if it.err != nil {
 		return it.err
 	}
-	r, s := o.r, it.seg
+	forwarded := false
+	defer func() {
+		if !forwarded {
+			it.in.release()
+		}
+	}()
+	r, s := o.r, &it.in.seg
 	N := r.n
 	if s.RingId != r.cfg.RingID {
 		return fmt.Errorf("%w: segment of ring %q, this is ring %q", ErrStaleGeneration, s.RingId, r.cfg.RingID)
@@ -628,7 +651,10 @@ func (o *op[T]) handle(it inItem) error {
 	}
 	copy(o.v[lo:hi], in)
 	if step < N-2 {
-		o.send(pb.Phase_PHASE_ALL_GATHER, step+1, c, hi-lo, s.Payload, s.Crc32C)
+		// Forward the very bytes. They alias the received buffer, which is
+		// left to the garbage collector.
+		forwarded = true
+		o.send(pb.Phase_PHASE_ALL_GATHER, step+1, c, hi-lo, s.Payload, nil, s.Crc32C)
 	}
 	return nil
 }

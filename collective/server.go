@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
@@ -25,20 +27,39 @@ type service struct {
 // the handler can end the stream (and so fail the sender fast) as soon as
 // this ring breaks or closes; it exits when the stream's context ends,
 // which returning from the handler causes.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "?"
+}
+
 func (s *service) Segments(stream pb.Collective_SegmentsServer) error {
 	r := s.r
 	ctx := stream.Context()
 	recv := make(chan inItem)
 	go func() {
+		legit := false // the stream has carried this ring's predecessor's segments
 		for {
-			seg, err := stream.Recv()
-			if status.Code(err) == codes.ResourceExhausted {
+			in := new(inSegment)
+			err := stream.RecvMsg(in)
+			if err == nil && in.seg.RingId == r.cfg.RingID && in.seg.Generation == r.cfg.Generation && int(in.seg.SenderRank) == r.pred {
+				legit = true
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
 				// gRPC has already ended the stream (and its context), so
 				// tell the op goroutine from here.
-				r.deliver(inItem{err: fmt.Errorf("%w: from the predecessor's stream: %v", ErrOversized, err)})
+				switch {
+				case status.Code(err) == codes.ResourceExhausted:
+					r.deliver(inItem{err: fmt.Errorf("%w: from the stream of %s: %v", ErrOversized, peerAddr(ctx), err)})
+				case strings.Contains(err.Error(), errWire.Error()):
+					r.deliver(inItem{err: fmt.Errorf("%w: from the stream of %s: %v", ErrShape, peerAddr(ctx), err)})
+				case legit:
+					r.deliver(inItem{err: fmt.Errorf("%w: the predecessor's stream broke: %v", ErrPeer, err)})
+				}
 			}
 			select {
-			case recv <- inItem{seg: seg, err: err}:
+			case recv <- inItem{in: in, err: err}:
 			case <-ctx.Done():
 				return
 			}
@@ -56,7 +77,7 @@ func (s *service) Segments(stream pb.Collective_SegmentsServer) error {
 			if it.err != nil {
 				return it.err
 			}
-			r.stats.received(it.seg)
+			r.stats.received(&it.in.seg)
 			if !r.deliver(it) {
 				return toStatus(r.usable())
 			}

@@ -1,0 +1,430 @@
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// FixedPointGradient returns n int64 values shaped like the exact mode's
+// gradient partials: blocks of 256 (one neuron's row) on their own
+// power-of-two grid, Gaussian values of 2^12 to 2^30 grid steps, and one
+// value in a thousand an outlier 2^10 times larger.
+func FixedPointGradient(n int, seed uint64) []int64 {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	v := make([]int64, n)
+	var scale float64
+	for i := range v {
+		if i%256 == 0 {
+			scale = math.Ldexp(1, 12+rng.IntN(19))
+		}
+		x := rng.NormFloat64() * scale
+		if rng.IntN(1000) == 0 {
+			x *= 1024
+		}
+		v[i] = int64(math.RoundToEven(x))
+	}
+	return v
+}
+
+// Gradient32 returns n float32 values of the same shape (fast mode).
+func Gradient32(n int, seed uint64) []float32 {
+	q := FixedPointGradient(n, seed)
+	v := make([]float32, n)
+	for i, x := range q {
+		v[i] = float32(math.Ldexp(float64(x), -40))
+	}
+	return v
+}
+
+// BenchOptions configures RunBench.
+type BenchOptions struct {
+	Ranks      []int   // ring sizes (default 2, 4)
+	SizesMiB   []int   // vector sizes in MiB of int64 (default 1, 4, 16)
+	Codecs     []Codec // lossless codecs for the all-reduce table (default none, s2, zstd)
+	Iters      int     // timed calls per case, after one warm-up (default 5)
+	ChunkBytes int     // 0: DefaultConfig's
+}
+
+func (o *BenchOptions) defaults() {
+	if len(o.Ranks) == 0 {
+		o.Ranks = []int{2, 4}
+	}
+	if len(o.SizesMiB) == 0 {
+		o.SizesMiB = []int{1, 4, 16}
+	}
+	if len(o.Codecs) == 0 {
+		o.Codecs = []Codec{CodecNone, CodecS2, CodecZstd}
+	}
+	if o.Iters <= 0 {
+		o.Iters = 5
+	}
+}
+
+// AllReduceResult is one row of the all-reduce table.
+type AllReduceResult struct {
+	Ranks   int
+	Bytes   int // vector size
+	Codec   Codec
+	Seconds float64 // per call (mean of the timed calls)
+	// AlgBW is Bytes/Seconds; BusBW is AlgBW * 2(n-1)/n, the rate each rank
+	// moves data at (NCCL's bus bandwidth).
+	AlgBW, BusBW float64
+	// WireRatio is the bytes each rank sent over the raw bytes it would
+	// send uncompressed (2(n-1)/n * Bytes).
+	WireRatio float64
+	// TCPCopyBW is a raw loopback TCP copy measured in the same run: n
+	// concurrent 127.0.0.1 connections in a ring, each copying
+	// 2(n-1)/n * Bytes, reported as Bytes over that time (the algbw a
+	// purely bandwidth-bound ring would reach on these sockets).
+	TCPCopyBW float64
+}
+
+// BenchAllReduce runs SumInt64 on in-process rings on 127.0.0.1 loopback
+// listeners and measures it next to a raw TCP copy of the same bytes.
+func BenchAllReduce(ctx context.Context, opts BenchOptions) ([]AllReduceResult, error) {
+	opts.defaults()
+	var out []AllReduceResult
+	for _, n := range opts.Ranks {
+		for _, mib := range opts.SizesMiB {
+			size := mib << 20
+			tcp, err := loopbackRingCopy(ctx, n, size*2*(n-1)/n, opts.Iters)
+			if err != nil {
+				return nil, err
+			}
+			for _, codec := range opts.Codecs {
+				res, err := benchOne(ctx, n, size, codec, opts)
+				if err != nil {
+					return nil, err
+				}
+				res.TCPCopyBW = float64(size) / tcp
+				out = append(out, res)
+			}
+		}
+	}
+	return out, nil
+}
+
+func benchRings(n int, mut func(*Config)) ([]*Ring, error) {
+	lis := make([]net.Listener, n)
+	addrs := make([]string, n)
+	closeLis := func() {
+		for _, l := range lis {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	for i := range lis {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			closeLis()
+			return nil, err
+		}
+		lis[i], addrs[i] = l, l.Addr().String()
+	}
+	rings := make([]*Ring, n)
+	for i := range rings {
+		cfg := DefaultConfig()
+		cfg.RingID, cfg.Rank, cfg.Peers, cfg.Generation = "bench", i, addrs, 1
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		if mut != nil {
+			mut(&cfg)
+		}
+		r, err := New(cfg, lis[i])
+		if err != nil {
+			for _, r := range rings[:i] {
+				r.Close()
+			}
+			for _, l := range lis[i:] {
+				l.Close()
+			}
+			return nil, err
+		}
+		rings[i] = r
+	}
+	return rings, nil
+}
+
+func closeRings(rings []*Ring) {
+	var wg sync.WaitGroup
+	for _, r := range rings {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.Close() }()
+	}
+	wg.Wait()
+}
+
+// runAll calls fn on every rank at once and returns the first error.
+func runAll(rings []*Ring, fn func(rank int, r *Ring) error) error {
+	errs := make([]error, len(rings))
+	var wg sync.WaitGroup
+	for i, r := range rings {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = fn(i, r) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func benchOne(ctx context.Context, n, size int, codec Codec, opts BenchOptions) (AllReduceResult, error) {
+	rings, err := benchRings(n, func(c *Config) {
+		c.Codec = codec
+		if opts.ChunkBytes > 0 {
+			c.ChunkBytes = opts.ChunkBytes
+			c.MaxMessageBytes = max(c.MaxMessageBytes, 2*opts.ChunkBytes+4096)
+		}
+	})
+	if err != nil {
+		return AllReduceResult{}, err
+	}
+	defer closeRings(rings)
+	elems := size / 8
+	src := make([][]int64, n)
+	bufs := make([][]int64, n)
+	for r := range src {
+		src[r] = FixedPointGradient(elems, uint64(r+1))
+		bufs[r] = make([]int64, elems)
+	}
+	// One call, timed without refilling the inputs.
+	call := func() (time.Duration, error) {
+		for r := range bufs {
+			copy(bufs[r], src[r])
+		}
+		start := time.Now()
+		err := runAll(rings, func(r int, ring *Ring) error { return ring.SumInt64(ctx, bufs[r]) })
+		return time.Since(start), err
+	}
+	if _, err := call(); err != nil { // warm-up: connections, buffers
+		return AllReduceResult{}, err
+	}
+	before := rings[0].Stats()
+	var total time.Duration
+	for range opts.Iters {
+		d, err := call()
+		if err != nil {
+			return AllReduceResult{}, err
+		}
+		total += d
+	}
+	after := rings[0].Stats()
+	sec := total.Seconds() / float64(opts.Iters)
+	moved := float64(size) * 2 * float64(n-1) / float64(n)
+	res := AllReduceResult{
+		Ranks: n, Bytes: size, Codec: codec, Seconds: sec,
+		AlgBW:     float64(size) / sec,
+		WireRatio: float64(after.BytesSent-before.BytesSent) / float64(opts.Iters) / moved,
+	}
+	res.BusBW = res.AlgBW * 2 * float64(n-1) / float64(n)
+	return res, nil
+}
+
+// loopbackRingCopy returns the seconds n concurrent 127.0.0.1 TCP
+// connections (rank i to rank i+1) take to each copy bytes, best of iters.
+func loopbackRingCopy(ctx context.Context, n, bytes, iters int) (float64, error) {
+	lis := make([]net.Listener, n)
+	conns := make([]net.Conn, 0, 2*n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		for _, l := range lis {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
+	var d net.Dialer
+	senders := make([]net.Conn, n)
+	receivers := make([]net.Conn, n)
+	for i := range lis {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		lis[i] = l
+		c, err := d.DialContext(ctx, "tcp", l.Addr().String())
+		if err != nil {
+			return 0, err
+		}
+		s, err := l.Accept()
+		if err != nil {
+			c.Close()
+			return 0, err
+		}
+		senders[i], receivers[i] = c, s
+		conns = append(conns, c, s)
+	}
+	buf := make([]byte, 256<<10)
+	best := math.Inf(1)
+	for range iters {
+		var wg sync.WaitGroup
+		errs := make([]error, 2*n)
+		start := time.Now()
+		for i := range n {
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				for left := bytes; left > 0; {
+					k, err := senders[i].Write(buf[:min(left, len(buf))])
+					if err != nil {
+						errs[2*i] = err
+						return
+					}
+					left -= k
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				rb := make([]byte, 256<<10)
+				for left := bytes; left > 0; {
+					k, err := receivers[i].Read(rb[:min(left, len(rb))])
+					if err != nil {
+						errs[2*i+1] = err
+						return
+					}
+					left -= k
+				}
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return 0, err
+		}
+		best = min(best, time.Since(start).Seconds())
+	}
+	return best, nil
+}
+
+// CodecResult is one row of the codec table.
+type CodecResult struct {
+	Data  string // "int64 fixed point" or "float32"
+	Codec Codec
+	// WireVsFloat32 is the bytes sent on the ring over the float32 size of
+	// the same elements (4 bytes each).
+	WireVsFloat32 float64
+	// EncodeMBps and DecodeMBps are one core's rates on the raw bytes.
+	EncodeMBps, DecodeMBps float64
+}
+
+// BenchCodecs measures the bytes on the wire of a 2-rank all-reduce of a
+// realistic gradient (FixedPointGradient for the exact codecs, Gradient32
+// for float32) per codec, and each codec's single-core speed.
+func BenchCodecs(ctx context.Context, elems int) ([]CodecResult, error) {
+	var out []CodecResult
+	type job struct {
+		data  string
+		codec Codec
+	}
+	jobs := []job{
+		{"int64 fixed point", CodecNone}, {"int64 fixed point", CodecS2}, {"int64 fixed point", CodecZstd},
+		{"float32", CodecNone}, {"float32", CodecS2}, {"float32", CodecZstd},
+		{"float32", CodecFP16}, {"float32", CodecInt8},
+	}
+	cd, err := newCoder(8 << 20)
+	if err != nil {
+		return nil, err
+	}
+	defer cd.close()
+	for _, j := range jobs {
+		rings, err := benchRings(2, func(c *Config) {
+			if j.codec.Lossy() {
+				c.LossyCodec = j.codec
+			} else {
+				c.Codec = j.codec
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		var enc, dec float64
+		if j.data == "float32" {
+			err = runAll(rings, func(r int, ring *Ring) error {
+				return ring.SumFloat32(ctx, Gradient32(elems, uint64(r+1)))
+			})
+			enc, dec = codecSpeed(cd, j.codec, Gradient32(elems, 9))
+		} else {
+			err = runAll(rings, func(r int, ring *Ring) error {
+				return ring.SumInt64(ctx, FixedPointGradient(elems, uint64(r+1)))
+			})
+			enc, dec = codecSpeed(cd, j.codec, FixedPointGradient(elems, 9))
+		}
+		st := rings[0].Stats()
+		closeRings(rings)
+		if err != nil {
+			return nil, err
+		}
+		// Elements rank 0 sent: its raw bytes over the element size.
+		es := 8.0
+		if j.data == "float32" {
+			es = 4
+		}
+		out = append(out, CodecResult{
+			Data: j.data, Codec: j.codec,
+			WireVsFloat32: float64(st.BytesSent) / (float64(st.RawBytesSent) / es * 4),
+			EncodeMBps:    enc, DecodeMBps: dec,
+		})
+	}
+	return out, nil
+}
+
+// codecSpeed times one encode and decode of v in chunks of 256 KiB.
+func codecSpeed[T elem](cd *coder, codec Codec, v []T) (encMBps, decMBps float64) {
+	chunk := (256 << 10) / elemSize[T]()
+	var payloads [][]byte
+	start := time.Now()
+	for lo := 0; lo < len(v); lo += chunk {
+		c := v[lo:min(lo+chunk, len(v))]
+		if codec.Lossy() {
+			payloads = append(payloads, *encodeLossy(codec, any(c).([]float32)))
+		} else {
+			payloads = append(payloads, *encode(cd, codec, c))
+		}
+	}
+	enc := time.Since(start).Seconds()
+	dst := make([]T, chunk)
+	start = time.Now()
+	for i, lo := 0, 0; lo < len(v); i, lo = i+1, lo+chunk {
+		d := dst[:min(chunk, len(v)-lo)]
+		if codec.Lossy() {
+			_ = decodeLossy(codec, any(d).([]float32), payloads[i])
+		} else {
+			_ = decode(cd, codec, d, payloads[i])
+		}
+	}
+	dec := time.Since(start).Seconds()
+	mb := float64(len(v)*elemSize[T]()) / 1e6
+	return mb / enc, mb / dec
+}
+
+// RunBench runs both benchmarks and prints their tables to w.
+func RunBench(ctx context.Context, w io.Writer, opts BenchOptions) error {
+	rows, err := BenchAllReduce(ctx, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "ring all-reduce of int64 vectors (SumInt64, in-process ranks on 127.0.0.1, GOMAXPROCS=%d)\n", runtime.GOMAXPROCS(0))
+	fmt.Fprintf(w, "%5s %6s %-5s %9s %9s %9s %10s %11s\n", "ranks", "MiB", "codec", "ms/call", "algbw", "busbw", "wire/raw", "tcp algbw")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%5d %6d %-5s %9.2f %7.0fMB/s %7.0fMB/s %10.3f %9.0fMB/s\n", r.Ranks, r.Bytes>>20, r.Codec,
+			r.Seconds*1e3, r.AlgBW/1e6, r.BusBW/1e6, r.WireRatio, r.TCPCopyBW/1e6)
+	}
+	codecs, err := BenchCodecs(ctx, 1<<20)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nbytes on the wire per codec (2-rank all-reduce of 1Mi elements), relative to float32 (4 bytes/element)\n")
+	fmt.Fprintf(w, "%-18s %-5s %9s %12s %12s\n", "data", "codec", "wire/f32", "encode", "decode")
+	for _, c := range codecs {
+		fmt.Fprintf(w, "%-18s %-5s %9.3f %8.0fMB/s %8.0fMB/s\n", c.Data, c.Codec, c.WireVsFloat32, c.EncodeMBps, c.DecodeMBps)
+	}
+	return nil
+}
