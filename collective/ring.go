@@ -12,6 +12,7 @@ package collective
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -624,6 +625,16 @@ func (o *op[T]) handle(it inItem) error {
 	if got := crc32c(s.Payload); got != s.Crc32C {
 		return fmt.Errorf("%w: %v step %d chunk %d: crc32c %08x, header says %08x", ErrChecksum, s.Phase, s.Step, c, got, s.Crc32C)
 	}
+	if dst, ok := any(o.v[lo:hi]).([]int64); ok && o.codec == CodecNone {
+		forwarded = s.Phase == pb.Phase_PHASE_ALL_GATHER && int(s.Step) < N-2
+		// Exact int64 without a codec: add or copy straight from the payload.
+		if len(s.Payload) != 8*len(dst) {
+			return fmt.Errorf("%v step %d chunk %d from rank %d: %w: payload of %d bytes for %d elements",
+				s.Phase, s.Step, c, s.SenderRank, ErrShape, len(s.Payload), len(dst))
+		}
+		o.applyRawInt64(s, dst, p, c)
+		return nil
+	}
 	in := o.tmp[:hi-lo]
 	var err error
 	if o.lossy {
@@ -651,12 +662,45 @@ func (o *op[T]) handle(it inItem) error {
 	}
 	copy(o.v[lo:hi], in)
 	if step < N-2 {
-		// Forward the very bytes. They alias the received buffer, which is
-		// left to the garbage collector.
 		forwarded = true
-		o.send(pb.Phase_PHASE_ALL_GATHER, step+1, c, hi-lo, s.Payload, nil, s.Crc32C)
+		o.forward(s, c, hi-lo)
 	}
 	return nil
+}
+
+// forward passes an all-gather segment on to the successor, the very bytes.
+// They alias the received buffer, which is left to the garbage collector.
+func (o *op[T]) forward(s *pb.Segment, c, count int) {
+	o.send(pb.Phase_PHASE_ALL_GATHER, int(s.Step)+1, c, count, s.Payload, nil, s.Crc32C)
+}
+
+// applyRawInt64 is handle's tail for CodecNone int64 segments, which need
+// no decode buffer.
+func (o *op[T]) applyRawInt64(s *pb.Segment, dst []int64, p, c int) {
+	seen := o.seenRS
+	if s.Phase == pb.Phase_PHASE_ALL_GATHER {
+		seen = o.seenAG
+	}
+	seen[o.base[p]+c] = true
+	o.got++
+	step := int(s.Step)
+	if s.Phase == pb.Phase_PHASE_REDUCE_SCATTER {
+		le := binary.LittleEndian
+		b := s.Payload[:8*len(dst)]
+		for i := range dst {
+			dst[i] += int64(le.Uint64(b[8*i:]))
+		}
+		if step < o.r.n-2 {
+			o.sendEncoded(pb.Phase_PHASE_REDUCE_SCATTER, step+1, p, c, false)
+		} else {
+			o.sendEncoded(pb.Phase_PHASE_ALL_GATHER, 0, p, c, true)
+		}
+		return
+	}
+	getRaw(dst, s.Payload)
+	if step < o.r.n-2 {
+		o.forward(s, c, len(dst))
+	}
 }
 
 // segmentBytes is a segment's size on the wire (its protobuf encoding).
