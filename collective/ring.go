@@ -176,7 +176,17 @@ func (r *Ring) Close() error {
 		t.Stop()
 		r.cancel()
 		<-r.senderDone
-		r.srv.Stop()
+		// Let answers in flight (a barrier that just completed) go out.
+		stopped := make(chan struct{})
+		go func() { r.srv.GracefulStop(); close(stopped) }()
+		t = time.NewTimer(r.cfg.CloseTimeout)
+		select {
+		case <-stopped:
+		case <-t.C:
+			r.srv.Stop()
+			<-stopped
+		}
+		t.Stop()
 		<-r.serveDone
 		r.connMu.Lock()
 		for _, c := range r.conns {

@@ -160,7 +160,11 @@ func (r *Ring) arrive(ctx context.Context, rank uint32, seq uint64) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-r.closing:
-		return ErrClosed
+		select {
+		case <-e.done: // completed as the ring closed: still a pass
+		default:
+			return ErrClosed
+		}
 	}
 	r.barriers.mu.Lock()
 	if e.left++; e.left == r.n {
