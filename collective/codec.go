@@ -403,20 +403,17 @@ func checkFinite[T elem](v []T) error {
 
 // ---- lossy float32 codecs ----
 
+const roundMagic = 1.5 * (1 << 52)
+
+// maxAbs32 is the largest magnitude in v (NaN if v holds one). For
+// non-NaN floats the order of |x| is the order of their bits less the sign,
+// which keeps the loop free of unpredictable branches.
 func maxAbs32(v []float32) float32 {
-	var m float32
+	var m uint32
 	for _, x := range v {
-		if x != x {
-			return x
-		}
-		if x < 0 {
-			x = -x
-		}
-		if x > m {
-			m = x
-		}
+		m = max(m, math.Float32bits(x)&0x7fffffff)
 	}
-	return m
+	return math.Float32frombits(m) // above 0x7f800000: a NaN
 }
 
 // encodeLossy quantizes y into a payload in a buffer from sharedPool.
@@ -452,9 +449,10 @@ func encodeLossy(codec Codec, y []float32) *[]byte {
 		if scale > 0 && finite {
 			inv := 1 / float64(scale)
 			for i, x := range y {
-				q := math.RoundToEven(float64(x) * inv)
-				q = min(max(q, -127), 127)
-				out[4+i] = byte(int8(q))
+				// |x*inv| <= ~127, where adding and subtracting 1.5*2^52
+				// rounds to the nearest integer, ties to even.
+				q := int(float64(float64(x)*inv) + roundMagic - roundMagic) // no FMA: the conversion rounds
+				out[4+i] = byte(int8(min(max(q, -127), 127)))
 			}
 		} else {
 			clear(out[4:])

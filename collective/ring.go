@@ -401,7 +401,11 @@ func allReduce[T elem](r *Ring, ctx context.Context, name string, v []T, op pb.R
 		defer cancel()
 	}
 	o := newOp(r, v, op, codec, combine)
-	if err := o.run(ctx); err != nil {
+	err := ctx.Err()
+	if err == nil {
+		err = o.run(ctx)
+	}
+	if err != nil {
 		err = fmt.Errorf("collective: %s op %d on rank %d of %d (generation %d): %w",
 			name, r.seq, r.rank, r.n, r.cfg.Generation, err)
 		r.out.push(outSegment{seg: &pb.Segment{

@@ -20,3 +20,19 @@ func BenchmarkUnshuffleInt64(b *testing.B) {
 		unshuffle(v, src)
 	}
 }
+
+func BenchmarkEncodeFP16(b *testing.B) {
+	v := Gradient32(65536, 1)
+	b.SetBytes(int64(4 * len(v)))
+	for b.Loop() {
+		sharedPool.Put(encodeLossy(CodecFP16, v))
+	}
+}
+
+func BenchmarkEncodeInt8(b *testing.B) {
+	v := Gradient32(65536, 1)
+	b.SetBytes(int64(4 * len(v)))
+	for b.Loop() {
+		sharedPool.Put(encodeLossy(CodecInt8, v))
+	}
+}
