@@ -13,6 +13,16 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// reducer is trainer.Reducer's method set (collective does not import the
+// trainer: packages import downwards only).
+type reducer interface {
+	MaxFloat64(ctx context.Context, v []float64) error
+	SumInt64(ctx context.Context, v []int64) error
+	SumFloat32(ctx context.Context, v []float32) error
+}
+
+var _ reducer = (*Ring)(nil)
+
 // loopback opens n listeners on 127.0.0.1 with kernel-chosen ports.
 func loopback(t testing.TB, n int) ([]net.Listener, []string) {
 	t.Helper()

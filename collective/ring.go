@@ -281,7 +281,11 @@ func (r *Ring) breakWith(err error) {
 	if r.brokenErr == nil {
 		r.brokenErr = err
 		close(r.broken)
-		r.log.Warn("collective: ring broken", "err", err)
+		select {
+		case <-r.closing: // peers going away at shutdown is no news
+		default:
+			r.log.Warn("collective: ring broken", "err", err)
+		}
 	}
 }
 
