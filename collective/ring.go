@@ -503,12 +503,15 @@ func (o *op[T]) run(ctx context.Context) error {
 		if next < oc {
 			o.sendEncoded(pb.Phase_PHASE_REDUCE_SCATTER, 0, own, next, false)
 			next++
-			for more := true; more; { // take whatever arrived meanwhile
+			// Take whatever arrived meanwhile, but nothing past this op's
+			// segments: the predecessor may already be in the next op.
+			for more := o.got < o.expect; more; {
 				select {
 				case it := <-r.inbox:
 					if err := o.handle(it); err != nil {
 						return err
 					}
+					more = o.got < o.expect
 				default:
 					more = false
 				}
@@ -604,7 +607,7 @@ func (o *op[T]) handle(it inItem) error {
 		return fmt.Errorf("%w: rank %d aborted op %d: %s", ErrPeer, s.SenderRank, s.OpSeq, s.AbortReason)
 	}
 	if s.OpSeq != o.seq {
-		return fmt.Errorf("%w: segment of op %d during op %d", ErrWrongStep, s.OpSeq, o.seq)
+		return fmt.Errorf("%w: segment of op %d during op %d (phase %v step %d chunk %d; got %d of %d, len %d)", ErrWrongStep, s.OpSeq, o.seq, s.Phase, s.Step, s.Chunk, o.got, o.expect, len(o.v))
 	}
 	if int(s.Step) >= N-1 {
 		return fmt.Errorf("%w: step %d of a %d-rank ring", ErrWrongStep, s.Step, N)

@@ -1,0 +1,77 @@
+package collective
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+)
+
+// Many back-to-back calls of mixed kinds and sizes, as a training loop
+// makes them (small max-reduces, large sums, tiny sums), on every codec.
+func TestMixedOpSequence(t *testing.T) {
+	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		for _, n := range []int{2, 3} {
+			lis := make([]net.Listener, n)
+			peers := make([]string, n)
+			for i := range lis {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				lis[i], peers[i] = l, l.Addr().String()
+			}
+			rings := make([]*Ring, n)
+			for i := range rings {
+				cfg := DefaultConfig()
+				cfg.Rank, cfg.Peers, cfg.Generation, cfg.Codec = i, peers, 1, codec
+				r, err := New(cfg, lis[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				rings[i] = r
+			}
+			var wg sync.WaitGroup
+			errs := make([]error, n)
+			for i := range rings {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(1, 2))
+					ctx := context.Background()
+					for it := 0; it < 200 && errs[i] == nil; it++ {
+						mx := make([]float64, 1+rng.IntN(400))
+						for j := range mx {
+							mx[j] = rng.Float64()
+						}
+						if err := rings[i].MaxFloat64(ctx, mx); err != nil {
+							errs[i] = err
+							break
+						}
+						big := make([]int64, 1000+rng.IntN(70000))
+						for j := range big {
+							big[j] = int64(rng.IntN(1 << 20))
+						}
+						if err := rings[i].SumInt64(ctx, big); err != nil {
+							errs[i] = err
+							break
+						}
+						if err := rings[i].SumInt64(ctx, []int64{1, 2}); err != nil {
+							errs[i] = err
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			for _, r := range rings {
+				r.Close()
+			}
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("codec %s, %d ranks, rank %d: %v", codec, n, i, err)
+				}
+			}
+		}
+	}
+}
