@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/collective"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/sim"
@@ -26,7 +27,29 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks (bench train: Go against PyTorch on the paper's reward model)",
 	}
-	cmd.AddCommand(benchTrainCmd())
+	cmd.AddCommand(benchTrainCmd(), benchAllReduceCmd())
+	return cmd
+}
+
+func benchAllReduceCmd() *cobra.Command {
+	var opts collective.BenchOptions
+	var codecs []string
+	cmd := &cobra.Command{
+		Use:   "allreduce",
+		Short: "Ring all-reduce bandwidth on 127.0.0.1 against a raw TCP copy, and bytes on the wire per codec",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, c := range codecs {
+				opts.Codecs = append(opts.Codecs, collective.Codec(c))
+			}
+			return collective.RunBench(cmd.Context(), cmd.OutOrStdout(), opts)
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntSliceVar(&opts.Ranks, "ranks", []int{2, 4}, "ring sizes")
+	fs.IntSliceVar(&opts.SizesMiB, "sizes", []int{1, 4, 16}, "vector sizes in MiB")
+	fs.StringSliceVar(&codecs, "codecs", []string{"none", "s2", "zstd"}, "lossless codecs")
+	fs.IntVar(&opts.Iters, "iters", 5, "timed calls per case")
 	return cmd
 }
 

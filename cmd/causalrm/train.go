@@ -66,7 +66,7 @@ succeeds; a failed or interrupted run writes nothing.`,
 	}
 	addJobFlags(cmd, &f, true)
 	cmd.Flags().IntVar(&workers, "workers", 0, "train with N worker processes on 127.0.0.1 (ring all-reduce); 0: in this process")
-	cmd.Flags().StringVar(&codec, "codec", "none", "with --workers: all-reduce wire codec none, s2 or zstd (all exact)")
+	cmd.Flags().StringVar(&codec, "codec", "none", "with --workers: all-reduce wire codec none, s2, zstd (exact), or fp16, int8 (lossy with error feedback, needs --reduce fast)")
 	return cmd
 }
 

@@ -74,7 +74,7 @@ the same job. 'causalrm train --workers N' starts and supervises these on
 	fs.StringVar(&peers, "peers", "", "comma-separated host:port of every worker, in ring order")
 	fs.StringVar(&listen, "listen", "", "address to serve the collective on (default: this rank's peer address)")
 	fs.IntVar(&listenFD, "listen-fd", 0, "inherited listening socket (used by train --workers)")
-	fs.StringVar(&codec, "codec", "none", "all-reduce wire codec: none, s2, zstd (exact)")
+	fs.StringVar(&codec, "codec", "none", "all-reduce wire codec: none, s2, zstd (exact); fp16, int8 (lossy, --reduce fast)")
 	fs.Uint64Var(&gen, "generation", 1, "membership generation")
 	return cmd
 }
@@ -99,6 +99,15 @@ func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint
 	}
 	cfg := collective.DefaultConfig()
 	cfg.Rank, cfg.Peers, cfg.Generation, cfg.Codec = rank, peers, gen, codec
+	if codec.Lossy() {
+		// Lossy codecs carry only the float32 sums of --reduce fast, with
+		// error feedback; the integer and max reductions stay exact.
+		if job.Reduce != "fast" {
+			lis.Close()
+			return fmt.Errorf("worker %d: codec %s is lossy: it needs --reduce fast", rank, codec)
+		}
+		cfg.Codec, cfg.LossyCodec = collective.CodecNone, codec
+	}
 	ring, err := collective.New(cfg, lis)
 	if err != nil {
 		return fmt.Errorf("worker %d: %w", rank, err)
