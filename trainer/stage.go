@@ -308,10 +308,13 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 		if err := t.red.SumFloat32(ctx, sp.p32); err != nil {
 			return 0, false, err
 		}
-		clear(sp.vec[:P])
 	}
 	sp.vec[P], sp.vec[P+1] = lossSum, int64(len(sp.act))
-	if err := t.red.SumInt64(ctx, sp.vec); err != nil {
+	sums := sp.vec
+	if !sp.exact {
+		sums = sp.vec[P:] // the gradient went through SumFloat32
+	}
+	if err := t.red.SumInt64(ctx, sums); err != nil {
 		return 0, false, err
 	}
 	norm := st.normaliser(int64(len(batch)), sp.vec[P+1])

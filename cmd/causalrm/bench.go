@@ -63,7 +63,8 @@ type benchRow struct {
 func benchTrainCmd() *cobra.Command {
 	var rows, dim, steps, warmup int
 	var threadList []int
-	var python, script, data string
+	var python, script, data, ddpScript string
+	var workers int
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train the paper's reward model (d=4096, 256, 64, batch 512) in Go and in PyTorch, print rows/s",
@@ -125,6 +126,16 @@ for causalrm-ips: rows without feedback carry no loss and are skipped.`,
 					}
 				}
 			}
+			if workers > 0 {
+				for _, mode := range []string{"exact", "fast"} {
+					rps, err := benchCluster(cmd, data, workers, mode, steps)
+					if err != nil {
+						return err
+					}
+					torch := runTorchDDP(python, ddpScript, data, workers, steps, log)
+					table = append(table, benchRow{Threads: workers, Mode: fmt.Sprintf("%s, %d workers", mode, workers), GoRows: rps, Torch: torch})
+				}
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintf(cmd.OutOrStdout(), "reward model %d-256-64-1, batch 512, blas %s\n", dim, nn.Backend())
 			fmt.Fprintln(w, "threads\tmode\tGo rows/s\tPyTorch rows/s\tGo / PyTorch\t")
@@ -147,7 +158,59 @@ for causalrm-ips: rows without feedback carry no loss and are skipped.`,
 	fs.StringVar(&python, "python", "/usr/bin/python3", "python with torch (empty: skip PyTorch)")
 	fs.StringVar(&script, "script", "bench/torch_reward.py", "PyTorch baseline script")
 	fs.StringVar(&data, "data", "", "use this file instead of generating rows")
+	fs.IntVar(&workers, "workers", 0, "also time N worker processes (1 thread each) against PyTorch DDP (gloo) with N processes")
+	fs.StringVar(&ddpScript, "ddp-script", "bench/torch_ddp.py", "PyTorch DDP baseline script")
 	return cmd
+}
+
+// benchCluster times reward-stage steps with n worker processes (one
+// thread each) over the ring; "threads" in its table row is the worker count.
+func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps int) (float64, error) {
+	dir, err := os.MkdirTemp("", "causalrm-bench-cluster-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	job := &Job{Config: trainer.DefaultConfig(), Data: DataSpec{Train: data}, Out: filepath.Join(dir, "out")}
+	job.Reduce, job.Threads, job.Propensity = mode, 1, "given"
+	job.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
+	if err := runCluster(cmd.Context(), job, n, "none", true, io.Discard, cmd.ErrOrStderr(), "--bench-steps", strconv.Itoa(steps)); err != nil {
+		return 0, err
+	}
+	var r struct {
+		RowsPerS float64 `json:"rows_per_s"`
+	}
+	raw, err := os.ReadFile(filepath.Join(job.Out, "bench.json"))
+	if err == nil {
+		err = json.Unmarshal(raw, &r)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%d workers %-5s %8.0f rows/s\n", n, mode, r.RowsPerS)
+	return r.RowsPerS, err
+}
+
+// runTorchDDP runs the PyTorch DDP (gloo) baseline with n processes.
+func runTorchDDP(python, script, data string, n, steps int, log io.Writer) float64 {
+	if python == "" {
+		return 0
+	}
+	c := exec.Command(python, script, "--data", data, "--workers", strconv.Itoa(n), "--threads", "1", "--steps", strconv.Itoa(steps))
+	c.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1")
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Run(); err != nil {
+		fmt.Fprintf(log, "pytorch DDP baseline failed (%v): %s\n", err, strings.TrimSpace(errb.String()))
+		return 0
+	}
+	var r struct {
+		RowsPerS float64 `json:"rows_per_s"`
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		fmt.Fprintf(log, "pytorch DDP baseline: bad output %q\n", out.String())
+		return 0
+	}
+	fmt.Fprintf(log, "%d workers pytorch DDP gloo %8.0f rows/s\n", n, r.RowsPerS)
+	return r.RowsPerS
 }
 
 // runTorch runs the PyTorch baseline and returns its rows/s, or 0 (with a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,9 +16,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/collective"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
+	"github.com/causalrm/causalrm/trainer"
 )
 
 // ownedShards gives rank r of n a contiguous block of the s virtual shards,
@@ -32,7 +35,7 @@ func ownedShards(rank, n, s int) []int {
 
 func workerCmd() *cobra.Command {
 	var f jobFlags
-	var rank, listenFD int
+	var rank, listenFD, benchSteps int
 	var peers, codec, listen string
 	var gen uint64
 	cmd := &cobra.Command{
@@ -65,7 +68,7 @@ the same job. 'causalrm train --workers N' starts and supervises these on
 			if err != nil {
 				return fmt.Errorf("worker %d: listen: %w", rank, err)
 			}
-			return runWorker(cmd.Context(), job, rank, addrs, gen, collective.Codec(codec), lis, cmd.ErrOrStderr())
+			return runWorker(cmd.Context(), job, rank, addrs, gen, collective.Codec(codec), lis, benchSteps, cmd.ErrOrStderr())
 		},
 	}
 	addJobFlags(cmd, &f, true)
@@ -76,12 +79,14 @@ the same job. 'causalrm train --workers N' starts and supervises these on
 	fs.IntVar(&listenFD, "listen-fd", 0, "inherited listening socket (used by train --workers)")
 	fs.StringVar(&codec, "codec", "none", "all-reduce wire codec: none, s2, zstd (exact); fp16, int8 (lossy, --reduce fast)")
 	fs.Uint64Var(&gen, "generation", 1, "membership generation")
+	fs.IntVar(&benchSteps, "bench-steps", 0, "instead of training, time this many reward-stage steps and write bench.json (bench train --workers)")
+	_ = fs.MarkHidden("bench-steps")
 	return cmd
 }
 
 // runWorker loads this rank's rows, joins the ring, trains, and (rank 0)
 // writes the outputs into job.Out, which the launcher created.
-func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint64, codec collective.Codec, lis net.Listener, log io.Writer) error {
+func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint64, codec collective.Codec, lis net.Listener, benchSteps int, log io.Writer) error {
 	start := time.Now()
 	n := len(peers)
 	own := ownedShards(rank, n, job.Shards)
@@ -117,6 +122,9 @@ func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint
 	maxima := nn.ColumnMaxAbs(ds.Train.D, ds.Train.X, ds.Val.X, ds.Test.X)
 	if err := ring.MaxFloat64(ctx, maxima); err != nil {
 		return fmt.Errorf("worker %d: %w", rank, err)
+	}
+	if benchSteps > 0 {
+		return benchWorker(ctx, job, ds, ring, nn.ExpsFromMax(maxima), own, rank, benchSteps)
 	}
 	if os.Getenv(faultEnv) == strconv.Itoa(rank) {
 		return fmt.Errorf("worker %d: fault injected by %s", rank, faultEnv)
@@ -160,7 +168,7 @@ func ringStats(r *collective.Ring) string {
 // supervises them, and commits rank 0's outputs when all of them succeed.
 // The first failure (or ctrl-C) stops every worker; all are reaped on
 // every path.
-func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer) error {
+func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer, extra ...string) error {
 	if n > job.Shards {
 		return fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
 	}
@@ -205,6 +213,7 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, 
 		if job.Progress == nil {
 			args = append(args, "--quiet")
 		}
+		args = append(args, extra...)
 		c := exec.Command(self, args...)
 		c.ExtraFiles = []*os.File{f}
 		c.Stdout, c.Stderr = log, log
@@ -264,7 +273,10 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, 
 	if err := commitOut(staging, final); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s (%d workers)\n", final, n)
+	var rm RunMetrics
+	if raw, err := os.ReadFile(filepath.Join(final, "metrics.json")); err == nil && json.Unmarshal(raw, &rm) == nil {
+		printSummary(stdout, fmt.Sprintf("%s (%d workers)", final, n), &rm)
+	}
 	return nil
 }
 
@@ -279,4 +291,24 @@ func signalAll(procs []*exec.Cmd, sig os.Signal) {
 			_ = c.Process.Signal(sig)
 		}
 	}
+}
+
+// benchWorker times reward-stage steps across the ring (every row through
+// the passes, like the PyTorch DDP script) and rank 0 writes bench.json.
+func benchWorker(ctx context.Context, job *Job, ds *shard.Dataset, ring *collective.Ring, xexp, own []int, rank, steps int) error {
+	tr, err := trainer.New(job.Config, ds, ring, xexp)
+	if err != nil {
+		return err
+	}
+	if err := tr.Own(own); err != nil {
+		return err
+	}
+	rps, err := tr.BenchReward(ctx, causal.CausalIPS, 3, steps, false)
+	if err != nil {
+		return err
+	}
+	if rank != 0 {
+		return nil
+	}
+	return writeJSON(filepath.Join(job.Out, "bench.json"), map[string]float64{"rows_per_s": rps})
 }
