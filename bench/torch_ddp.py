@@ -11,12 +11,11 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from torch_reward import read_safetensors
+from torch_reward import causalrm_ips_loss, load_rows, make_model
 
 
 def worker(rank, args, port, out):
@@ -25,21 +24,9 @@ def worker(rank, args, port, out):
     torch.set_num_threads(args.threads)
     dist.init_process_group("gloo", rank=rank, world_size=args.workers)
     torch.manual_seed(0)
-    t = read_safetensors(args.data, ["X_train", "mask_train", "y_train_binary", "propensity_train"])
-    X = torch.from_numpy(np.array(t["X_train"], dtype=np.float32))
-    o = torch.from_numpy(np.array(t["mask_train"], dtype=np.float32)).reshape(-1)
-    y = torch.from_numpy(np.array(t["y_train_binary"], dtype=np.float32)).reshape(-1)
-    p = torch.from_numpy(np.array(t["propensity_train"], dtype=np.float32)).reshape(-1).clamp(0.1, 1.0)
-    d = X.shape[1]
-    model = torch.nn.Sequential(
-        torch.nn.Linear(d, 256), torch.nn.LeakyReLU(0.01),
-        torch.nn.Linear(256, 64), torch.nn.LeakyReLU(0.01),
-        torch.nn.Linear(64, 1))
-    model = torch.nn.parallel.DistributedDataParallel(model)
+    X, o, y, p = load_rows(args.data)
+    model = torch.nn.parallel.DistributedDataParallel(make_model(X.shape[1]))
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-6)
-    r01, r10 = 0.1, 0.2
-    D = 1 - r01 - r10
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
     local = args.batch // args.workers
     n = X.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
@@ -49,10 +36,7 @@ def worker(rank, args, port, out):
         idx = perm[lo:lo + local]
         xb, ob, yb, pb = X[idx], o[idx], y[idx], p[idx]
         f = model(xb).squeeze(-1)
-        l1 = bce(f, torch.ones_like(f), reduction="none")
-        l0 = bce(f, torch.zeros_like(f), reduction="none")
-        lt = torch.where(yb > 0.5, ((1 - r10) * l1 - r01 * l0) / D, ((1 - r01) * l0 - r10 * l1) / D)
-        loss = (ob * lt / pb).mean()
+        loss = causalrm_ips_loss(f, ob, yb, pb, 0.1, 0.2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

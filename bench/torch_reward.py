@@ -33,6 +33,35 @@ def read_safetensors(path, names):
         return out
 
 
+def load_rows(path):
+    """X, o, y and the clipped propensity of the training split."""
+    t = read_safetensors(path, ["X_train", "mask_train", "y_train_binary", "propensity_train"])
+    X = torch.from_numpy(np.array(t["X_train"], dtype=np.float32))
+    o = torch.from_numpy(np.array(t["mask_train"], dtype=np.float32)).reshape(-1)
+    y = torch.from_numpy(np.array(t["y_train_binary"], dtype=np.float32)).reshape(-1)
+    p = torch.from_numpy(np.array(t["propensity_train"], dtype=np.float32)).reshape(-1).clamp(0.1, 1.0)
+    return X, o, y, p
+
+
+def make_model(d):
+    """The paper's reward model: d -> 256 -> 64 -> 1 with LeakyReLU(0.01)."""
+    model = torch.nn.Sequential(
+        torch.nn.Linear(d, 256), torch.nn.LeakyReLU(0.01),
+        torch.nn.Linear(256, 64), torch.nn.LeakyReLU(0.01),
+        torch.nn.Linear(64, 1))
+    return model
+
+
+def causalrm_ips_loss(f, ob, yb, pb, r01, r10):
+    """o * lt(f, y) / p averaged over the batch (CAUSALRM.md section 4)."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    D = max(1 - r01 - r10, 1e-6)
+    l1 = bce(f, torch.ones_like(f), reduction="none")
+    l0 = bce(f, torch.zeros_like(f), reduction="none")
+    lt = torch.where(yb > 0.5, ((1 - r10) * l1 - r01 * l0) / D, ((1 - r01) * l0 - r10 * l1) / D)
+    return (ob * lt / pb).mean()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -45,30 +74,16 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    t = read_safetensors(args.data, ["X_train", "mask_train", "y_train_binary", "propensity_train"])
-    X = torch.from_numpy(np.array(t["X_train"], dtype=np.float32))
-    o = torch.from_numpy(np.array(t["mask_train"], dtype=np.float32)).reshape(-1)
-    y = torch.from_numpy(np.array(t["y_train_binary"], dtype=np.float32)).reshape(-1)
-    p = torch.from_numpy(np.array(t["propensity_train"], dtype=np.float32)).reshape(-1).clamp(0.1, 1.0)
-    d = X.shape[1]
-    model = torch.nn.Sequential(
-        torch.nn.Linear(d, 256), torch.nn.LeakyReLU(0.01),
-        torch.nn.Linear(256, 64), torch.nn.LeakyReLU(0.01),
-        torch.nn.Linear(64, 1))
+    X, o, y, p = load_rows(args.data)
+    model = make_model(X.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-6)
-    r01, r10 = args.rho01, args.rho10
-    D = max(1 - r01 - r10, 1e-6)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
     n = X.shape[0]
     g = torch.Generator().manual_seed(0)
 
     def step(idx):
         xb, ob, yb, pb = X[idx], o[idx], y[idx], p[idx]
         f = model(xb).squeeze(-1)
-        l1 = bce(f, torch.ones_like(f), reduction="none")
-        l0 = bce(f, torch.zeros_like(f), reduction="none")
-        lt = torch.where(yb > 0.5, ((1 - r10) * l1 - r01 * l0) / D, ((1 - r01) * l0 - r10 * l1) / D)
-        loss = (ob * lt / pb).mean()
+        loss = causalrm_ips_loss(f, ob, yb, pb, args.rho01, args.rho10)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

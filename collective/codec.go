@@ -3,6 +3,7 @@ package collective
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/causalrm/causalrm/internal/safetensors"
 	"hash/crc32"
 	"math"
 	"unsafe"
@@ -494,59 +495,9 @@ func decodeLossy(codec Codec, dst []float32, payload []byte) error {
 	return nil
 }
 
-// f32toF16 rounds f to the nearest IEEE half (ties to even); overflow
-// gives an infinity, NaN stays NaN.
-func f32toF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		if e < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint(14 - e)
-		h := mant >> shift
-		rem := mant & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	h := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++ // a carry into the exponent is the right rounding, up to inf
-	}
-	return sign | uint16(h)
-}
-
-// f16toF32 widens an IEEE half exactly.
-func f16toF32(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch exp {
-	case 0:
-		f := float32(mant) * (1.0 / (1 << 24))
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	case 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
-}
+// The IEEE half conversions are the ones the safetensors codec uses
+// (round to nearest even, overflow to infinity, NaN kept).
+var (
+	f32toF16 = safetensors.Float32ToFloat16
+	f16toF32 = safetensors.Float16ToFloat32
+)
