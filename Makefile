@@ -15,13 +15,13 @@ build:
 vet:
 	$(GO) vet -tags '$(TAGS)' ./...
 
-# The test command CI runs: every package with the OpenBLAS backend, then the
-# numerical packages again with the pure-Go backend (the exactness claims are
-# per backend).
+# The test command CI runs: the two BLAS builds train identical models, every
+# package with the OpenBLAS backend, then the numerical packages again with
+# the pure-Go backend (the exactness claims are per backend).
 test: vet
+	scripts/crossblas.sh
 	$(GO) test -tags '$(TAGS)' -count=1 ./...
 	$(GO) test -count=1 ./nn/... ./trainer/...
-	scripts/crossblas.sh
 
 test-purego:
 	$(GO) test -count=1 ./...
