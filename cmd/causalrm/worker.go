@@ -18,20 +18,10 @@ import (
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/collective"
-	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/trainer"
+	"github.com/causalrm/causalrm/worker"
 )
-
-// ownedShards gives rank r of n a contiguous block of the s virtual shards,
-// so it reads its rows with few contiguous reads.
-func ownedShards(rank, n, s int) []int {
-	var out []int
-	for id := rank * s / n; id < (rank+1)*s/n; id++ {
-		out = append(out, id)
-	}
-	return out
-}
 
 func workerCmd() *cobra.Command {
 	var f jobFlags
@@ -84,52 +74,27 @@ the same job. 'causalrm train --workers N' starts and supervises these on
 	return cmd
 }
 
-// runWorker loads this rank's rows, joins the ring, trains, and (rank 0)
-// writes the outputs into job.Out, which the launcher created.
+// runWorker starts this rank (its rows, the ring, the agreed grid), trains,
+// and (rank 0) writes the outputs into job.Out, which the launcher created.
 func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint64, codec collective.Codec, lis net.Listener, benchSteps int, log io.Writer) error {
 	start := time.Now()
-	n := len(peers)
-	own := ownedShards(rank, n, job.Shards)
-	if len(own) == 0 {
-		lis.Close()
-		return fmt.Errorf("worker %d: %d workers but only %d virtual shards", rank, n, job.Shards)
-	}
 	if rank != 0 {
 		job.Progress = nil
 	}
-	ds, err := loadOwned(job, own)
-	if err != nil {
-		lis.Close()
-		return fmt.Errorf("worker %d: %w", rank, err)
-	}
-	cfg := collective.DefaultConfig()
-	cfg.Rank, cfg.Peers, cfg.Generation, cfg.Codec = rank, peers, gen, codec
-	if codec.Lossy() {
-		// Lossy codecs carry only the float32 sums of --reduce fast, with
-		// error feedback; the integer and max reductions stay exact.
-		if job.Reduce != "fast" {
-			lis.Close()
-			return fmt.Errorf("worker %d: codec %s is lossy: it needs --reduce fast", rank, codec)
-		}
-		cfg.Codec, cfg.LossyCodec = collective.CodecNone, codec
-	}
-	ring, err := collective.New(cfg, lis)
+	w, err := worker.Start(ctx, worker.Config{Rank: rank, Peers: peers, Generation: gen, Codec: codec,
+		FastReduce: job.Reduce == "fast", Shards: job.Shards, Listener: lis},
+		shard.LoadSpec{Train: job.Data.Train, Val: job.Data.Val, Test: job.Data.Test})
 	if err != nil {
 		return fmt.Errorf("worker %d: %w", rank, err)
 	}
-	defer ring.Close()
-	// Every worker sees only its rows: agree on the embeddings' grid first.
-	maxima := nn.ColumnMaxAbs(ds.Train.D, ds.Train.X, ds.Val.X, ds.Test.X)
-	if err := ring.MaxFloat64(ctx, maxima); err != nil {
-		return fmt.Errorf("worker %d: %w", rank, err)
-	}
+	defer w.Close()
 	if benchSteps > 0 {
-		return benchWorker(ctx, job, ds, ring, nn.ExpsFromMax(maxima), own, rank, benchSteps)
+		return benchWorker(ctx, job, w, rank, benchSteps)
 	}
 	if os.Getenv(faultEnv) == strconv.Itoa(rank) {
 		return fmt.Errorf("worker %d: fault injected by %s", rank, faultEnv)
 	}
-	o, err := trainJob(ctx, job, ds, ring, nn.ExpsFromMax(maxima), own)
+	o, err := trainJob(ctx, job, w.Data, w.Ring, w.XExp, w.Own)
 	if err != nil {
 		return fmt.Errorf("worker %d: %w", rank, err)
 	}
@@ -137,7 +102,7 @@ func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint
 		if err := writeOutputs(job.Out, o, job, start); err != nil {
 			return err
 		}
-		fmt.Fprintf(log, "worker 0: wrote outputs; all-reduce %s\n", ringStats(ring))
+		fmt.Fprintf(log, "worker 0: wrote outputs; all-reduce %s\n", ringStats(w.Ring))
 	}
 	return nil
 }
@@ -145,19 +110,6 @@ func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint
 // faultEnv names an environment variable for fault-injection tests: the
 // worker of that rank fails right after joining the ring.
 const faultEnv = "CAUSALRM_FAULT_FAIL_RANK"
-
-// loadOwned reads the data with the embeddings of the owned shards only.
-func loadOwned(job *Job, own []int) (*shard.Dataset, error) {
-	return shard.Load(shard.LoadSpec{Train: job.Data.Train, Val: job.Data.Val, Test: job.Data.Test,
-		KeepX: func(_ string, n int) []shard.Range {
-			all := shard.Shards(n, job.Shards)
-			var out []shard.Range
-			for _, id := range own {
-				out = append(out, all[id])
-			}
-			return out
-		}})
-}
 
 func ringStats(r *collective.Ring) string {
 	s := r.Stats()
@@ -295,12 +247,12 @@ func signalAll(procs []*exec.Cmd, sig os.Signal) {
 
 // benchWorker times reward-stage steps across the ring (every row through
 // the passes, like the PyTorch DDP script) and rank 0 writes bench.json.
-func benchWorker(ctx context.Context, job *Job, ds *shard.Dataset, ring *collective.Ring, xexp, own []int, rank, steps int) error {
-	tr, err := trainer.New(job.Config, ds, ring, xexp)
+func benchWorker(ctx context.Context, job *Job, w *worker.Worker, rank, steps int) error {
+	tr, err := trainer.New(job.Config, w.Data, w.Ring, w.XExp)
 	if err != nil {
 		return err
 	}
-	if err := tr.Own(own); err != nil {
+	if err := tr.Own(w.Own); err != nil {
 		return err
 	}
 	rps, err := tr.BenchReward(ctx, causal.CausalIPS, 3, steps, false)
