@@ -50,6 +50,7 @@ func benchAllReduceCmd() *cobra.Command {
 	fs.IntSliceVar(&opts.SizesMiB, "sizes", []int{1, 4, 16}, "vector sizes in MiB")
 	fs.StringSliceVar(&codecs, "codecs", []string{"none", "s2", "zstd"}, "lossless codecs")
 	fs.IntVar(&opts.Iters, "iters", 5, "timed calls per case")
+	fs.IntVar(&opts.ChunkBytes, "chunk-bytes", 0, "segment size (0: the collective's default)")
 	return cmd
 }
 

@@ -124,6 +124,13 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, 
 	if n > job.Shards {
 		return fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
 	}
+	probe := worker.Config{Peers: make([]string, n), Shards: job.Shards, Codec: collective.Codec(codec), FastReduce: job.Reduce == "fast"}
+	if err := probe.Validate(); err != nil {
+		return fmt.Errorf("--codec %s: %w", codec, err)
+	}
+	if c := collective.Codec(codec); !c.Lossless() && !c.Lossy() {
+		return fmt.Errorf("--codec %q: want none, s2, zstd, fp16 or int8", codec)
+	}
 	staging, err := prepareOut(job.Out, force)
 	if err != nil {
 		return err
