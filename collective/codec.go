@@ -95,7 +95,6 @@ type coder struct {
 	zenc    *zstd.Encoder
 	zdec    *zstd.Decoder
 	scratch []byte
-	tmp32   []float32
 }
 
 func newCoder(maxMessage int) (*coder, error) {

@@ -19,10 +19,8 @@ type memGroup struct {
 	n    int
 	mu   sync.Mutex
 	cond *sync.Cond
-	seq  int
-	in   [][]any
-	out  []any
-	seen int
+	in   [][]any // contributions per op number, by rank
+	out  []any   // combined result per op number
 }
 
 func newMemGroup(n int) *memGroup {
