@@ -62,14 +62,13 @@ Writes compare.md, compare.json and a bar chart to the output directory.`,
 
 // CompareResult is compare.json.
 type CompareResult struct {
-	Data    DataSpec                      `json:"data"`
-	Seeds   []uint64                      `json:"seeds"`
-	Reduce  string                        `json:"reduce"`
-	Results map[string][]*causal.Metrics  `json:"results"` // method -> per seed
-	Rates   map[uint64]*causal.Rates      `json:"flip_rates"`
-	Epochs  map[string][]map[string]int   `json:"epochs"`
-	Seconds float64                       `json:"elapsed_seconds"`
-	Extra   map[string]map[string]float64 `json:"-"`
+	Data    DataSpec                     `json:"data"`
+	Seeds   []uint64                     `json:"seeds"`
+	Reduce  string                       `json:"reduce"`
+	Results map[string][]*causal.Metrics `json:"results"` // method -> per seed
+	Rates   map[uint64]*causal.Rates     `json:"flip_rates"`
+	Epochs  map[string][]map[string]int  `json:"epochs"`
+	Seconds float64                      `json:"elapsed_seconds"`
 }
 
 func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds int, force bool) error {
