@@ -2,6 +2,7 @@ package nn
 
 import (
 	"runtime"
+	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
 	"gorgonia.org/tensor"
@@ -27,10 +28,14 @@ func SetThreads(n int) {
 	}
 	runtime.GOMAXPROCS(n)
 	setBLASThreads(n)
-	threads = n
+	threads.Store(int64(n))
 }
 
 // Threads reports the value last given to SetThreads (default: NumCPU).
-func Threads() int { return threads }
+func Threads() int { return int(threads.Load()) }
 
-var threads = runtime.NumCPU()
+// threads is process-wide (like GOMAXPROCS) and may be set while other
+// engines run, hence atomic.
+var threads atomic.Int64
+
+func init() { threads.Store(int64(runtime.NumCPU())) }

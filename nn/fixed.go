@@ -107,7 +107,7 @@ func QuantizeX(x []float32, d int, exps []int) {
 // parallelFor splits [0,n) into contiguous chunks over Threads() goroutines.
 // Callers only do element-wise work in fn, so the split never changes bits.
 func parallelFor(n int, fn func(lo, hi int)) {
-	t := threads
+	t := Threads()
 	if t > n/64 {
 		t = n / 64
 	}
