@@ -4,7 +4,7 @@ TAGS     ?= openblas
 BIN      := bin/causalrm
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: setup build test test-purego vet bench bench-go demo clean
+.PHONY: setup build test test-race test-purego vet bench bench-go demo clean
 
 setup:
 	scripts/setup.sh
@@ -22,6 +22,11 @@ test: vet
 	scripts/crossblas.sh
 	$(GO) test -tags '$(TAGS)' -count=1 ./...
 	$(GO) test -count=1 ./nn/... ./trainer/...
+	$(GO) test -race -count=1 ./nn/... ./trainer/... ./worker/...
+
+# Everything under the race detector (pure-Go BLAS; collective takes ~1 min).
+test-race:
+	$(GO) test -race -count=1 ./...
 
 test-purego:
 	$(GO) test -count=1 ./...
