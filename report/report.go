@@ -8,6 +8,8 @@ package report
 import (
 	"errors"
 	"fmt"
+	"github.com/causalrm/causalrm/internal/safetensors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -288,29 +290,13 @@ func bestVal(c Curve) (epoch int, val float64, ok bool) {
 
 // writeFileAtomic writes data to a temporary file in the same directory and
 // renames it over path, so readers see either the old file or the whole new one.
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+func writeFileAtomic(path string, data []byte) error {
+	err := safetensors.WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("report: %w", err)
+		return fmt.Errorf("report: writing %s: %w", path, err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			err = fmt.Errorf("report: writing %s: %w", path, err)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }

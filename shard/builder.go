@@ -231,3 +231,31 @@ func (b *slotBuilder) noFeedback() bool {
 	}
 	return true
 }
+
+// newBuilders makes one builder per selected split label of a row-oriented
+// file (sel maps a file label, "" for unlabelled rows, to a dataset slot),
+// indexed train, val, test, unlabelled, with its KeepX plan. Labels are
+// visited in a fixed order so KeepX calls and errors are deterministic.
+func newBuilders(sel map[string]string, path string, line bool, counts map[string]int, keep func(string, int) []Range) ([4]*slotBuilder, map[string]*slotBuilder, error) {
+	var byLabel [4]*slotBuilder
+	out := map[string]*slotBuilder{}
+	for _, label := range []string{"", SplitTrain, SplitVal, SplitTest} {
+		slot, ok := sel[label]
+		if !ok {
+			continue
+		}
+		idx := 3
+		if label != "" {
+			idx = int(labelIndex(label))
+		}
+		b := newSlotBuilder(slot, path, line, counts[label])
+		kp, err := planKeep(keep, slot, b.s.N)
+		if err != nil {
+			return byLabel, nil, err
+		}
+		b.keepX(kp)
+		byLabel[idx] = b
+		out[slot] = b
+	}
+	return byLabel, out, nil
+}

@@ -128,33 +128,19 @@ type jsonlRow struct {
 }
 
 func (s *jsonlSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error) {
-	var byLabel [4]*slotBuilder
-	out := map[string]*slotBuilder{}
-	for _, label := range []string{"", SplitTrain, SplitVal, SplitTest} { // fixed order: deterministic KeepX calls and errors
-		slot, ok := sel[label]
-		if !ok {
-			continue
-		}
-		idx := 3
-		if label != "" {
-			idx = int(labelIndex(label))
-		}
-		b := newSlotBuilder(slot, s.path, true, s.counts[label])
-		kp, err := planKeep(keep, slot, b.s.N)
-		if err != nil {
-			return nil, err
-		}
-		b.keepX(kp)
-		if wantD > 0 {
+	byLabel, out, err := newBuilders(sel, s.path, true, s.counts, keep)
+	if err != nil {
+		return nil, err
+	}
+	if wantD > 0 {
+		for _, b := range out {
 			b.setD(wantD)
 		}
-		byLabel[idx] = b
-		out[slot] = b
 	}
 	d := wantD
 	var first []float32
 	var skip []float32 // the x of a row not kept: parsed and checked, not stored
-	err := s.eachLine(func(line int, text []byte) error {
+	err = s.eachLine(func(line int, text []byte) error {
 		var row jsonlRow
 		err := parseObject(text, func(key string, val []byte) error {
 			switch key {

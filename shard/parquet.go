@@ -227,25 +227,9 @@ func number(c *parquet.Column, v parquet.Value) float64 {
 func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error) {
 	n := int(s.pf.NumRows())
 	// Route every file row to a builder and its row there.
-	var byLabel [4]*slotBuilder // train, val, test, unlabelled
-	out := map[string]*slotBuilder{}
-	for _, label := range []string{"", SplitTrain, SplitVal, SplitTest} { // fixed order: deterministic KeepX calls and errors
-		slot, ok := sel[label]
-		if !ok {
-			continue
-		}
-		idx := 3
-		if label != "" {
-			idx = int(labelIndex(label))
-		}
-		b := newSlotBuilder(slot, s.path, false, s.counts[label])
-		kp, err := planKeep(keep, slot, b.s.N)
-		if err != nil {
-			return nil, err
-		}
-		b.keepX(kp)
-		byLabel[idx] = b
-		out[slot] = b
+	byLabel, out, err := newBuilders(sel, s.path, false, s.counts, keep)
+	if err != nil {
+		return nil, err
 	}
 	dest := make([]*slotBuilder, n)
 	at := make([]int32, n)
