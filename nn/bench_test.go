@@ -8,23 +8,40 @@ import (
 
 // benchStep times one full training step of the paper's model (d=4096,
 // 256, 64, batch 512) without the reduction (a single holder).
+// benchSetup is the paper's model over 2048 random rows at d=4096 with an
+// engine (batch 512), an optimizer and per-row loss derivatives.
+type benchSetup struct {
+	cfg Config
+	m   *MLP
+	x   []float32
+	n   int
+	e   *Engine
+	opt *Adam
+	w   []float64
+	rng *rand.Rand
+}
+
+func newBenchSetup(exact bool) *benchSetup {
+	s := &benchSetup{cfg: DefaultConfig(4096), n: 2048, rng: rand.New(rand.NewPCG(1, 1))}
+	s.m, _ = New(s.cfg, 1)
+	s.x = make([]float32, s.n*4096)
+	for i := range s.x {
+		s.x[i] = float32(s.rng.NormFloat64())
+	}
+	exps := ColumnExps(4096, s.x)
+	QuantizeX(s.x, 4096, exps)
+	s.e, _ = NewEngine(s.m, exact, exps, 512)
+	s.opt = NewAdam(s.cfg.NumParams(), 5e-4, 1e-6)
+	s.w = make([]float64, 512)
+	for i := range s.w {
+		s.w[i] = s.rng.NormFloat64()
+	}
+	return s
+}
+
 func benchStep(b *testing.B, exact bool) {
-	cfg := DefaultConfig(4096)
-	m, _ := New(cfg, 1)
-	n := 2048
-	rng := rand.New(rand.NewPCG(1, 1))
-	x := make([]float32, n*4096)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	exps := ColumnExps(4096, x)
-	QuantizeX(x, 4096, exps)
-	e, _ := NewEngine(m, exact, exps, 512)
-	opt := NewAdam(cfg.NumParams(), 5e-4, 1e-6)
-	w := make([]float64, 512)
-	for i := range w {
-		w[i] = rng.NormFloat64()
-	}
+	s := newBenchSetup(exact)
+	cfg, m, n, x, e, opt, w, rng := s.cfg, s.m, s.n, s.x, s.e, s.opt, s.w, s.rng
 	part := make([]int64, cfg.NumParams())
 	p32 := make([]float32, cfg.NumParams())
 	grad := make([]float32, cfg.NumParams())
@@ -59,22 +76,8 @@ func BenchmarkStepFast(b *testing.B)  { benchStep(b, false) }
 // BenchmarkStepPhases splits one exact step of the paper's model into its
 // phases (ms per step each), to see where the time outside the GEMMs goes.
 func BenchmarkStepPhases(b *testing.B) {
-	cfg := DefaultConfig(4096)
-	m, _ := New(cfg, 1)
-	n := 2048
-	rng := rand.New(rand.NewPCG(1, 1))
-	x := make([]float32, n*4096)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	exps := ColumnExps(4096, x)
-	QuantizeX(x, 4096, exps)
-	e, _ := NewEngine(m, true, exps, 512)
-	opt := NewAdam(cfg.NumParams(), 5e-4, 1e-6)
-	w := make([]float64, 512)
-	for i := range w {
-		w[i] = rng.NormFloat64()
-	}
+	s := newBenchSetup(true)
+	cfg, m, n, x, e, opt, w, rng := s.cfg, s.m, s.n, s.x, s.e, s.opt, s.w, s.rng
 	part := make([]int64, cfg.NumParams())
 	grad := make([]float32, cfg.NumParams())
 	rows := make([]int32, 512)
