@@ -19,26 +19,31 @@ var ErrConfig = errors.New("trainer: invalid config")
 
 // Config is everything that fixes a run's result (with the data).
 type Config struct {
-	Method       causal.Method `yaml:"method" json:"method"`
-	Seed         uint64        `yaml:"seed" json:"seed"`
-	Batch        int           `yaml:"batch" json:"batch"`
-	LR           float64       `yaml:"lr" json:"lr"`
-	WeightDecay  float64       `yaml:"weight_decay" json:"weight_decay"`
-	MaxEpochs    int           `yaml:"max_epochs" json:"max_epochs"`
-	Patience     int           `yaml:"patience" json:"patience"`
-	Hidden       []int         `yaml:"hidden" json:"hidden"`
-	LeakySlope   float64       `yaml:"leaky_slope" json:"leaky_slope"`
-	Shards       int           `yaml:"shards" json:"shards"`
-	Reduce       string        `yaml:"reduce" json:"reduce"` // "exact" or "fast"
-	Clip         float64       `yaml:"propensity_clip" json:"propensity_clip"`
-	Quantile     float64       `yaml:"quantile" json:"quantile"`
-	Propensity   string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
-	FlipRates    *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
-	Monitor      string        `yaml:"monitor" json:"monitor"` // "val" or "train"
-	Threads      int           `yaml:"threads" json:"threads"`
-	ScoreChunk   int           `yaml:"-" json:"-"`
-	Progress     io.Writer     `yaml:"-" json:"-"`
-	ProgressEach int           `yaml:"-" json:"-"` // epochs between progress lines (default 1)
+	Method      causal.Method `yaml:"method" json:"method"`
+	Seed        uint64        `yaml:"seed" json:"seed"`
+	Batch       int           `yaml:"batch" json:"batch"`
+	LR          float64       `yaml:"lr" json:"lr"`
+	WeightDecay float64       `yaml:"weight_decay" json:"weight_decay"`
+	MaxEpochs   int           `yaml:"max_epochs" json:"max_epochs"`
+	Patience    int           `yaml:"patience" json:"patience"`
+	Hidden      []int         `yaml:"hidden" json:"hidden"`
+	LeakySlope  float64       `yaml:"leaky_slope" json:"leaky_slope"`
+	Shards      int           `yaml:"shards" json:"shards"`
+	Reduce      string        `yaml:"reduce" json:"reduce"` // "exact" or "fast"
+	Clip        float64       `yaml:"propensity_clip" json:"propensity_clip"`
+	Quantile    float64       `yaml:"quantile" json:"quantile"`
+	Propensity  string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
+	FlipRates   *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
+	Monitor     string        `yaml:"monitor" json:"monitor"` // "val" or "train"
+	// NonNegative (an experiment, not in CAUSALRM.md) clamps the reward
+	// risk's two class parts at zero, in the style of nnPU (Kiryo et al.
+	// 2017): risk = max(0, sum wa*l(f,1)) + max(0, sum wb*l(f,0)), and a part
+	// below zero contributes no gradient. Off by default.
+	NonNegative  bool      `yaml:"nonnegative,omitempty" json:"nonnegative,omitempty"`
+	Threads      int       `yaml:"threads" json:"threads"`
+	ScoreChunk   int       `yaml:"-" json:"-"`
+	Progress     io.Writer `yaml:"-" json:"-"`
+	ProgressEach int       `yaml:"-" json:"-"` // epochs between progress lines (default 1)
 }
 
 // DefaultConfig holds the authors' defaults (CAUSALRM.md section 2).

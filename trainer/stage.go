@@ -23,6 +23,10 @@ type stage struct {
 	valActive    func(r int32) bool
 	valLoss      func(r int32, f float64) float64
 	monitorTrain bool
+	// parts and valParts, when set, give a row's loss as wa*l(f,1) +
+	// wb*l(f,0) (the returned weights): the non-negative correction
+	// (Config.NonNegative) clamps the two sums at zero.
+	parts, valParts func(r int32, f float64) (wa, wb float64)
 }
 
 func (s *stage) normaliser(batch, active int64) float64 {
@@ -105,7 +109,7 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 // summed exactly across holders.
 func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (float64, error) {
 	va := t.ds.Val
-	var sum, active int64
+	var sum, active, sum1, sum0 int64
 	chunk := t.scoreChunk()
 	var act, xr []int32
 	for lo := 0; lo < len(st.valRows); lo += chunk {
@@ -119,13 +123,22 @@ func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (floa
 		xr = va.XRows(act, xr)
 		f := eng.Forward(va.X, xr)
 		for i, r := range act {
+			if st.valParts != nil {
+				wa, wb := st.valParts(r, f[i])
+				sum1 += fixedLoss(wa * causal.BCE(f[i], 1))
+				sum0 += fixedLoss(wb * causal.BCE(f[i], 0))
+				continue
+			}
 			sum += fixedLoss(st.valLoss(r, f[i]))
 		}
 		active += int64(len(act))
 	}
-	v := []int64{sum, active}
+	v := []int64{sum, active, sum1, sum0}
 	if err := t.red.SumInt64(ctx, v); err != nil {
 		return 0, err
+	}
+	if st.valParts != nil {
+		v[0] = max(v[2], 0) + max(v[3], 0) // the non-negative risk
 	}
 	norm := st.normaliser(int64(len(st.valRows)), v[1])
 	if norm == 0 {
@@ -289,10 +302,17 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 	f := sp.eng.Forward(tr.X, sp.xrows)
 	sp.dldf = sp.dldf[:0]
 	var lossSum int64
-	for i, r := range sp.act {
-		l, g := st.loss(r, f[i])
-		lossSum += fixedLoss(l)
-		sp.dldf = append(sp.dldf, g)
+	if st.parts != nil {
+		var err error
+		if lossSum, err = t.nonNegative(ctx, st, sp, f, int64(len(batch))); err != nil {
+			return 0, false, err
+		}
+	} else {
+		for i, r := range sp.act {
+			l, g := st.loss(r, f[i])
+			lossSum += fixedLoss(l)
+			sp.dldf = append(sp.dldf, g)
+		}
 	}
 	var mx []float64
 	if sp.exact {
@@ -335,4 +355,38 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 		}
 	}
 	return fromFixed(sp.vec[P]) / norm, true, nil
+}
+
+// nonNegative fills sp.dldf for the non-negative correction: it sums the
+// two class parts of the batch's risk exactly across holders, then keeps the
+// gradient of each part only where its sum is not negative. It returns this
+// holder's fixed-point loss sum of the kept parts.
+func (t *Trainer) nonNegative(ctx context.Context, st *stage, sp *stepper, f []float64, batch int64) (int64, error) {
+	sums := []int64{0, 0, int64(len(sp.act))}
+	for i, r := range sp.act {
+		wa, wb := st.parts(r, f[i])
+		sums[0] += fixedLoss(wa * causal.BCE(f[i], 1))
+		sums[1] += fixedLoss(wb * causal.BCE(f[i], 0))
+	}
+	if err := t.red.SumInt64(ctx, sums); err != nil {
+		return 0, err
+	}
+	keep1, keep0 := sums[0] >= 0, sums[1] >= 0
+	var lossSum int64
+	for i, r := range sp.act {
+		wa, wb := st.parts(r, f[i])
+		s := causal.Sigmoid(f[i])
+		g, l := 0.0, 0.0
+		if keep1 {
+			g += wa * -causal.Sigmoid(-f[i]) // d l(f,1)/df = s - 1
+			l += wa * causal.BCE(f[i], 1)
+		}
+		if keep0 {
+			g += wb * s
+			l += wb * causal.BCE(f[i], 0)
+		}
+		lossSum += fixedLoss(l)
+		sp.dldf = append(sp.dldf, g)
+	}
+	return lossSum, nil
 }

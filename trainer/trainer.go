@@ -351,6 +351,14 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 		},
 		monitorTrain: t.cfg.Monitor == "train",
 	}
+	if t.cfg.NonNegative {
+		st.parts = func(r int32, f float64) (float64, float64) {
+			return m.Weights(rowInput(tr, pTr, gTr, r), rates)
+		}
+		st.valParts = func(r int32, f float64) (float64, float64) {
+			return m.Weights(rowInput(va, pVa, gVa, r), rates)
+		}
+	}
 	if !m.TouchesUnobserved() {
 		st.active = func(r int32) bool { return tr.O[r] == 1 }
 		st.valActive = func(r int32) bool { return va.O[r] == 1 }

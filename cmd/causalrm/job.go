@@ -40,7 +40,7 @@ type jobFlags struct {
 	shards, threads, every       int
 	lr, wd, clip, quantile       float64
 	hidden                       []int
-	quiet, force                 bool
+	quiet, force, nonneg         bool
 }
 
 func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
@@ -70,6 +70,7 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")
 	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate")
 	fs.IntVar(&f.every, "progress-every", 1, "print progress every N epochs")
+	fs.BoolVar(&f.nonneg, "nonnegative", false, "experiment, not in CAUSALRM.md: clamp the reward risk's two class parts at zero (nnPU-style)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&f.force, "force", false, "replace an existing output directory")
 }
@@ -118,6 +119,7 @@ func resolveJob(cmd *cobra.Command, f *jobFlags) (*Job, error) {
 	set("monitor", func() { job.Monitor = f.monitor })
 	set("propensity-clip", func() { job.Clip = f.clip })
 	set("quantile", func() { job.Quantile = f.quantile })
+	set("nonnegative", func() { job.NonNegative = f.nonneg })
 	if ch("flip-rates") {
 		parts := strings.Split(f.flipRates, ",")
 		if len(parts) != 2 {
