@@ -25,7 +25,7 @@ func run(t *testing.T, args ...string) (string, error) {
 
 func TestTrainEndToEndSameBytesAnyThreads(t *testing.T) {
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data.safetensors")
+	data := filepath.Join(dir, "new", "dir", "data.safetensors") // parents are created
 	if out, err := run(t, "simulate", "--rows", "1200", "--test-rows", "300", "--dim", "32", "--latent", "8", "--out", data); err != nil {
 		t.Fatalf("simulate: %v\n%s", err, out)
 	}

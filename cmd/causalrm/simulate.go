@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,6 +58,9 @@ labels, for diagnostics.`,
 				ds, err = sim.Generate(cfg)
 			}
 			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 				return err
 			}
 			if err := shard.WriteSafetensors(out, ds); err != nil {
