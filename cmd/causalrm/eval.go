@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -63,6 +65,9 @@ func evalCmd() *cobra.Command {
 				fmt.Fprintf(w, "R2 %.4f  MAE %.4f  RMSE %.4f  AUROC %.4f  Pearson %.4f\n", m.R2, m.MAE, m.RMSE, m.AUROC, m.Pearson)
 			}
 			if scores != "" {
+				if err := os.MkdirAll(filepath.Dir(scores), 0o755); err != nil {
+					return err
+				}
 				return safetensors.WriteAtomic(scores, func(out io.Writer) error {
 					bw := bufio.NewWriter(out)
 					enc := json.NewEncoder(bw)
