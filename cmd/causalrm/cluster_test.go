@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -81,5 +86,38 @@ func TestWorkerFailureStopsAll(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("failed job left files: %v", entries)
+	}
+}
+
+// Cancelling the launcher (ctrl-C) stops every worker: the call returns the
+// cancellation, nothing is written, and no worker process is left.
+func TestClusterCancelStopsAll(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data.safetensors")
+	if out, err := run(t, "simulate", "--rows", "4000", "--test-rows", "200", "--dim", "32", "--latent", "4", "--out", data); err != nil {
+		t.Fatalf("simulate: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "out")
+	root := newRoot()
+	var log strings.Builder
+	root.SetOut(&log)
+	root.SetErr(&log)
+	root.SetArgs([]string{"train", "--data", data, "--out", out, "--workers", "3", "--quiet", "--patience", "1000"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := root.ExecuteContext(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the cancellation, got %v\n%s", err, log.String())
+	}
+	if took := time.Since(start); took > 2*time.Second+workerGrace {
+		t.Fatalf("stopping took %v", took)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("cancelled job left files: %v", entries)
+	}
+	// every worker was reaped: none of them is still a child of ours
+	if b, err := exec.Command("pgrep", "-P", strconv.Itoa(os.Getpid())).Output(); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		t.Fatalf("workers still running: %s", b)
 	}
 }
