@@ -43,6 +43,9 @@ type LoadSpec struct {
 	// will carve one out of train); Dataset.Val is then a split with N = 0
 	// and the train D. Train and test must never be empty.
 	AllowEmptyVal bool
+	// AllowNoTest accepts a file without test rows (scoring a file with a
+	// saved model): Dataset.Test is then nil.
+	AllowNoTest bool
 
 	// KeepX, when set, limits the embeddings loaded to some rows of each
 	// split (a worker's virtual shards): it is called once per split with
@@ -232,7 +235,9 @@ func Load(spec LoadSpec) (*Dataset, error) {
 		}
 	}
 	ds := &Dataset{Train: parts[SplitTrain].s}
-	if p := parts[SplitTest]; p == nil {
+	if p := parts[SplitTest]; p == nil && spec.AllowNoTest {
+		// no test split: fine for scoring
+	} else if p == nil {
 		return nil, fileErr(spec.Train, SplitTest, "", ErrEmptySplit, "no test split: the file holds no test rows and LoadSpec.Test is empty")
 	} else if p.s.N == 0 {
 		return nil, fileErr(p.s.Source, SplitTest, "", ErrEmptySplit, "the test split has no rows")

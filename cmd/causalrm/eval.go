@@ -35,13 +35,14 @@ func evalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ds, err := shard.Load(shard.LoadSpec{Train: data, AllowEmptyVal: true})
+			ds, err := shard.Load(shard.LoadSpec{Train: data, AllowEmptyVal: true, AllowNoTest: true})
 			if err != nil {
 				return err
 			}
+			// A file without split labels is read as one "train" split.
 			s := map[string]*shard.Split{"train": ds.Train, "val": ds.Val, "test": ds.Test}[split]
 			if s == nil || s.N == 0 {
-				return fmt.Errorf("%s has no %s split", data, split)
+				return fmt.Errorf("%s has no %s split (a file without split labels is one train split: --split train)", data, split)
 			}
 			if s.D != model.Cfg.Dims[0] {
 				return fmt.Errorf("%s: embeddings have d=%d, the model wants %d", data, s.D, model.Cfg.Dims[0])
@@ -87,7 +88,7 @@ func evalCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&modelPath, "model", "", "reward.json (or .safetensors) written by train")
 	cmd.Flags().StringVar(&data, "data", "", "file to score")
-	cmd.Flags().StringVar(&split, "split", "test", "split of the file to score: train, val or test")
+	cmd.Flags().StringVar(&split, "split", "test", "split of the file to score: train, val or test (a file without split labels is one train split)")
 	cmd.Flags().StringVar(&scores, "scores", "", "write id and reward per row to this JSONL file")
 	cmd.Flags().BoolVar(&exact, "exact", true, "use the exact forward pass (same bits as training)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "threads (0: all cores)")

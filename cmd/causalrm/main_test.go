@@ -69,6 +69,17 @@ func TestTrainEndToEndSameBytesAnyThreads(t *testing.T) {
 	if n := strings.Count(string(raw), "\n"); n != 300 {
 		t.Fatalf("scores file has %d lines, want 300", n)
 	}
+	// eval scores a plain file of rows (no split labels, no test split).
+	plain := filepath.Join(dir, "plain.jsonl")
+	var pb strings.Builder
+	for i := 0; i < 7; i++ {
+		fmt.Fprintf(&pb, `{"id":"p%d","x":[%s],"o":0}`+"\n", i, strings.TrimSuffix(strings.Repeat("0.5,", 32), ","))
+	}
+	os.WriteFile(plain, []byte(pb.String()), 0o644)
+	if log, err := run(t, "eval", "--model", filepath.Join(dir, "run1", "reward.json"), "--data", plain, "--split", "train",
+		"--scores", filepath.Join(dir, "plain-scores.jsonl")); err != nil || !strings.Contains(log, "scored 7 rows") {
+		t.Fatalf("eval of a plain file: %v\n%s", err, log)
+	}
 	// eval's metrics equal the ones training wrote (same exact forward pass).
 	var m RunMetrics
 	mraw, _ := os.ReadFile(filepath.Join(dir, "run1", "metrics.json"))
