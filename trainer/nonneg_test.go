@@ -2,8 +2,6 @@ package trainer
 
 import (
 	"context"
-	"math"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/causalrm/causalrm/causal"
@@ -28,7 +26,6 @@ func TestNonNegativeGradient(t *testing.T) {
 	if err := tr.Prepare(ctx, causal.AllMethods()...); err != nil {
 		t.Fatal(err)
 	}
-	train := ds.Train
 	dropped := 0
 	for _, m := range []causal.Method{causal.CausalIPS, causal.CausalDR, causal.Noise} {
 		for seed := uint64(1); seed <= 6; seed++ {
@@ -43,32 +40,15 @@ func TestNonNegativeGradient(t *testing.T) {
 			if _, ok, err := tr.batchGradient(ctx, st, sp, batch); err != nil || !ok {
 				t.Fatalf("%s: ok=%v err=%v", m, ok, err)
 			}
-			var p, g []float64
-			if m.UsesPropensity() {
-				p = tr.PHatTrain
-			}
-			if m.UsesImputation() {
-				g = tr.GHatTrain
-			}
-			var rows []int32
-			for _, i := range batch {
-				if r := st.rows[i]; st.active == nil || st.active(r) {
-					rows = append(rows, r)
-				}
-			}
-			norm := float64(len(batch))
-			if m.NormalizeByObserved() {
-				norm = float64(len(rows))
-			}
+			rb := newRefBatch(tr, st, m, model, batch)
 			parts := func(params []float64) (float64, float64) {
 				r1, r0 := 0.0, 0.0
-				for _, r := range rows {
-					f := nn.RefForward64(model.Cfg, params, toF64(train.Row(int(r))))
-					wa, wb := m.Weights(rowInput(train, p, g, r), tr.Rates)
+				rb.each(params, func(f float64, in causal.RowInput) {
+					wa, wb := m.Weights(in, tr.Rates)
 					r1 += wa * causal.BCE(f, 1)
 					r0 += wb * causal.BCE(f, 0)
-				}
-				return r1 / norm, r0 / norm
+				})
+				return r1 / rb.norm, r0 / rb.norm
 			}
 			params := toF64(model.Params)
 			r1, r0 := parts(params)
@@ -87,18 +67,8 @@ func TestNonNegativeGradient(t *testing.T) {
 				}
 				return v
 			}
-			rng := rand.New(rand.NewPCG(seed, 5))
-			for k := 0; k < 15; k++ {
-				i := rng.IntN(len(params))
-				h := 1e-5 * math.Max(1, math.Abs(params[i]))
-				pp := append([]float64(nil), params...)
-				pp[i] += h
-				up := obj(pp)
-				pp[i] -= 2 * h
-				fd := (up - obj(pp)) / (2 * h)
-				if got := float64(sp.grad[i]); math.Abs(got-fd) > 2e-4*math.Abs(fd)+2e-6 {
-					t.Fatalf("%s seed %d (R1 %.4g, R0 %.4g): param %d gradient %.8g, finite difference %.8g", m, seed, r1, r0, i, got, fd)
-				}
+			if err := checkFD(params, sp.grad, obj, 15, seed); err != nil {
+				t.Fatalf("%s seed %d (R1 %.4g, R0 %.4g): %v", m, seed, r1, r0, err)
 			}
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"math"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/causalrm/causalrm/causal"
@@ -60,7 +59,6 @@ func TestBatchGradientMatchesFiniteDifferences(t *testing.T) {
 		if err := tr.Prepare(ctx, causal.AllMethods()...); err != nil {
 			t.Fatal(err)
 		}
-		train := ds.Train
 		for _, m := range causal.AllMethods() {
 			st := tr.rewardStage(m)
 			model, _ := nn.New(tr.modelConfig(), 7)
@@ -74,45 +72,17 @@ func TestBatchGradientMatchesFiniteDifferences(t *testing.T) {
 			}
 			// Independent objective: the table's per-row losses, averaged
 			// over the batch (or its observed rows for naive and noise).
-			var p, g []float64
-			if m.UsesPropensity() {
-				p = tr.PHatTrain
-			}
-			if m.UsesImputation() {
-				g = tr.GHatTrain
-			}
-			nobs := 0
-			for _, i := range batch {
-				nobs += int(train.O[st.rows[i]])
-			}
-			norm := float64(len(batch))
-			if m.NormalizeByObserved() {
-				norm = float64(nobs)
-			}
+			rb := newRefBatch(tr, st, m, model, batch)
 			obj := func(params []float64) float64 {
 				s := 0.0
-				for _, i := range batch {
-					r := st.rows[i]
-					f := nn.RefForward64(model.Cfg, params, toF64(train.Row(int(r))))
-					l, _ := m.Row(f, rowInput(train, p, g, r), tr.Rates)
+				rb.each(params, func(f float64, in causal.RowInput) {
+					l, _ := m.Row(f, in, tr.Rates)
 					s += l
-				}
-				return s / norm
+				})
+				return s / rb.norm
 			}
-			params := toF64(model.Params)
-			rng := rand.New(rand.NewPCG(uint64(len(m)), 9))
-			for k := 0; k < 40; k++ {
-				i := rng.IntN(len(params))
-				h := 1e-5 * math.Max(1, math.Abs(params[i]))
-				pp := append([]float64(nil), params...)
-				pp[i] += h
-				up := obj(pp)
-				pp[i] -= 2 * h
-				fd := (up - obj(pp)) / (2 * h)
-				got := float64(sp.grad[i])
-				if math.Abs(got-fd) > 2e-4*math.Abs(fd)+2e-6 {
-					t.Errorf("%s %s: param %d: step gradient %.8g, finite difference %.8g", reduce, m, i, got, fd)
-				}
+			if err := checkFD(toF64(model.Params), sp.grad, obj, 40, uint64(len(m))); err != nil {
+				t.Errorf("%s %s: %v", reduce, m, err)
 			}
 		}
 	}
