@@ -194,24 +194,13 @@ func runTorchDDP(python, script, data string, n, steps int, log io.Writer) float
 	if python == "" {
 		return 0
 	}
-	c := exec.Command(python, script, "--data", data, "--workers", strconv.Itoa(n), "--threads", "1", "--steps", strconv.Itoa(steps))
-	c.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1")
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	if err := c.Run(); err != nil {
-		fmt.Fprintf(log, "pytorch DDP baseline failed (%v): %s\n", err, strings.TrimSpace(errb.String()))
+	rps, err := runPythonBench(log, []string{"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1"},
+		python, script, "--data", data, "--workers", strconv.Itoa(n), "--threads", "1", "--steps", strconv.Itoa(steps))
+	if err != nil {
 		return 0
 	}
-	var r struct {
-		RowsPerS float64 `json:"rows_per_s"`
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		fmt.Fprintf(log, "pytorch DDP baseline: bad output %q\n", out.String())
-		return 0
-	}
-	fmt.Fprintf(log, "%d workers pytorch DDP gloo %8.0f rows/s\n", n, r.RowsPerS)
-	return r.RowsPerS
+	fmt.Fprintf(log, "%d workers pytorch DDP gloo %8.0f rows/s\n", n, rps)
+	return rps
 }
 
 // runTorch runs the PyTorch baseline and returns its rows/s, or 0 (with a
@@ -229,24 +218,35 @@ func runTorch(python, script, data string, threads, steps, warmup int, log io.Wr
 		blasThreads = []int{1, threads}
 	}
 	for _, bt := range blasThreads {
-		c := exec.Command(python, script, "--data", data, "--threads", strconv.Itoa(threads),
-			"--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup))
-		c.Env = append(os.Environ(), "OMP_NUM_THREADS="+strconv.Itoa(threads), "OPENBLAS_NUM_THREADS="+strconv.Itoa(bt))
-		var out, errb bytes.Buffer
-		c.Stdout, c.Stderr = &out, &errb
-		if err := c.Run(); err != nil {
-			fmt.Fprintf(log, "pytorch baseline failed (%v): %s\n", err, strings.TrimSpace(errb.String()))
+		rps, err := runPythonBench(log, []string{"OMP_NUM_THREADS=" + strconv.Itoa(threads), "OPENBLAS_NUM_THREADS=" + strconv.Itoa(bt)},
+			python, script, "--data", data, "--threads", strconv.Itoa(threads), "--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup))
+		if err != nil {
 			return 0
 		}
-		var r struct {
-			RowsPerS float64 `json:"rows_per_s"`
-		}
-		if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &r); err != nil {
-			fmt.Fprintf(log, "pytorch baseline: bad output %q\n", out.String())
-			return 0
-		}
-		fmt.Fprintf(log, "threads %d pytorch (openblas threads %d) %8.0f rows/s\n", threads, bt, r.RowsPerS)
-		best = max(best, r.RowsPerS)
+		fmt.Fprintf(log, "threads %d pytorch (openblas threads %d) %8.0f rows/s\n", threads, bt, rps)
+		best = max(best, rps)
 	}
 	return best
+}
+
+// runPythonBench runs a baseline script and reads rows_per_s from the JSON
+// object on its last output line; failures are noted on the log.
+func runPythonBench(log io.Writer, env []string, python string, args ...string) (float64, error) {
+	c := exec.Command(python, args...)
+	c.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Run(); err != nil {
+		fmt.Fprintf(log, "%s failed (%v): %s\n", args[0], err, strings.TrimSpace(errb.String()))
+		return 0, err
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var r struct {
+		RowsPerS float64 `json:"rows_per_s"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		fmt.Fprintf(log, "%s: bad output %q\n", args[0], out.String())
+		return 0, err
+	}
+	return r.RowsPerS, nil
 }
