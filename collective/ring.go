@@ -399,11 +399,8 @@ func allReduce[T elem](r *Ring, ctx context.Context, name string, v []T, op pb.R
 	if r.n == 1 {
 		return nil
 	}
-	if r.cfg.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
 	o := newOp(r, v, op, codec, combine)
 	err := ctx.Err()
 	if err == nil {
@@ -726,3 +723,11 @@ func (o *op[T]) applyRawInt64(s *pb.Segment, dst []int64, p, c int) {
 
 // segmentBytes is a segment's size on the wire (its protobuf encoding).
 func segmentBytes(s *pb.Segment) int64 { return int64(proto.Size(s)) }
+
+// withTimeout bounds one collective call or barrier by Config.Timeout.
+func (r *Ring) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.cfg.Timeout > 0 {
+		return context.WithTimeout(ctx, r.cfg.Timeout)
+	}
+	return ctx, func() {}
+}

@@ -115,11 +115,8 @@ func (r *Ring) Barrier(ctx context.Context) error {
 	if r.n == 1 {
 		return nil
 	}
-	if r.cfg.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
 	var err error
 	if r.rank == 0 {
 		err = r.arrive(ctx, 0, r.barrierSeq)
