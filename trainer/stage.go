@@ -40,14 +40,11 @@ func (s *stage) normaliser(batch, active int64) float64 {
 // parameters. Every step's batch is fixed by (seed, stage, epoch) alone.
 func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error) {
 	cfg := t.cfg
-	model, err := nn.New(t.modelConfig(), stageSeed(cfg.Seed, st.name))
+	sp, err := t.stageStepper(st)
 	if err != nil {
 		return nil, err
 	}
-	sp, err := t.newStepper(model)
-	if err != nil {
-		return nil, err
-	}
+	model := sp.model
 	res := &StageResult{Name: st.name, Rows: len(st.rows)}
 	stopper := &causal.EarlyStopper{Patience: cfg.Patience}
 	var best *nn.MLP
@@ -253,6 +250,16 @@ type stepper struct {
 	act   []int32
 	xrows []int32 // act as indices into the loaded embeddings
 	dldf  []float64
+}
+
+// stageStepper initialises the stage's model from (seed, stage name) and
+// its stepper.
+func (t *Trainer) stageStepper(st *stage) (*stepper, error) {
+	model, err := nn.New(t.modelConfig(), stageSeed(t.cfg.Seed, st.name))
+	if err != nil {
+		return nil, err
+	}
+	return t.newStepper(model)
 }
 
 func (t *Trainer) newStepper(model *nn.MLP) (*stepper, error) {

@@ -382,11 +382,7 @@ func (t *Trainer) BenchReward(ctx context.Context, m causal.Method, warmup, step
 	if !skipUnobserved {
 		st.active = nil
 	}
-	model, err := nn.New(t.modelConfig(), stageSeed(t.cfg.Seed, st.name))
-	if err != nil {
-		return 0, err
-	}
-	sp, err := t.newStepper(model)
+	sp, err := t.stageStepper(st)
 	if err != nil {
 		return 0, err
 	}
