@@ -181,16 +181,6 @@ func allRows(n int) []int32 {
 	return r
 }
 
-func observedRows(s *shard.Split) []int32 {
-	var r []int32
-	for i, o := range s.O {
-		if o == 1 {
-			r = append(r, int32(i))
-		}
-	}
-	return r
-}
-
 // Prepare runs the auxiliary stages the given methods need, once.
 func (t *Trainer) Prepare(ctx context.Context, methods ...causal.Method) error {
 	needP, needN, needG := false, false, false
@@ -265,7 +255,7 @@ func clipAll(p []float32, c float64) []float64 {
 func (t *Trainer) trainObservedBCE(ctx context.Context, name string) (*StageResult, error) {
 	tr, va := t.ds.Train, t.ds.Val
 	st := &stage{
-		name: name, rows: observedRows(tr), valRows: observedRows(va),
+		name: name, rows: shard.ObservedRows(tr), valRows: shard.ObservedRows(va),
 		loss: func(r int32, f float64) (float64, float64) { return causal.BCERow(f, tr.Y[r]) },
 		valLoss: func(r int32, f float64) float64 {
 			l, _ := causal.BCERow(f, va.Y[r])
