@@ -158,11 +158,16 @@ func ObservedRows(split *Split) []int32 {
 	return SelectRows(split, func(i int) bool { return split.O[i] == 1 })
 }
 
+// Observed counts the rows with O = 1.
+func (s *Split) Observed() int {
+	n := 0
+	for _, o := range s.O {
+		n += int(o)
+	}
+	return n
+}
+
 // String summarises the split, e.g. "train: 1000 rows x 256 (observed 312) from a.parquet".
 func (s *Split) String() string {
-	obs := 0
-	for _, o := range s.O {
-		obs += int(o)
-	}
-	return fmt.Sprintf("%s: %d rows x %d (observed %d) from %s", s.Name, s.N, s.D, obs, s.Source)
+	return fmt.Sprintf("%s: %d rows x %d (observed %d) from %s", s.Name, s.N, s.D, s.Observed(), s.Source)
 }

@@ -116,11 +116,7 @@ func testRows(ds *shard.Dataset) int {
 }
 
 func observedShare(s *shard.Split) float64 {
-	n := 0
-	for _, o := range s.O {
-		n += int(o)
-	}
-	return float64(n) / float64(max(s.N, 1))
+	return float64(s.Observed()) / float64(max(s.N, 1))
 }
 
 // RunMetrics is metrics.json.
