@@ -3,7 +3,6 @@ package collective
 import (
 	"context"
 	"math/rand/v2"
-	"net"
 	"sync"
 	"testing"
 )
@@ -13,25 +12,10 @@ import (
 func TestMixedOpSequence(t *testing.T) {
 	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
 		for _, n := range []int{2, 3} {
-			lis := make([]net.Listener, n)
-			peers := make([]string, n)
-			for i := range lis {
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				lis[i], peers[i] = l, l.Addr().String()
-			}
-			rings := make([]*Ring, n)
-			for i := range rings {
-				cfg := DefaultConfig()
-				cfg.Rank, cfg.Peers, cfg.Generation, cfg.Codec = i, peers, 1, codec
-				r, err := New(cfg, lis[i])
-				if err != nil {
-					t.Fatal(err)
-				}
-				rings[i] = r
-			}
+			rings := newRings(t, n, func(c *Config) {
+				c.Codec = codec
+				c.ChunkBytes = DefaultConfig().ChunkBytes // the bug this guards showed with full-size chunks
+			})
 			var wg sync.WaitGroup
 			errs := make([]error, n)
 			for i := range rings {
@@ -64,9 +48,7 @@ func TestMixedOpSequence(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			for _, r := range rings {
-				r.Close()
-			}
+			closeAll(rings)
 			for i, err := range errs {
 				if err != nil {
 					t.Fatalf("codec %s, %d ranks, rank %d: %v", codec, n, i, err)
