@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/protobuf/proto"
 
@@ -37,11 +36,12 @@ type Ring struct {
 	log              *slog.Logger
 	n, rank          int
 	succ, pred       int
-	lis              net.Listener
-	srv              *grpc.Server
+	host             *Host // serves the ring's streams and barriers
+	owner            bool  // host is New's private one: Close stops it
+	detached         bool  // guarded by host.mu: no more handlers routed here
+	handlers         sync.WaitGroup
 	ctx              context.Context // cancelled by Close
 	cancel           context.CancelFunc
-	serveDone        chan struct{}
 	senderDone       chan struct{}
 	inbox            chan inItem
 	out              *sendQueue
@@ -60,7 +60,6 @@ type Ring struct {
 	connMu           sync.Mutex
 	conns            map[string]*grpc.ClientConn
 	stats            statCounters
-	state            stateHolder
 	testHookOutgoing func(*pb.Segment) // tests: corrupt what this rank sends
 }
 
@@ -78,6 +77,8 @@ type inItem struct {
 // New starts rank cfg.Rank of a ring: it serves the Collective service on
 // lis (or, if lis is nil, on a listener it opens at cfg.Peers[cfg.Rank])
 // and connects lazily to its successor. Close stops everything it started.
+// (It is a private Host with this one ring, which receives every stream and
+// barrier sent to lis; see NewHost for a server that outlives its rings.)
 func New(cfg Config, lis net.Listener) (*Ring, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -88,9 +89,22 @@ func New(cfg Config, lis net.Listener) (*Ring, error) {
 			return nil, fmt.Errorf("collective: listen on %s: %w", cfg.Peers[cfg.Rank], err)
 		}
 	}
-	cd, err := newCoder(cfg.MaxMessageBytes)
+	h := newHost(HostConfig{MaxMessageBytes: cfg.MaxMessageBytes, Logger: cfg.Logger}, lis)
+	r, err := newRing(cfg, h, true)
 	if err != nil {
 		lis.Close()
+		return nil, err
+	}
+	h.log = r.log
+	h.solo = r
+	h.start()
+	return r, nil
+}
+
+// newRing makes the ring and starts its sender; host serves it.
+func newRing(cfg Config, h *Host, owner bool) (*Ring, error) {
+	cd, err := newCoder(cfg.MaxMessageBytes)
+	if err != nil {
 		return nil, fmt.Errorf("collective: codecs: %w", err)
 	}
 	log := cfg.Logger
@@ -106,10 +120,10 @@ func New(cfg Config, lis net.Listener) (*Ring, error) {
 		rank:       cfg.Rank,
 		succ:       (cfg.Rank + 1) % n,
 		pred:       (cfg.Rank + n - 1) % n,
-		lis:        lis,
+		host:       h,
+		owner:      owner,
 		ctx:        ctx,
 		cancel:     cancel,
-		serveDone:  make(chan struct{}),
 		senderDone: make(chan struct{}),
 		inbox:      make(chan inItem, cfg.InboxSegments),
 		out:        newSendQueue(),
@@ -119,30 +133,16 @@ func New(cfg Config, lis net.Listener) (*Ring, error) {
 		conns:      map[string]*grpc.ClientConn{},
 	}
 	r.barriers.m = map[uint64]*barrierEntry{}
-	r.srv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
-		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
-		grpc.WaitForHandlers(true),
-		grpc.InitialWindowSize(windowBytes),
-		grpc.InitialConnWindowSize(2*windowBytes),
-		grpc.ReadBufferSize(256<<10),
-		grpc.WriteBufferSize(256<<10),
-		experimental.BufferPool(sharedPool),
-		grpc.ForceServerCodecV2(wireCodec{}),
-	)
-	pb.RegisterCollectiveServer(r.srv, &service{r: r})
-	go func() {
-		defer close(r.serveDone)
-		if err := r.srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			r.log.Error("collective: serve", "err", err)
-		}
-	}()
 	go r.sendLoop()
 	return r, nil
 }
 
 // Addr is the address the Ring serves on.
-func (r *Ring) Addr() string { return r.lis.Addr().String() }
+func (r *Ring) Addr() string { return r.host.Addr() }
+
+// Host is the host that serves the Ring (for a Ring made by New, its
+// private one, which Close stops).
+func (r *Ring) Host() *Host { return r.host }
 
 // Rank is this ring member's rank; Size the number of ranks.
 func (r *Ring) Rank() int { return r.rank }
@@ -161,10 +161,13 @@ func (r *Ring) Seq() uint64 {
 }
 
 // Close flushes what is queued for the successor (at most CloseTimeout),
-// then stops the server, the sender and every connection. It is safe to call
-// more than once; calls in flight return ErrClosed.
+// then stops the sender and every connection, and waits for the handlers
+// serving this ring to end. A Ring made by New stops its server too; one
+// made by Host.Ring leaves the host serving. It is safe to call more than
+// once; calls in flight return ErrClosed.
 func (r *Ring) Close() error {
 	r.closeOnce.Do(func() {
+		r.host.forget(r)
 		close(r.closing)
 		r.out.close()
 		t := time.NewTimer(r.cfg.CloseTimeout)
@@ -176,18 +179,11 @@ func (r *Ring) Close() error {
 		t.Stop()
 		r.cancel()
 		<-r.senderDone
-		// Let answers in flight (a barrier that just completed) go out.
-		stopped := make(chan struct{})
-		go func() { r.srv.GracefulStop(); close(stopped) }()
-		t = time.NewTimer(r.cfg.CloseTimeout)
-		select {
-		case <-stopped:
-		case <-t.C:
-			r.srv.Stop()
-			<-stopped
+		if r.owner {
+			// Let answers in flight (a barrier that just completed) go out.
+			r.host.stop(r.cfg.CloseTimeout)
 		}
-		t.Stop()
-		<-r.serveDone
+		r.handlers.Wait() // they end on r.closing
 		r.connMu.Lock()
 		for _, c := range r.conns {
 			c.Close()
@@ -212,8 +208,7 @@ func (r *Ring) conn(addr string) (*grpc.ClientConn, error) {
 	if c := r.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	opts := append(dialCreds(r.host.cfg.ClientTLS, r.host.cfg.Token),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(r.cfg.MaxMessageBytes),
 			grpc.MaxCallSendMsgSize(r.cfg.MaxMessageBytes)),
@@ -223,6 +218,7 @@ func (r *Ring) conn(addr string) (*grpc.ClientConn, error) {
 		grpc.WithInitialConnWindowSize(2*windowBytes),
 		experimental.WithBufferPool(sharedPool),
 	)
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("collective: dial %s: %w", addr, err)
 	}

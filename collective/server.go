@@ -16,17 +16,13 @@ import (
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
 )
 
-// service is the gRPC face of a Ring.
+// service is the gRPC face of a Host: it routes each stream and barrier
+// to the ring it belongs to.
 type service struct {
 	pb.UnimplementedCollectiveServer
-	r *Ring
+	h *Host
 }
 
-// Segments receives a predecessor's stream and hands each segment to the op
-// goroutine, which validates it. A reader goroutine does the Recv calls so
-// the handler can end the stream (and so fail the sender fast) as soon as
-// this ring breaks or closes; it exits when the stream's context ends,
-// which returning from the handler causes.
 func peerAddr(ctx context.Context) string {
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		return p.Addr.String()
@@ -34,15 +30,74 @@ func peerAddr(ctx context.Context) string {
 	return "?"
 }
 
+// Segments routes a predecessor's stream to the ring named by its first
+// segment's (RingId, Generation), waiting for that ring to be made if it is
+// newer than every ring the host has had; New's private host hands every
+// stream to its one ring, which validates each segment.
 func (s *service) Segments(stream pb.Collective_SegmentsServer) error {
-	r := s.r
+	h := s.h
+	if h.solo != nil { // set before the server started
+		r, err := h.route(stream.Context(), "", 0)
+		if err != nil {
+			return routeStatus(err)
+		}
+		defer r.handlers.Done()
+		return r.serveSegments(stream, nil)
+	}
+	first := new(inSegment)
+	if err := stream.RecvMsg(first); err != nil {
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&pb.SegmentsAck{})
+		}
+		return err
+	}
+	r, err := h.route(stream.Context(), first.seg.RingId, first.seg.Generation)
+	if err != nil {
+		first.release()
+		return routeStatus(err)
+	}
+	defer r.handlers.Done()
+	return r.serveSegments(stream, first)
+}
+
+// serveSegments receives a predecessor's stream and hands each segment to
+// the op goroutine, which validates it. A reader goroutine does the Recv
+// calls so the handler can end the stream (and so fail the sender fast) as
+// soon as this ring breaks or closes; it exits when the stream's context
+// ends, which returning from the handler causes. first, if set, is the
+// stream's first segment, already read by the router: then every segment
+// of the stream must be of this ring's id and generation (a stream belongs
+// to one ring), and one that is not ends the stream undelivered.
+func (r *Ring) serveSegments(stream pb.Collective_SegmentsServer, first *inSegment) error {
 	ctx := stream.Context()
+	fence := first != nil
 	recv := make(chan inItem)
+	r.handlers.Add(1) // the caller holds one: Close cannot be waiting on zero
 	go func() {
+		defer r.handlers.Done()
 		legit := false // the stream has carried this ring's predecessor's segments
 		for {
-			in := new(inSegment)
-			err := stream.RecvMsg(in)
+			var in *inSegment
+			var err error
+			if first != nil {
+				in, first = first, nil
+			} else {
+				in = new(inSegment)
+				err = stream.RecvMsg(in)
+			}
+			if err == nil && fence && (in.seg.RingId != r.cfg.RingID || in.seg.Generation != r.cfg.Generation) {
+				err = fmt.Errorf("%w: segment of ring %q generation %d in a stream of ring %q generation %d",
+					ErrStaleGeneration, in.seg.RingId, in.seg.Generation, r.cfg.RingID, r.cfg.Generation)
+				in.release()
+				if legit {
+					r.deliver(inItem{err: fmt.Errorf("%w: the predecessor's stream: %w", ErrPeer, err)})
+				}
+				select {
+				case recv <- inItem{err: toStatus(err)}:
+				case <-ctx.Done():
+				}
+				return
+			}
 			if err == nil && in.seg.RingId == r.cfg.RingID && in.seg.Generation == r.cfg.Generation && int(in.seg.SenderRank) == r.pred {
 				legit = true
 			}
@@ -61,6 +116,9 @@ func (s *service) Segments(stream pb.Collective_SegmentsServer) error {
 			select {
 			case recv <- inItem{in: in, err: err}:
 			case <-ctx.Done():
+				if in != nil && err == nil {
+					in.release()
+				}
 				return
 			}
 			if err != nil {
@@ -171,8 +229,14 @@ func (r *Ring) arrive(ctx context.Context, rank uint32, seq uint64) error {
 	return nil
 }
 
+// Barrier routes a barrier to the ring of its (RingId, Generation), as
+// Segments routes streams.
 func (s *service) Barrier(ctx context.Context, req *pb.BarrierRequest) (*pb.BarrierResponse, error) {
-	r := s.r
+	r, err := s.h.route(ctx, req.RingId, req.Generation)
+	if err != nil {
+		return nil, routeStatus(err)
+	}
+	defer r.handlers.Done()
 	switch {
 	case req.RingId != r.cfg.RingID:
 		return nil, toStatus(fmt.Errorf("%w: barrier of ring %q, this is ring %q", ErrStaleGeneration, req.RingId, r.cfg.RingID))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +13,11 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
 )
 
-// stateHolder is the snapshot a Ring serves to joining workers.
+// stateHolder is the snapshot a Host serves to joining workers.
 type stateHolder struct {
 	mu   sync.Mutex
 	step uint64
@@ -28,26 +28,24 @@ type stateHolder struct {
 
 // PublishState makes snapshot (the parameters and Adam moments, encoded by
 // the owner; opaque here) the state served by StateTransfer, tagged with
-// the step it was taken at. The Ring keeps the slice: the caller must not
-// modify it afterwards (publish a new one instead).
-func (r *Ring) PublishState(step uint64, snapshot []byte) {
-	sum := sha256.Sum256(snapshot)
-	r.state.mu.Lock()
-	defer r.state.mu.Unlock()
-	r.state.step, r.state.data, r.state.sum, r.state.set = step, snapshot, sum, true
-}
+// the step it was taken at: the state of the Ring's host (Host.PublishState),
+// which every ring of the host serves. The host keeps the slice: the caller
+// must not modify it afterwards (publish a new one instead).
+func (r *Ring) PublishState(step uint64, snapshot []byte) { r.host.PublishState(step, snapshot) }
 
 // defaultStateChunk is the raw chunk size of a state transfer.
 const defaultStateChunk = 1 << 20
 
+// StateTransfer serves the host's published snapshot; it needs no ring.
+// New's private host serves only its ring's RingId; a Host serves any.
 func (s *service) StateTransfer(req *pb.StateRequest, stream pb.Collective_StateTransferServer) error {
-	r := s.r
-	if req.RingId != r.cfg.RingID {
+	h := s.h
+	if r := h.solo; r != nil && req.RingId != r.cfg.RingID {
 		return toStatus(fmt.Errorf("%w: state of ring %q asked of ring %q", ErrStaleGeneration, req.RingId, r.cfg.RingID))
 	}
-	r.state.mu.Lock()
-	step, data, sum, set := r.state.step, r.state.data, r.state.sum, r.state.set
-	r.state.mu.Unlock()
+	h.state.mu.Lock()
+	step, data, sum, set := h.state.step, h.state.data, h.state.sum, h.state.set
+	h.state.mu.Unlock()
 	if !set {
 		return toStatus(fmt.Errorf("%w: nothing published", ErrNoState))
 	}
@@ -66,7 +64,14 @@ func (s *service) StateTransfer(req *pb.StateRequest, stream pb.Collective_State
 		cs = defaultStateChunk
 	}
 	// The encoded chunk plus its header must fit a message.
-	cs = max(1, min(cs, r.cfg.MaxMessageBytes/2-1024))
+	cs = max(1, min(cs, h.cfg.MaxMessageBytes/2-1024))
+	var zenc *zstd.Encoder
+	if codec == pb.Codec_CODEC_ZSTD {
+		var err error
+		if zenc, err = h.stateEncoder(); err != nil {
+			return toStatus(err)
+		}
+	}
 	total := len(data)
 	for off := 0; ; off += cs {
 		end := min(off+cs, total)
@@ -76,7 +81,7 @@ func (s *service) StateTransfer(req *pb.StateRequest, stream pb.Collective_State
 		case pb.Codec_CODEC_S2:
 			enc = s2.Encode(nil, raw)
 		case pb.Codec_CODEC_ZSTD:
-			enc = r.coder.zenc.EncodeAll(raw, nil) // safe for concurrent use
+			enc = zenc.EncodeAll(raw, nil) // safe for concurrent use
 		default:
 			enc = raw
 		}
@@ -110,6 +115,11 @@ type StateRequest struct {
 	MaxMessageBytes int
 	// MaxBytes bounds the snapshot (0: 16 GiB).
 	MaxBytes int64
+	// TLS, if set, is the client TLS config of the call (mTLS to a Host
+	// with ServerTLS); nil is a plaintext connection.
+	TLS *tls.Config
+	// Token, if set, is sent as "authorization: Bearer <token>".
+	Token string
 }
 
 // State is a fetched snapshot.
@@ -118,7 +128,7 @@ type State struct {
 	Data []byte
 }
 
-// FetchState takes the snapshot published by the Ring serving at addr:
+// FetchState takes the snapshot published by the Host (or Ring) serving at addr:
 // it checks every chunk's CRC-32C, offset and length, and the sha256 of the
 // whole, and returns ErrChecksum, ErrShape or ErrOversized on a mismatch.
 func FetchState(ctx context.Context, addr string, req StateRequest) (State, error) {
@@ -137,8 +147,8 @@ func FetchState(ctx context.Context, addr string, req StateRequest) (State, erro
 	if req.MaxBytes <= 0 {
 		req.MaxBytes = 16 << 30
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(req.MaxMessageBytes)))
+	conn, err := grpc.NewClient(addr, append(dialCreds(req.TLS, req.Token),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(req.MaxMessageBytes)))...)
 	if err != nil {
 		return fail(err)
 	}
