@@ -38,6 +38,8 @@ func (s *stage) normaliser(batch, active int64) float64 {
 
 // runStage trains one stage to early stopping and keeps the best epoch's
 // parameters. Every step's batch is fixed by (seed, stage, epoch) alone.
+// Before every step it calls the step hook; a restored snapshot of this
+// stage resumes it at the snapshot's (epoch, step).
 func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error) {
 	cfg := t.cfg
 	sp, err := t.stageStepper(st)
@@ -50,14 +52,50 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 	var best *nn.MLP
 	n := len(st.rows)
 	steps := shard.Batches(n, cfg.Batch)
+	epoch0, step0, sum0 := 1, 0, 0.0
+	if r := t.resume; r != nil {
+		if r.name != st.name {
+			return nil, fmt.Errorf("%w: the restored snapshot is in stage %s, but the pipeline ran stage %s first", ErrSnapshot, r.name, st.name)
+		}
+		if r.steps != steps || len(r.params) != len(model.Params) {
+			return nil, fmt.Errorf("%w: stage %s has %d steps per epoch and %d parameters, the snapshot %d and %d", ErrSnapshot, st.name, steps, len(model.Params), r.steps, len(r.params))
+		}
+		t.resume = nil
+		copy(model.Params, r.params)
+		sp.eng.Touch()
+		sp.opt.Step = r.adamStep
+		copy(sp.opt.M, r.adamM)
+		copy(sp.opt.V, r.adamV)
+		*stopper = r.stopper
+		if r.best != nil {
+			best = model.Clone()
+			copy(best.Params, r.best)
+		}
+		res.Train = append([]float64(nil), r.train...)
+		res.Val = append([]float64(nil), r.val...)
+		res.Epochs = len(res.Train)
+		epoch0, step0, sum0 = r.epoch, r.step, r.trainSum
+	}
 	start := time.Now()
-	for epoch := 1; epoch <= cfg.MaxEpochs; epoch++ {
+	for epoch := epoch0; epoch <= cfg.MaxEpochs; epoch++ {
 		epochStart := time.Now()
 		perm := shard.EpochPerm(cfg.Seed, st.name, epoch, n)
-		trainSum := 0.0
-		for step := 0; step < steps; step++ {
+		trainSum, first := 0.0, 0
+		if epoch == epoch0 {
+			trainSum, first = sum0, step0
+		}
+		for step := first; step < steps; step++ {
 			if err := ctx.Err(); err != nil {
 				return nil, err
+			}
+			if t.stepHook != nil {
+				t.live = &liveStage{st: st, sp: sp, stopper: stopper, best: best, res: res,
+					epoch: epoch, step: step, steps: steps, trainSum: trainSum}
+				err := t.stepHook(ctx, Boundary{Stage: st.name, Epoch: epoch, Step: step, Steps: steps, GlobalStep: t.globalStep})
+				t.live = nil
+				if err != nil {
+					return nil, fmt.Errorf("stage %s epoch %d step %d: step hook: %w", st.name, epoch, step, err)
+				}
 			}
 			batch := shard.BatchRows(perm, step, cfg.Batch)
 			loss, ok, err := t.trainStep(ctx, st, sp, batch)
@@ -67,6 +105,7 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 			if ok {
 				trainSum += loss
 			}
+			t.globalStep++
 		}
 		trainLoss := trainSum / float64(steps)
 		valLoss, err := t.evalLoss(ctx, sp.eng, st)
@@ -106,32 +145,36 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 // summed exactly across holders.
 func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (float64, error) {
 	va := t.ds.Val
-	var sum, active, sum1, sum0 int64
+	v := make([]int64, 4) // loss sum, active rows, class-1 part, class-0 part
 	chunk := t.scoreChunk()
 	var act, xr []int32
-	for lo := 0; lo < len(st.valRows); lo += chunk {
-		hi := min(lo+chunk, len(st.valRows))
-		act = act[:0]
-		for _, r := range st.valRows[lo:hi] {
-			if (st.valActive == nil || st.valActive(r)) && t.owns(va, r) {
-				act = append(act, r)
+	input := func() error {
+		var sum, active, sum1, sum0 int64
+		for lo := 0; lo < len(st.valRows); lo += chunk {
+			hi := min(lo+chunk, len(st.valRows))
+			act = act[:0]
+			for _, r := range st.valRows[lo:hi] {
+				if (st.valActive == nil || st.valActive(r)) && t.owns(va, r) {
+					act = append(act, r)
+				}
 			}
-		}
-		xr = va.XRows(act, xr)
-		f := eng.Forward(va.X, xr)
-		for i, r := range act {
-			if st.valParts != nil {
-				wa, wb := st.valParts(r, f[i])
-				sum1 += fixedLoss(wa * causal.BCE(f[i], 1))
-				sum0 += fixedLoss(wb * causal.BCE(f[i], 0))
-				continue
+			xr = va.XRows(act, xr)
+			f := eng.Forward(va.X, xr)
+			for i, r := range act {
+				if st.valParts != nil {
+					wa, wb := st.valParts(r, f[i])
+					sum1 += fixedLoss(wa * causal.BCE(f[i], 1))
+					sum0 += fixedLoss(wb * causal.BCE(f[i], 0))
+					continue
+				}
+				sum += fixedLoss(st.valLoss(r, f[i]))
 			}
-			sum += fixedLoss(st.valLoss(r, f[i]))
+			active += int64(len(act))
 		}
-		active += int64(len(act))
+		v[0], v[1], v[2], v[3] = sum, active, sum1, sum0
+		return nil
 	}
-	v := []int64{sum, active, sum1, sum0}
-	if err := t.red.SumInt64(ctx, v); err != nil {
+	if err := reduce(ctx, input, func() error { return t.red.SumInt64(ctx, v) }); err != nil {
 		return 0, err
 	}
 	if st.valParts != nil {
@@ -151,14 +194,40 @@ func (t *Trainer) scoreChunk() int {
 	return 4096
 }
 
-// score runs a model over the rows of a split this holder owns and maps
-// each logit; the other rows are left NaN.
+// score runs a model over every row of a split and maps each logit: each
+// holder computes the rows it owns and the gather completes the vector on
+// every holder (bit for bit: each row has exactly one owner), so later
+// stages may read any row whatever the ownership is then.
 func (t *Trainer) score(ctx context.Context, model *nn.MLP, s *shard.Split, fn func(float64) float64) ([]float64, error) {
 	eng, err := nn.NewEngine(model, t.cfg.Reduce == "exact", t.XExp, t.cfg.Batch)
 	if err != nil {
 		return nil, err
 	}
-	return scoreRows(ctx, eng, s, t.scoreChunk(), fn, t.owned[s])
+	var out []float64
+	bits := make([]int64, s.N)
+	input := func() error {
+		owned := t.owned[s]
+		var err error
+		if out, err = scoreRows(ctx, eng, s, t.scoreChunk(), fn, owned); err != nil {
+			return err
+		}
+		for i, v := range out {
+			bits[i] = 0
+			if owned == nil || owned[i] {
+				bits[i] = int64(math.Float64bits(v))
+			}
+		}
+		return nil
+	}
+	// Summing the float64 bit patterns (zero on rows owned elsewhere) as
+	// integers reproduces every value exactly.
+	if err := reduce(ctx, input, func() error { return t.red.SumInt64(ctx, bits) }); err != nil {
+		return nil, err
+	}
+	for i, b := range bits {
+		out[i] = math.Float64frombits(uint64(b))
+	}
+	return out, nil
 }
 
 // ScoreWith runs an engine over every row of a split in chunks.
@@ -201,16 +270,20 @@ func (t *Trainer) calibration(ctx context.Context) ([]CalibBin, error) {
 	va := t.ds.Val
 	const bins = 10
 	sums := make([]int64, 3*bins) // count, sum p_hat, sum o
-	for i, p := range t.PHatVal {
-		if !t.owns(va, int32(i)) {
-			continue
+	input := func() error {
+		clear(sums)
+		for i, p := range t.PHatVal {
+			if !t.owns(va, int32(i)) {
+				continue
+			}
+			b := min(int(p*bins), bins-1)
+			sums[b]++
+			sums[bins+b] += fixedLoss(p)
+			sums[2*bins+b] += int64(va.O[i])
 		}
-		b := min(int(p*bins), bins-1)
-		sums[b]++
-		sums[bins+b] += fixedLoss(p)
-		sums[2*bins+b] += int64(va.O[i])
+		return nil
 	}
-	if err := t.red.SumInt64(ctx, sums); err != nil {
+	if err := reduce(ctx, input, func() error { return t.red.SumInt64(ctx, sums) }); err != nil {
 		return nil, err
 	}
 	var out []CalibBin
@@ -295,53 +368,127 @@ func (t *Trainer) trainStep(ctx context.Context, st *stage, sp *stepper, batch [
 // pass over the rows that carry loss, the per-row loss derivative, the
 // exact (or fast) partial gradient and its reduction, divided by the
 // normaliser. ok is false when no row of the batch carries loss.
+//
+// Each reduction's input is computed from the rows owned when it is made:
+// after an ownership change (Own, during a call or before it) the forward
+// pass and the loss derivative are recomputed for the rows owned now, while
+// results already agreed (the non-negative parts' signs, the gradient
+// maxima, the fast partial gradient) are batch-wide and kept.
 func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, batch []int32) (float64, bool, error) {
 	tr := t.ds.Train
 	P := len(sp.grad)
-	sp.act = sp.act[:0]
-	for _, i := range batch {
-		r := st.rows[i]
-		if (st.active == nil || st.active(r)) && t.owns(tr, r) {
-			sp.act = append(sp.act, r)
+	var (
+		f                  []float64
+		gen                uint64
+		fwdOK, derOK, dzOK bool
+		keep1, keep0       = true, true
+		lossSum            int64
+		localMx            []float64
+	)
+	// fwd runs the forward pass over the active rows owned now.
+	fwd := func() {
+		if fwdOK && gen == t.ownGen {
+			return
+		}
+		sp.act = sp.act[:0]
+		for _, i := range batch {
+			r := st.rows[i]
+			if (st.active == nil || st.active(r)) && t.owns(tr, r) {
+				sp.act = append(sp.act, r)
+			}
+		}
+		sp.xrows = tr.XRows(sp.act, sp.xrows)
+		f = sp.eng.Forward(tr.X, sp.xrows)
+		gen, fwdOK, derOK, dzOK = t.ownGen, true, false, false
+	}
+	// der fills sp.dldf and lossSum for those rows.
+	der := func() {
+		fwd()
+		if derOK {
+			return
+		}
+		sp.dldf = sp.dldf[:0]
+		lossSum = 0
+		if st.parts != nil {
+			for i, r := range sp.act {
+				l, g := nonNegativeRow(st, r, f[i], keep1, keep0)
+				lossSum += fixedLoss(l)
+				sp.dldf = append(sp.dldf, g)
+			}
+		} else {
+			for i, r := range sp.act {
+				l, g := st.loss(r, f[i])
+				lossSum += fixedLoss(l)
+				sp.dldf = append(sp.dldf, g)
+			}
+		}
+		derOK = true
+	}
+	// dz runs the row-wise backward pass (exact mode) and keeps its maxima.
+	dz := func() {
+		der()
+		if !dzOK {
+			localMx = sp.eng.Maxima(sp.dldf)
+			dzOK = true
 		}
 	}
-	sp.xrows = tr.XRows(sp.act, sp.xrows)
-	f := sp.eng.Forward(tr.X, sp.xrows)
-	sp.dldf = sp.dldf[:0]
-	var lossSum int64
 	if st.parts != nil {
-		var err error
-		if lossSum, err = t.nonNegative(ctx, st, sp, f, int64(len(batch))); err != nil {
+		// The non-negative correction: sum the two class parts of the
+		// batch's risk exactly across holders, then keep the gradient of
+		// each part only where its sum is not negative.
+		sums := make([]int64, 3)
+		input := func() error {
+			fwd()
+			sums[0], sums[1], sums[2] = 0, 0, int64(len(sp.act))
+			for i, r := range sp.act {
+				wa, wb := st.parts(r, f[i])
+				sums[0] += fixedLoss(wa * causal.BCE(f[i], 1))
+				sums[1] += fixedLoss(wb * causal.BCE(f[i], 0))
+			}
+			return nil
+		}
+		if err := reduce(ctx, input, func() error { return t.red.SumInt64(ctx, sums) }); err != nil {
 			return 0, false, err
 		}
-	} else {
-		for i, r := range sp.act {
-			l, g := st.loss(r, f[i])
-			lossSum += fixedLoss(l)
-			sp.dldf = append(sp.dldf, g)
-		}
+		keep1, keep0 = sums[0] >= 0, sums[1] >= 0
 	}
 	var mx []float64
 	if sp.exact {
-		mx = sp.eng.Maxima(sp.dldf)
-		if err := t.red.MaxFloat64(ctx, mx); err != nil {
-			return 0, false, err
+		input := func() error {
+			dz()
+			mx = append(mx[:0], localMx...)
+			return nil
 		}
-		if err := sp.eng.Partial(mx, sp.vec[:P]); err != nil {
+		if err := reduce(ctx, input, func() error { return t.red.MaxFloat64(ctx, mx) }); err != nil {
 			return 0, false, err
 		}
 	} else {
-		sp.eng.PartialFast(sp.dldf, sp.p32)
-		if err := t.red.SumFloat32(ctx, sp.p32); err != nil {
+		input := func() error {
+			der()
+			sp.eng.PartialFast(sp.dldf, sp.p32)
+			return nil
+		}
+		if err := reduce(ctx, input, func() error { return t.red.SumFloat32(ctx, sp.p32) }); err != nil {
 			return 0, false, err
 		}
 	}
-	sp.vec[P], sp.vec[P+1] = lossSum, int64(len(sp.act))
 	sums := sp.vec
 	if !sp.exact {
 		sums = sp.vec[P:] // the gradient went through SumFloat32
 	}
-	if err := t.red.SumInt64(ctx, sums); err != nil {
+	input := func() error {
+		if sp.exact {
+			dz()
+			if err := sp.eng.Partial(mx, sp.vec[:P]); err != nil {
+				return err
+			}
+		} else {
+			der()
+		}
+		sp.vec[P], sp.vec[P+1] = lossSum, int64(len(sp.act))
+		return nil
+	}
+	if err := reduce(ctx, input, func() error { return t.red.SumInt64(ctx, sums) }); err != nil {
 		return 0, false, err
 	}
 	norm := st.normaliser(int64(len(batch)), sp.vec[P+1])
@@ -364,36 +511,20 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 	return fromFixed(sp.vec[P]) / norm, true, nil
 }
 
-// nonNegative fills sp.dldf for the non-negative correction: it sums the
-// two class parts of the batch's risk exactly across holders, then keeps the
-// gradient of each part only where its sum is not negative. It returns this
-// holder's fixed-point loss sum of the kept parts.
-func (t *Trainer) nonNegative(ctx context.Context, st *stage, sp *stepper, f []float64, batch int64) (int64, error) {
-	sums := []int64{0, 0, int64(len(sp.act))}
-	for i, r := range sp.act {
-		wa, wb := st.parts(r, f[i])
-		sums[0] += fixedLoss(wa * causal.BCE(f[i], 1))
-		sums[1] += fixedLoss(wb * causal.BCE(f[i], 0))
+// nonNegativeRow is one row's loss and d loss / d f under the
+// non-negative correction, given which of the batch's two class parts are
+// kept (their batch-wide sums are not negative).
+func nonNegativeRow(st *stage, r int32, f float64, keep1, keep0 bool) (loss, dldf float64) {
+	wa, wb := st.parts(r, f)
+	s := causal.Sigmoid(f)
+	g, l := 0.0, 0.0
+	if keep1 {
+		g += wa * -causal.Sigmoid(-f) // d l(f,1)/df = s - 1
+		l += wa * causal.BCE(f, 1)
 	}
-	if err := t.red.SumInt64(ctx, sums); err != nil {
-		return 0, err
+	if keep0 {
+		g += wb * s
+		l += wb * causal.BCE(f, 0)
 	}
-	keep1, keep0 := sums[0] >= 0, sums[1] >= 0
-	var lossSum int64
-	for i, r := range sp.act {
-		wa, wb := st.parts(r, f[i])
-		s := causal.Sigmoid(f[i])
-		g, l := 0.0, 0.0
-		if keep1 {
-			g += wa * -causal.Sigmoid(-f[i]) // d l(f,1)/df = s - 1
-			l += wa * causal.BCE(f[i], 1)
-		}
-		if keep0 {
-			g += wb * s
-			l += wb * causal.BCE(f[i], 0)
-		}
-		lossSum += fixedLoss(l)
-		sp.dldf = append(sp.dldf, g)
-	}
-	return lossSum, nil
+	return l, g
 }

@@ -60,8 +60,16 @@ type Trainer struct {
 	PropensityValMSE float64
 	Calib            []CalibBin
 
-	// owned marks, per split, the rows this holder computes (nil: all).
-	owned map[*shard.Split][]bool
+	// owned marks, per split, the rows this holder computes (nil: all);
+	// ownGen counts the calls to Own.
+	owned  map[*shard.Split][]bool
+	ownGen uint64
+
+	stepHook   func(ctx context.Context, b Boundary) error
+	stageHook  func(ctx context.Context, stage string, globalStep uint64) error
+	globalStep uint64      // training steps run so far over the whole pipeline
+	live       *liveStage  // the stage at the boundary, only while the step hook runs
+	resume     *stageState // a restored in-progress stage, until runStage takes it
 }
 
 // New prepares a trainer. It quantizes the embeddings of every split in
@@ -107,24 +115,39 @@ func New(cfg Config, ds *shard.Dataset, red Reducer, xexp []int) (*Trainer, erro
 // computes only the rows of its own. Every other decision (batches, grids,
 // early stopping) is the same on every holder, because every sum it rests
 // on goes through the reducer.
+//
+// Own may be called at any time: between steps (from the step hook) or
+// from inside a Reducer call (see ErrRedo); every reduction computes its
+// input from the rows owned when it is made. It costs one pass over the
+// rows' ownership marks.
 func (t *Trainer) Own(shardIDs []int) error {
-	t.owned = map[*shard.Split][]bool{}
+	for _, id := range shardIDs {
+		if id < 0 || id >= t.cfg.Shards {
+			return fmt.Errorf("%w: shard %d outside 0..%d", ErrConfig, id, t.cfg.Shards-1)
+		}
+	}
+	if t.owned == nil {
+		t.owned = map[*shard.Split][]bool{}
+	}
 	for _, s := range []*shard.Split{t.ds.Train, t.ds.Val, t.ds.Test} {
 		if s == nil {
 			continue
 		}
-		bits := make([]bool, s.N)
+		bits := t.owned[s]
+		if len(bits) != s.N {
+			bits = make([]bool, s.N)
+			t.owned[s] = bits
+		} else {
+			clear(bits)
+		}
 		ranges := shard.Shards(s.N, t.cfg.Shards)
 		for _, id := range shardIDs {
-			if id < 0 || id >= t.cfg.Shards {
-				return fmt.Errorf("%w: shard %d outside 0..%d", ErrConfig, id, t.cfg.Shards-1)
-			}
 			for i := ranges[id].Lo; i < ranges[id].Hi; i++ {
 				bits[i] = true
 			}
 		}
-		t.owned[s] = bits
 	}
+	t.ownGen++
 	return nil
 }
 
@@ -134,28 +157,6 @@ func (t *Trainer) owns(s *shard.Split, r int32) bool {
 		return true
 	}
 	return t.owned[s][r]
-}
-
-// gather completes a per-row vector of which this holder computed only its
-// own rows: each row has exactly one owner, so summing the float64 bit
-// patterns (zero elsewhere) as integers reproduces every value exactly.
-func (t *Trainer) gather(ctx context.Context, s *shard.Split, vals []float64) error {
-	if t.owned == nil {
-		return nil
-	}
-	bits := make([]int64, len(vals))
-	for i, v := range vals {
-		if t.owned[s][i] {
-			bits[i] = int64(math.Float64bits(v))
-		}
-	}
-	if err := t.red.SumInt64(ctx, bits); err != nil {
-		return err
-	}
-	for i, b := range bits {
-		vals[i] = math.Float64frombits(uint64(b))
-	}
-	return nil
 }
 
 // Config returns the trainer's configuration.
@@ -238,8 +239,10 @@ func (t *Trainer) propensity(ctx context.Context) error {
 	if t.PHatVal, err = t.score(ctx, res.Model, va, score); err != nil {
 		return err
 	}
-	t.Calib, err = t.calibration(ctx)
-	return err
+	if t.Calib, err = t.calibration(ctx); err != nil {
+		return err
+	}
+	return t.stageDone(ctx, StagePropensity)
 }
 
 func clipAll(p []float32, c float64) []float64 {
@@ -279,12 +282,9 @@ func (t *Trainer) noise(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := t.gather(ctx, t.ds.Train, z); err != nil {
-		return err
-	}
 	t.Rates = causal.EstimateFlipRates(z, t.cfg.Quantile)
 	t.RatesKnown, t.RatesEstimated = true, true
-	return nil
+	return t.stageDone(ctx, StageNoise)
 }
 
 func (t *Trainer) imputation(ctx context.Context) error {
@@ -295,8 +295,10 @@ func (t *Trainer) imputation(ctx context.Context) error {
 	if t.GHatTrain, err = t.score(ctx, res.Model, t.ds.Train, causal.Sigmoid); err != nil {
 		return err
 	}
-	t.GHatVal, err = t.score(ctx, res.Model, t.ds.Val, causal.Sigmoid)
-	return err
+	if t.GHatVal, err = t.score(ctx, res.Model, t.ds.Val, causal.Sigmoid); err != nil {
+		return err
+	}
+	return t.stageDone(ctx, StageImputation)
 }
 
 // rowInput gathers the per-row inputs of the reward estimators.
@@ -312,11 +314,24 @@ func rowInput(s *shard.Split, p, g []float64, r int32) causal.RowInput {
 }
 
 // Reward trains the reward model with the given estimator, after Prepare.
+// A reward stage already completed (in this trainer or in the snapshot it
+// was restored from) is not trained again.
 func (t *Trainer) Reward(ctx context.Context, m causal.Method) (*StageResult, error) {
 	if err := t.Prepare(ctx, m); err != nil {
 		return nil, err
 	}
-	return t.runStage(ctx, t.rewardStage(m))
+	st := t.rewardStage(m)
+	if res := t.Stages[st.name]; res != nil {
+		return res, nil
+	}
+	res, err := t.runStage(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.stageDone(ctx, st.name); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // rewardStage is the reward model's training run for estimator m.
@@ -402,9 +417,6 @@ func (t *Trainer) Test(ctx context.Context, model *nn.MLP) (causal.Metrics, []fl
 	}
 	s, err := t.score(ctx, model, te, causal.Sigmoid)
 	if err != nil {
-		return causal.Metrics{}, nil, err
-	}
-	if err := t.gather(ctx, te, s); err != nil {
 		return causal.Metrics{}, nil, err
 	}
 	return causal.Evaluate(s, te.R), s, nil
