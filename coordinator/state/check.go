@@ -1,0 +1,57 @@
+package state
+
+import (
+	"fmt"
+	"sort"
+)
+
+// CheckExactlyOnce checks that log covers every step of every epoch of every
+// stage exactly once: for each stage in stepsPerEpoch, epochs [0, epochs[stage])
+// and steps [0, stepsPerEpoch[stage]). It names the first missing, repeated or
+// unexpected step.
+func CheckExactlyOnce(log []StepRange, stepsPerEpoch map[string]int, epochs map[string]int) error {
+	type key struct {
+		stage string
+		epoch int
+	}
+	count := map[key][]int{}
+	for _, r := range log {
+		steps, ok := stepsPerEpoch[r.Stage]
+		if !ok {
+			return fmt.Errorf("stage %q epoch %d steps [%d,%d): unexpected stage", r.Stage, r.Epoch, r.From, r.To)
+		}
+		if r.Epoch < 0 || r.Epoch >= epochs[r.Stage] {
+			return fmt.Errorf("stage %q epoch %d: unexpected epoch (stage has %d)", r.Stage, r.Epoch, epochs[r.Stage])
+		}
+		if r.From < 0 || r.To > steps || r.From >= r.To {
+			return fmt.Errorf("stage %q epoch %d: bad range [%d,%d) of %d steps", r.Stage, r.Epoch, r.From, r.To, steps)
+		}
+		k := key{r.Stage, r.Epoch}
+		if count[k] == nil {
+			count[k] = make([]int, steps)
+		}
+		for s := r.From; s < r.To; s++ {
+			count[k][s]++
+		}
+	}
+	stages := make([]string, 0, len(stepsPerEpoch))
+	for st := range stepsPerEpoch {
+		stages = append(stages, st)
+	}
+	sort.Strings(stages)
+	for _, st := range stages {
+		for e := 0; e < epochs[st]; e++ {
+			c := count[key{st, e}]
+			for s := 0; s < stepsPerEpoch[st]; s++ {
+				n := 0
+				if c != nil {
+					n = c[s]
+				}
+				if n != 1 {
+					return fmt.Errorf("stage %q epoch %d step %d committed %d times, want exactly once", st, e, s, n)
+				}
+			}
+		}
+	}
+	return nil
+}
