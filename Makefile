@@ -45,7 +45,7 @@ demo: build
 clean:
 	rm -rf bin runs
 
-# Regenerate proto/collectivepb from proto/collective.proto. Tools used for the
+# Regenerate proto/collectivepb and proto/coordinatorpb from proto/*.proto. Tools used for the
 # committed code: protoc 3.21.12 (Debian: apt-get install protobuf-compiler),
 # protoc-gen-go v1.36.12 (go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12),
 # protoc-gen-go-grpc v1.5.1 (go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1).
@@ -55,3 +55,7 @@ proto:
 		--go_out=proto/collectivepb --go_opt=paths=source_relative \
 		--go-grpc_out=proto/collectivepb --go-grpc_opt=paths=source_relative \
 		proto/collective.proto
+	PATH="$$(go env GOPATH)/bin:$$PATH" protoc -I proto \
+		--go_out=proto/coordinatorpb --go_opt=paths=source_relative \
+		--go-grpc_out=proto/coordinatorpb --go-grpc_opt=paths=source_relative \
+		proto/coordinator.proto
