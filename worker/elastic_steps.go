@@ -1,0 +1,311 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/causalrm/causalrm/collective"
+	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/trainer"
+)
+
+// onStep is the trainer's step-boundary hook: it accounts the step that
+// just ran, reports progress and checkpoints when due, and agrees with the
+// ring on the newest generation, switching to it here if it is newer.
+func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
+	e.account()
+	g := b.GlobalStep
+	if g > 0 && g%uint64(e.cfg.ProgressEvery) == 0 && g > e.reported {
+		if err := e.report(ctx, g, b.Stage, b.Epoch, b.Step, e.tr.ParamHash()); err != nil {
+			return err
+		}
+		if e.cfg.CheckpointEvery > 0 && g%uint64(e.cfg.CheckpointEvery) == 0 && e.ring != nil && e.ring.Rank() == 0 {
+			if err := e.checkpoint(b); err != nil {
+				return err
+			}
+		}
+	}
+	bb := b
+	e.prev = &bb
+	if int64(g) == e.skipAgree {
+		e.skipAgree = -1 // restored from a peer that had agreed here already
+		return nil
+	}
+	return e.agree(ctx, b)
+}
+
+// onStage is the trainer's stage-end hook: the stage's last step is
+// accounted and reported.
+func (e *Elastic) onStage(ctx context.Context, stage string, global uint64) error {
+	e.account()
+	e.global = global
+	if global > e.reported {
+		return e.report(ctx, global, stage, 0, 0, "")
+	}
+	return nil
+}
+
+// Finish accounts and reports the last step of the job.
+func (e *Elastic) Finish(ctx context.Context) error {
+	e.account()
+	global := e.global
+	if global > e.reported || len(e.pending) > 0 {
+		return e.report(ctx, global, "", 0, 0, "")
+	}
+	return nil
+}
+
+// account adds the step that ran last to the ranges not yet reported.
+func (e *Elastic) account() {
+	p := e.prev
+	if p == nil {
+		return
+	}
+	e.prev = nil
+	if n := len(e.pending); n > 0 {
+		r := &e.pending[n-1]
+		if r.Stage == p.Stage && r.Epoch == p.Epoch && r.To == p.Step {
+			r.To++
+			return
+		}
+	}
+	e.pending = append(e.pending, state.StepRange{Stage: p.Stage, Epoch: p.Epoch, From: p.Step, To: p.Step + 1})
+}
+
+// report sends the progress since the last report. A coordinator that
+// cannot be reached does not stop training: the ranges go with the next
+// report. A failed job does.
+func (e *Elastic) report(ctx context.Context, global uint64, stage string, epoch, step int, hash string) error {
+	p := state.Progress{WorkerID: e.cfg.ID, Generation: e.gen.Number, GlobalStep: global, Stage: stage,
+		Epoch: epoch, Step: step, Ranges: append([]state.StepRange(nil), e.pending...), ParamHash: hash,
+		Time: time.Now().UnixNano()}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := e.cfg.Coord.ReportProgress(rctx, p); err != nil {
+		if errors.Is(err, state.ErrJobFailed) {
+			return err
+		}
+		e.log.Warn("progress report failed; will send it with the next", "global_step", global, "err", err)
+		return nil
+	}
+	e.pending, e.reported = nil, global
+	return nil
+}
+
+// agree is the boundary's one small all-reduce: the newest generation any
+// member has seen. A newer one than the ring's is switched to here, by all.
+func (e *Elastic) agree(ctx context.Context, b trainer.Boundary) error {
+	for {
+		before, ringGen := e.changes, e.gen.Number
+		v := []float64{float64(e.latestNumber())}
+		err := e.MaxFloat64(ctx, v)
+		if errors.Is(err, trainer.ErrRedo) {
+			continue // on the reconciled ring
+		}
+		if err != nil {
+			return err
+		}
+		if e.changes != before {
+			// Finished with a survivor's result after a failure: the
+			// reconciliation already chose the ring.
+			return nil
+		}
+		if target := uint64(v[0]); target > ringGen {
+			return e.switchTo(ctx, b, target)
+		}
+		return nil
+	}
+}
+
+// switchTo moves every member to generation target at this boundary: the
+// donor publishes the state for the members new to the ring; members not
+// in target leave.
+func (e *Elastic) switchTo(ctx context.Context, b trainer.Boundary, target uint64) error {
+	g, err := e.waitGen(ctx, e.cfg.ReconfigureTimeout, func(g state.Generation) bool { return g.Number == target })
+	if err != nil {
+		return fmt.Errorf("switching to generation %d: %w", target, err)
+	}
+	old := e.gen
+	joiners := false
+	for _, m := range g.Members {
+		joiners = joiners || old.Index(m.ID) < 0
+	}
+	if joiners && donor(old, g) == e.cfg.ID {
+		blob, err := e.blob(b, true)
+		if err != nil {
+			return err
+		}
+		e.cfg.Host.PublishState(g.Number, blob)
+	}
+	if g.Index(e.cfg.ID) < 0 {
+		e.ring.Close()
+		e.ring = nil
+		e.log.Info("left the job at a step boundary", "generation", g.Number, "global_step", b.GlobalStep)
+		return ErrLeft
+	}
+	return e.openRing(g)
+}
+
+// donor is the member of the old ring that serves the state at a switch:
+// the lowest-ranked one that stays.
+func donor(old, g state.Generation) string {
+	for _, m := range old.Members {
+		if g.Index(m.ID) >= 0 {
+			return m.ID
+		}
+	}
+	return ""
+}
+
+// checkpoint uploads the state at this boundary in the background (one at
+// a time; a checkpoint due while one is uploading is skipped).
+func (e *Elastic) checkpoint(b trainer.Boundary) error {
+	select {
+	case e.ckptBusy <- struct{}{}:
+	default:
+		e.log.Warn("checkpoint skipped: the previous one is still uploading", "global_step", b.GlobalStep)
+		return nil
+	}
+	blob, err := e.blob(b, false)
+	if err != nil {
+		<-e.ckptBusy
+		return err
+	}
+	rec := state.CheckpointRecord{GlobalStep: b.GlobalStep, Stage: b.Stage, Epoch: b.Epoch, Step: b.Step}
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		defer func() { <-e.ckptBusy }()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		start := time.Now()
+		if err := e.cfg.Coord.PutCheckpoint(ctx, rec, blob); err != nil {
+			e.log.Warn("checkpoint failed", "global_step", rec.GlobalStep, "err", err)
+			return
+		}
+		e.log.Info("checkpoint stored", "global_step", rec.GlobalStep, "bytes", len(blob), "took", time.Since(start).Round(time.Millisecond))
+	}()
+	return nil
+}
+
+// blob encodes the runtime's counters and the trainer's snapshot at this
+// boundary. agreed says whether the boundary's agreement call is done.
+func (e *Elastic) blob(b trainer.Boundary, agreed bool) ([]byte, error) {
+	snap, err := e.tr.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	data, err := snap.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	hdr, err := json.Marshal(joinBlob{Done: e.done, Pending: e.pending, Reported: e.reported, Agreed: agreed,
+		GlobalKey: b.GlobalStep})
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.WriteString(blobMagic)
+	_ = binary.Write(&buf, binary.LittleEndian, uint32(len(hdr)))
+	buf.Write(hdr)
+	buf.Write(data)
+	return buf.Bytes(), nil
+}
+
+const blobMagic = "CRMW1\n"
+
+// restore takes a blob made by blob into a fresh trainer and this runtime.
+func (e *Elastic) restore(data []byte) error {
+	if len(data) < len(blobMagic)+4 || string(data[:len(blobMagic)]) != blobMagic {
+		return errors.New("worker: state blob: bad header")
+	}
+	data = data[len(blobMagic):]
+	n := binary.LittleEndian.Uint32(data)
+	data = data[4:]
+	if uint64(n) > uint64(len(data)) {
+		return errors.New("worker: state blob: truncated")
+	}
+	var jb joinBlob
+	if err := json.Unmarshal(data[:n], &jb); err != nil {
+		return fmt.Errorf("worker: state blob: %w", err)
+	}
+	snap, err := trainer.UnmarshalSnapshot(data[n:])
+	if err != nil {
+		return err
+	}
+	if err := e.tr.Restore(snap); err != nil {
+		return err
+	}
+	e.done, e.pending, e.reported, e.prev = jb.Done, jb.Pending, jb.Reported, nil
+	e.skipAgree = -1
+	if jb.Agreed {
+		e.skipAgree = int64(jb.GlobalKey)
+	}
+	return nil
+}
+
+// CheckpointSource gives the latest checkpoint (coordinator.Client).
+type CheckpointSource interface {
+	LatestCheckpoint(ctx context.Context) (state.CheckpointRecord, []byte, error)
+}
+
+// Begin brings this worker into the job once the coordinator lists it: in
+// a start generation every member begins together, from the latest
+// checkpoint if there is one (ckpt may be nil for none); otherwise it takes
+// the state of a live peer published at the step boundary where the ring
+// switches to its generation.
+func (e *Elastic) Begin(ctx context.Context, wait time.Duration, ckpt func(ctx context.Context) ([]byte, error)) error {
+	g, err := e.waitGen(ctx, wait, func(g state.Generation) bool { return g.Index(e.cfg.ID) >= 0 })
+	if err != nil {
+		return fmt.Errorf("waiting to be given a generation: %w", err)
+	}
+	if isStart(g) {
+		if ckpt != nil {
+			data, err := ckpt(ctx)
+			if err != nil {
+				return err
+			}
+			if data != nil {
+				if err := e.restore(data); err != nil {
+					return fmt.Errorf("restoring the checkpoint: %w", err)
+				}
+			}
+		}
+		return e.openRing(g)
+	}
+	for {
+		g, err := e.waitGen(ctx, wait, func(g state.Generation) bool { return true })
+		if err != nil {
+			return err
+		}
+		if g.Index(e.cfg.ID) < 0 {
+			return fmt.Errorf("%w: generation %d", ErrRemoved, g.Number)
+		}
+		for _, m := range g.Members {
+			if m.ID == e.cfg.ID {
+				continue
+			}
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			st, err := e.cfg.Host.FetchState(fctx, m.Addr, collective.StateRequest{RingID: e.cfg.RingID, Step: g.Number, Codec: collective.CodecS2})
+			cancel()
+			if err != nil {
+				continue
+			}
+			if err := e.restore(st.Data); err != nil {
+				return fmt.Errorf("restoring the state from %s: %w", m.ID, err)
+			}
+			e.log.Info("took the state from a peer", "peer", m.ID, "generation", g.Number, "bytes", len(st.Data))
+			return e.openRing(g)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
