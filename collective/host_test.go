@@ -336,6 +336,14 @@ func TestHostStaleGenerations(t *testing.T) {
 		t.Fatalf("generation-6 rings received %d segments", n)
 	}
 	checkSums(t, g6, 100, 2)
+	// A stream belongs to the ring of its first segment: a segment of
+	// another generation later in it ends the stream undelivered.
+	before := recvd(g6...)
+	wantStale(t, "generation 5 inside a generation-6 stream",
+		sendSegments(ctxT(t), c, fakeSegment(6, 1), fakeSegment(5, 0), fakeSegment(6, 0)))
+	if n := recvd(g6...) - before; n != 1 {
+		t.Fatalf("generation-6 ring received %d segments of the mixed stream, want only the first", n)
+	}
 	// A host makes no ring of a generation it has had.
 	if _, err := hosts[0].Ring(ringCfg(hosts, 0, 5)); !errors.Is(err, ErrStaleGeneration) {
 		t.Errorf("Ring of closed generation 5: %v, want ErrStaleGeneration", err)
