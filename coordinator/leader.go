@@ -1,0 +1,216 @@
+package coordinator
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/causalrm/causalrm/coordinator/state"
+)
+
+// liveness is the leader's view of which workers are alive: the time of
+// their last beat and whether their heartbeat stream broke.
+type liveness struct {
+	mu     sync.Mutex
+	last   map[string]time.Time
+	broken map[string]bool
+}
+
+func newLiveness() *liveness {
+	return &liveness{last: map[string]time.Time{}, broken: map[string]bool{}}
+}
+
+// reset starts a leadership term: every worker gets a fresh grace period.
+func (l *liveness) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = map[string]time.Time{}
+	l.broken = map[string]bool{}
+}
+
+func (l *liveness) beat(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last[id] = time.Now()
+	delete(l.broken, id)
+}
+
+func (l *liveness) breakStream(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.broken[id] = true
+}
+
+func (l *liveness) forget(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.last, id)
+	delete(l.broken, id)
+}
+
+// dead reports whether id is dead at now; a worker seen for the first time
+// starts its grace period.
+func (l *liveness) dead(id string, now time.Time, timeout time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken[id] {
+		return true
+	}
+	t, ok := l.last[id]
+	if !ok {
+		l.last[id] = now
+		return false
+	}
+	return now.Sub(t) > timeout
+}
+
+// leaderLoop runs while this node leads: it turns liveness and the
+// registered workers into generations.
+func (n *Node) leaderLoop(ctx context.Context) {
+	// Make sure the FSM has every entry of earlier terms before deciding.
+	for {
+		if err := n.raft.Barrier(5 * time.Second).Error(); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	n.live.reset()
+	n.log.Info("leading", "grpc", n.grpcAddr)
+	tick := time.NewTicker(max(n.cfg.BatchWindow/2, 10*time.Millisecond))
+	defer tick.Stop()
+	var changeSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.kick:
+		case <-n.fsm.watch():
+		}
+		changeSince = n.reconcile(ctx, changeSince)
+	}
+}
+
+type plan struct {
+	gen        *state.Generation
+	deregister []string
+	pending    bool // a change waits for the batch window
+}
+
+// decide computes the next membership step from the state and liveness.
+func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan {
+	var p plan
+	if s.Job == nil || (s.Status.Phase != state.JobPending && s.Status.Phase != state.JobRunning) {
+		return p
+	}
+	var crashed, leaving, joiners []state.Worker
+	for _, w := range s.Workers {
+		switch w.Status {
+		case state.WorkerPending:
+			if n.live.dead(w.ID, now, n.cfg.HeartbeatTimeout) {
+				p.deregister = append(p.deregister, w.ID)
+			} else {
+				joiners = append(joiners, w)
+			}
+		case state.WorkerActive:
+			if n.live.dead(w.ID, now, n.cfg.HeartbeatTimeout) {
+				crashed = append(crashed, w)
+			}
+		case state.WorkerLeaving:
+			leaving = append(leaving, w)
+		}
+	}
+	cur, ok := s.Current()
+	if !ok {
+		if len(joiners) >= s.Job.MinWorkers {
+			var ms []state.Member
+			for _, w := range joiners {
+				ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
+			}
+			p.gen = &state.Generation{Number: 1, Members: ms, Owner: state.Rebalance(state.Generation{}, ms, s.Job.Shards), Cause: "start"}
+		}
+		return p
+	}
+	if len(crashed)+len(leaving)+len(joiners) == 0 {
+		return p
+	}
+	if !changeSince.IsZero() && now.Sub(changeSince) < n.cfg.BatchWindow || changeSince.IsZero() && n.cfg.BatchWindow > 0 {
+		p.pending = true
+		return p
+	}
+	removed := map[string]bool{}
+	var cause []string
+	for _, w := range crashed {
+		removed[w.ID] = true
+		cause = append(cause, "crash:"+w.ID)
+	}
+	for _, w := range leaving {
+		removed[w.ID] = true
+		cause = append(cause, "leave:"+w.ID)
+	}
+	var ms []state.Member
+	for _, m := range cur.Members {
+		if !removed[m.ID] {
+			ms = append(ms, m)
+		}
+	}
+	// A generation that removes a crashed member adds nobody: the survivors
+	// reconcile first. Without survivors there is nothing to reconcile.
+	if len(crashed) == 0 || len(ms) == 0 {
+		for _, w := range joiners {
+			ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
+			cause = append(cause, "join:"+w.ID)
+		}
+	}
+	if len(ms) == 0 {
+		return p
+	}
+	p.gen = &state.Generation{Number: cur.Number + 1, Members: ms, Owner: state.Rebalance(cur, ms, s.Job.Shards), Cause: strings.Join(cause, ",")}
+	return p
+}
+
+// reconcile applies one membership step; it returns the time the pending
+// change was first seen (zero when none waits).
+func (n *Node) reconcile(ctx context.Context, changeSince time.Time) time.Time {
+	now := time.Now()
+	var p plan
+	n.fsm.read(func(s *state.State) { p = n.decide(s, now, changeSince) })
+	for _, id := range p.deregister {
+		if _, err := n.apply(ctx, state.Command{Op: state.OpDeregister, WorkerID: id}); err != nil {
+			n.log.Warn("deregister", "worker", id, "err", err)
+		} else {
+			n.live.forget(id)
+			n.log.Info("deregistered a dead pending worker", "worker", id)
+		}
+	}
+	if p.pending {
+		if changeSince.IsZero() {
+			return now
+		}
+		return changeSince
+	}
+	if p.gen == nil {
+		return time.Time{}
+	}
+	p.gen.Time = now.UnixNano()
+	if _, err := n.apply(ctx, state.Command{Op: state.OpSetGeneration, Generation: p.gen}); err != nil {
+		n.log.Warn("set generation", "generation", p.gen.Number, "err", err)
+		return changeSince
+	}
+	for _, c := range strings.Split(p.gen.Cause, ",") {
+		if id, ok := strings.CutPrefix(c, "crash:"); ok {
+			n.live.forget(id)
+		} else if id, ok := strings.CutPrefix(c, "leave:"); ok {
+			n.live.forget(id)
+		}
+	}
+	n.log.Info("generation", "number", p.gen.Number, "members", len(p.gen.Members), "cause", p.gen.Cause)
+	return time.Time{}
+}
