@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/causalrm/causalrm/causal"
@@ -46,10 +47,20 @@ type pipelineRun struct {
 	snaps  map[uint64][]byte // marshalled snapshots by global step
 }
 
-// runPipeline trains method m; setup runs on the fresh trainer before
-// training (Own, Restore, ...); every boundary for which snapAt is true is
-// snapshotted and marshalled.
-func runPipeline(t *testing.T, cfg Config, m causal.Method, red Reducer, setup func(*Trainer) error, snapAt func(Boundary) bool) (*pipelineRun, error) {
+// runOpts vary runPipeline: the reducer; setup runs on the fresh trainer
+// (hooks set) before training (Own, Restore, ...); every boundary for
+// which snapAt is true is snapshotted and marshalled; onStep runs in the
+// step hook.
+type runOpts struct {
+	red    Reducer
+	setup  func(*Trainer) error
+	snapAt func(Boundary) bool
+	onStep func(*Trainer, Boundary) error
+}
+
+// runPipeline trains method m from freshly loaded data.
+func runPipeline(t *testing.T, cfg Config, m causal.Method, o runOpts) (*pipelineRun, error) {
+	red, setup, snapAt := o.red, o.setup, o.snapAt
 	tr, err := New(cfg, elasticData(t), red, nil)
 	if err != nil {
 		return nil, err
@@ -68,6 +79,9 @@ func runPipeline(t *testing.T, cfg Config, m causal.Method, red Reducer, setup f
 				return err
 			}
 			out.snaps[b.GlobalStep] = raw
+		}
+		if o.onStep != nil {
+			return o.onStep(tr, b)
 		}
 		return nil
 	})
@@ -140,7 +154,7 @@ func resumeFrom(t *testing.T, cfg Config, m causal.Method, raw []byte) (*pipelin
 	if err != nil {
 		return nil, err
 	}
-	return runPipeline(t, cfg, m, nil, func(tr *Trainer) error { return tr.Restore(s) }, nil)
+	return runPipeline(t, cfg, m, runOpts{setup: func(tr *Trainer) error { return tr.Restore(s) }})
 }
 
 // checkResumed compares a resumed run with the uninterrupted one from the
@@ -178,9 +192,9 @@ func TestSnapshotResumeEveryMethod(t *testing.T) {
 	for _, m := range causal.AllMethods() {
 		// Snapshot the middle of every reward epoch; resume from the last
 		// one (early stopping has state there: a best epoch, maybe a wait).
-		full, err := runPipeline(t, cfg, m, nil, nil, func(b Boundary) bool {
+		full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool {
 			return strings.HasPrefix(b.Stage, StageReward) && b.Step == b.Steps/2
-		})
+		}})
 		if err != nil {
 			t.Fatalf("%s: %v", m, err)
 		}
@@ -209,10 +223,10 @@ func TestSnapshotResumeEveryMethod(t *testing.T) {
 func TestSnapshotResumeEveryStage(t *testing.T) {
 	cfg := elasticConfig()
 	m := causal.CausalDR
-	full, err := runPipeline(t, cfg, m, nil, nil, func(b Boundary) bool {
+	full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool {
 		return (b.Epoch == 1 && b.Step == 0) || (b.Epoch == 2 && b.Step == 0) || (b.Epoch == 2 && b.Step == b.Steps-1) ||
 			(b.Epoch == 5 && b.Step == b.Steps/2)
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,11 +255,11 @@ func TestSnapshotEncodingAndRefusals(t *testing.T) {
 	cfg := elasticConfig()
 	m := causal.CausalIPS
 	at := func(b Boundary) bool { return b.Stage == StageReward+"/"+string(m) && b.Epoch == 2 && b.Step == 1 }
-	a, err := runPipeline(t, cfg, m, nil, nil, at)
+	a, err := runPipeline(t, cfg, m, runOpts{snapAt: at})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := runPipeline(t, cfg, m, nil, nil, at)
+	b, err := runPipeline(t, cfg, m, runOpts{snapAt: at})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,3 +350,150 @@ func withSum(body []byte) []byte {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// randomParts deals the shards out to n holders at random (a holder may
+// get none).
+func randomParts(rng *rand.Rand, shards, n int) [][]int {
+	parts := make([][]int, n)
+	for s := 0; s < shards; s++ {
+		k := rng.IntN(n)
+		parts[k] = append(parts[k], s)
+	}
+	return parts
+}
+
+// elasticVariant is one way the in-memory group changes ownership.
+type elasticVariant struct {
+	name    string
+	holders int
+	plan    func(rng *rand.Rand, shards, n int) *groupAction // per call; nil: no change
+	hook    float64                                          // chance of a re-partition at a step boundary
+}
+
+var elasticVariants = []elasticVariant{
+	// Every call's first attempt is redone under a new ownership: every
+	// reduction site recomputes at least once.
+	{name: "redo-every-call", holders: 2, plan: func() func(rng *rand.Rand, shards, n int) *groupAction {
+		last := false
+		return func(rng *rand.Rand, shards, n int) *groupAction {
+			if last = !last; last {
+				return &groupAction{redo: true, parts: randomParts(rng, shards, n)}
+			}
+			return nil
+		}
+	}()},
+	{name: "redo", holders: 3, hook: 0.1, plan: func(rng *rand.Rand, shards, n int) *groupAction {
+		if rng.Float64() < 0.2 {
+			return &groupAction{redo: true, parts: randomParts(rng, shards, n)}
+		}
+		return nil
+	}},
+	{name: "move-after-call", holders: 2, plan: func(rng *rand.Rand, shards, n int) *groupAction {
+		if rng.Float64() < 0.1 {
+			return &groupAction{parts: randomParts(rng, shards, n), told: []bool{true, true}}
+		}
+		return nil
+	}},
+	{name: "move-some-in-call-others-redo", holders: 3, plan: func(rng *rand.Rand, shards, n int) *groupAction {
+		if rng.Float64() < 0.1 {
+			told := make([]bool, n)
+			told[rng.IntN(n)] = true
+			return &groupAction{parts: randomParts(rng, shards, n), told: told}
+		}
+		return nil
+	}},
+}
+
+// Holders whose shards are re-dealt at random reducer calls (every holder
+// told inside the call, ErrRedo to all; or the call completed and then the
+// ownership moved) and at random step boundaries train the bits of one
+// process holding everything, for every method, and every holder ends
+// with every per-row vector complete.
+func TestElasticOwnershipChangesKeepTheBits(t *testing.T) {
+	type job struct {
+		m   causal.Method
+		cfg Config
+	}
+	var jobs []job
+	for _, m := range causal.AllMethods() {
+		cfg := elasticConfig()
+		cfg.MaxEpochs = 3
+		jobs = append(jobs, job{m, cfg})
+	}
+	nonneg := jobs[len(jobs)-1]
+	// The non-negative correction, with flip rates large enough that a
+	// class part goes negative (the gradient then depends on the agreed
+	// signs).
+	nonneg.cfg.NonNegative = true
+	nonneg.cfg.FlipRates = &causal.Rates{Rho01: 0.3, Rho10: 0.4}
+	nonneg.cfg.LR = 5e-2
+	nonneg.cfg.MaxEpochs = 4
+	jobs = append(jobs, nonneg)
+	for _, j := range jobs {
+		m, cfg := j.m, j.cfg
+		want, err := runPipeline(t, cfg, m, runOpts{})
+		if err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		for vi, v := range elasticVariants {
+			n := v.holders
+			g := newMemGroup(n)
+			planRNG := rand.New(rand.NewPCG(uint64(vi), uint64(len(m))))
+			g.plan = func(int) *groupAction { return v.plan(planRNG, cfg.Shards, n) }
+			initial := randomParts(rand.New(rand.NewPCG(7, uint64(vi))), cfg.Shards, n)
+			members := make([]*memMember, n)
+			runs := make([]*pipelineRun, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for rank := 0; rank < n; rank++ {
+				members[rank] = g.member(rank)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					mem := members[rank]
+					runs[rank], errs[rank] = runPipeline(t, cfg, m, runOpts{
+						red: mem,
+						setup: func(tr *Trainer) error {
+							mem.tr = tr
+							return tr.Own(initial[rank])
+						},
+						onStep: func(tr *Trainer, b Boundary) error {
+							// every holder draws the same re-partition at the same boundary
+							rng := rand.New(rand.NewPCG(b.GlobalStep, 99))
+							if rng.Float64() < v.hook {
+								mem.moves++
+								return tr.Own(randomParts(rng, cfg.Shards, n)[rank])
+							}
+							return nil
+						},
+					})
+				}()
+			}
+			wg.Wait()
+			moves, redos := 0, 0
+			for rank := 0; rank < n; rank++ {
+				if errs[rank] != nil {
+					t.Fatalf("%s %s rank %d: %v", m, v.name, rank, errs[rank])
+				}
+				got := runs[rank]
+				if !bytes.Equal(got.reward, want.reward) {
+					t.Fatalf("%s %s: rank %d trained other bits than one holder", m, v.name, rank)
+				}
+				if !sameFloats(got.test, want.test) {
+					t.Fatalf("%s %s: rank %d: test scores differ", m, v.name, rank)
+				}
+				if err := sameAux(want.tr, got.tr); err != nil {
+					t.Fatalf("%s %s: rank %d: %v", m, v.name, rank, err)
+				}
+				if !slices.Equal(got.bounds, want.bounds) || !slices.Equal(got.hashes, want.hashes) {
+					t.Fatalf("%s %s: rank %d: boundaries or parameter hashes differ", m, v.name, rank)
+				}
+				moves += members[rank].moves
+				redos += members[rank].redos
+			}
+			if moves == 0 || (v.name != "move-after-call" && redos == 0) {
+				t.Fatalf("%s %s: %d ownership changes, %d redos: the test exercised nothing", m, v.name, moves, redos)
+			}
+		}
+	}
+}

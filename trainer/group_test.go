@@ -15,12 +15,35 @@ import (
 // blocks until all n have made it, then every holder gets the same result
 // (summed in rank order). It stands in for the network ring so that the
 // trainer's distributed logic is tested on its own.
+//
+// With plan set it is elastic: plan is asked, once per completed call
+// (in call order, under the group's lock), whether the membership changes
+// there; see groupAction.
 type memGroup struct {
 	n    int
 	mu   sync.Mutex
 	cond *sync.Cond
-	in   [][]any // contributions per op number, by rank
-	out  []any   // combined result per op number
+	in   [][]any      // contributions per op number, by rank
+	out  []*memResult // combined result per op number
+	plan func(op int) *groupAction
+}
+
+type memResult struct {
+	val any
+	act *groupAction
+}
+
+// groupAction is an ownership change at one call. redo: every holder gets
+// Own(parts[rank]) and ErrRedo instead of the result (and calls again).
+// Otherwise the call completes for everybody and then the ownership moves:
+// a holder with told[rank] gets Own(parts[rank]) inside the call before it
+// returns nil; the others get it at the start of their next call, which
+// returns ErrRedo at once (they were already past the completed call, as a
+// survivor of a failure is).
+type groupAction struct {
+	redo  bool
+	parts [][]int
+	told  []bool
 }
 
 func newMemGroup(n int) *memGroup {
@@ -30,16 +53,21 @@ func newMemGroup(n int) *memGroup {
 }
 
 type memMember struct {
-	g    *memGroup
-	rank int
-	ops  int
+	g       *memGroup
+	rank    int
+	ops     int
+	tr      *Trainer // the holder's trainer, for Own (elastic groups)
+	pending []int    // an ownership to take at the next call
+	moved   bool     // pending is set
+	redos   int      // ErrRedo returned
+	moves   int      // ownership changes taken
 }
 
 func (g *memGroup) member(rank int) *memMember { return &memMember{g: g, rank: rank} }
 
 // exchange deposits v as this member's contribution to op number m.ops and
 // returns the combined value once every member has contributed.
-func (m *memMember) exchange(v any, combine func([]any) any) any {
+func (m *memMember) exchange(v any, combine func([]any) any) *memResult {
 	g := m.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -57,7 +85,11 @@ func (m *memMember) exchange(v any, combine func([]any) any) any {
 		for len(g.out) <= op {
 			g.out = append(g.out, nil)
 		}
-		g.out[op] = combine(g.in[op])
+		res := &memResult{val: combine(g.in[op])}
+		if g.plan != nil {
+			res.act = g.plan(op)
+		}
+		g.out[op] = res
 		g.cond.Broadcast()
 	}
 	for len(g.out) <= op || g.out[op] == nil {
@@ -66,8 +98,41 @@ func (m *memMember) exchange(v any, combine func([]any) any) any {
 	return g.out[op]
 }
 
+// call runs one collective call with the group's elastic behaviour.
+func (m *memMember) call(v any, combine func([]any) any, fill func(any)) error {
+	if m.moved {
+		p := m.pending
+		m.pending, m.moved = nil, false
+		m.moves++
+		if err := m.tr.Own(p); err != nil {
+			return err
+		}
+		m.redos++
+		return fmt.Errorf("memGroup rank %d: ownership moved after the last call: %w", m.rank, ErrRedo)
+	}
+	res := m.exchange(v, combine)
+	act := res.act
+	if act != nil && act.redo {
+		m.moves++
+		if err := m.tr.Own(act.parts[m.rank]); err != nil {
+			return err
+		}
+		m.redos++
+		return fmt.Errorf("memGroup rank %d: membership changed: %w", m.rank, ErrRedo)
+	}
+	fill(res.val)
+	if act != nil {
+		if act.told[m.rank] {
+			m.moves++
+			return m.tr.Own(act.parts[m.rank])
+		}
+		m.pending, m.moved = act.parts[m.rank], true
+	}
+	return nil
+}
+
 func (m *memMember) MaxFloat64(_ context.Context, v []float64) error {
-	r := m.exchange(append([]float64(nil), v...), func(xs []any) any {
+	return m.call(append([]float64(nil), v...), func(xs []any) any {
 		out := append([]float64(nil), xs[0].([]float64)...)
 		for _, x := range xs[1:] {
 			for i, e := range x.([]float64) {
@@ -75,13 +140,11 @@ func (m *memMember) MaxFloat64(_ context.Context, v []float64) error {
 			}
 		}
 		return out
-	}).([]float64)
-	copy(v, r)
-	return nil
+	}, func(r any) { copy(v, r.([]float64)) })
 }
 
 func (m *memMember) SumInt64(_ context.Context, v []int64) error {
-	r := m.exchange(append([]int64(nil), v...), func(xs []any) any {
+	return m.call(append([]int64(nil), v...), func(xs []any) any {
 		out := make([]int64, len(xs[0].([]int64)))
 		for _, x := range xs {
 			for i, e := range x.([]int64) {
@@ -89,13 +152,11 @@ func (m *memMember) SumInt64(_ context.Context, v []int64) error {
 			}
 		}
 		return out
-	}).([]int64)
-	copy(v, r)
-	return nil
+	}, func(r any) { copy(v, r.([]int64)) })
 }
 
 func (m *memMember) SumFloat32(_ context.Context, v []float32) error {
-	r := m.exchange(append([]float32(nil), v...), func(xs []any) any {
+	return m.call(append([]float32(nil), v...), func(xs []any) any {
 		out := make([]float32, len(xs[0].([]float32)))
 		for _, x := range xs {
 			for i, e := range x.([]float32) {
@@ -103,9 +164,7 @@ func (m *memMember) SumFloat32(_ context.Context, v []float32) error {
 			}
 		}
 		return out
-	}).([]float32)
-	copy(v, r)
-	return nil
+	}, func(r any) { copy(v, r.([]float32)) })
 }
 
 // N holders owning disjoint shard sets train the same bits as one process
