@@ -409,6 +409,7 @@ func (n *Node) Close() {
 		n.wg.Wait()
 		if n.trans != nil {
 			n.trans.Close()
+			n.trans.CloseStreams() // pooled outbound conns; else peers' handlers linger
 		}
 		if n.bolt != nil {
 			n.bolt.Close()

@@ -157,6 +157,8 @@ func (s *service) Heartbeat(stream pb.Coordinator_HeartbeatServer) error {
 			case <-lctx.Done():
 				return toStatus(s.n.notLeader())
 			case next = <-beats:
+			case <-stream.Context().Done():
+				next = stream.Context().Err()
 			}
 		}
 		if next != nil {
