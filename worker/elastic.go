@@ -54,7 +54,10 @@ type ElasticConfig struct {
 	// ReconfigureTimeout bounds the wait for a new generation after a
 	// failed call; past it the call's error is returned.
 	ReconfigureTimeout time.Duration
-	Logger             *slog.Logger
+	// StepDelay sleeps at every step boundary: a knob for tests and demos
+	// that need training slow enough to change membership mid-stage.
+	StepDelay time.Duration
+	Logger    *slog.Logger
 }
 
 // Validate checks the config.

@@ -19,6 +19,9 @@ import (
 // ring on the newest generation, switching to it here if it is newer.
 func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
 	e.account()
+	if e.cfg.StepDelay > 0 {
+		time.Sleep(e.cfg.StepDelay)
+	}
 	g := b.GlobalStep
 	if g > 0 && g%uint64(e.cfg.ProgressEvery) == 0 && g > e.reported {
 		if err := e.report(ctx, g, b.Stage, b.Epoch, b.Step, e.tr.ParamHash()); err != nil {

@@ -45,6 +45,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(trainCmd(), compareCmd(), evalCmd(), simulateCmd(), versionCmd(), benchCmd(), workerCmd())
+	root.AddCommand(trainCmd(), compareCmd(), evalCmd(), simulateCmd(), versionCmd(), benchCmd(), workerCmd(),
+		coordinatorCmd(), submitCmd(), statusCmd())
 	return root
 }

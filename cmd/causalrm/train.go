@@ -186,6 +186,12 @@ func trainJob(ctx context.Context, job *Job, ds *shard.Dataset, red trainer.Redu
 	if err != nil {
 		return nil, err
 	}
+	return finishJob(ctx, job, ds, tr, res)
+}
+
+// finishJob scores the test split with the trained reward model and
+// gathers the run's metrics.
+func finishJob(ctx context.Context, job *Job, ds *shard.Dataset, tr *trainer.Trainer, res *trainer.StageResult) (*outcome, error) {
 	rm := &RunMetrics{Method: string(job.Method), Seed: job.Seed, Reduce: job.Reduce, Backend: nn.Backend(),
 		ObservedShare: observedShare(ds.Train)}
 	if ds.Test != nil && ds.Test.R != nil {

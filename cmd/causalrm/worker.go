@@ -28,16 +28,32 @@ func workerCmd() *cobra.Command {
 	var rank, listenFD, benchSteps int
 	var peers, codec, listen string
 	var gen uint64
+	var ef elasticFlags
 	cmd := &cobra.Command{
 		Use:   "worker",
-		Short: "Run one training worker of a static ring (started by train --workers N)",
-		Long: `Runs one worker: it loads the embeddings of its virtual shards only,
-joins the ring all-reduce with its peers (gRPC on the given addresses) and
-trains the job; rank 0 writes the outputs to --out. Every worker must be given
-the same job. 'causalrm train --workers N' starts and supervises these on
-127.0.0.1; run them by hand only to place workers yourself.`,
+		Short: "Run one training worker (elastic with --coordinators, or of a static ring)",
+		Long: `Runs one worker.
+
+With --coordinators (elastic): the worker registers with the coordinator
+group, takes the submitted job from it, loads the data, and joins the
+training (from scratch, from the last checkpoint, or from a live peer's state
+at a step boundary). Workers may join and leave at any time; SIGTERM leaves
+at the next step boundary without disturbing the others (a second signal
+stops at once). The worker of rank 0 at the end writes the outputs.
+
+Without it (static): it loads the embeddings of its virtual shards only,
+joins the ring all-reduce with its --peers and trains the job given by the
+flags; rank 0 writes the outputs to --out. 'causalrm train --workers N'
+starts and supervises these on 127.0.0.1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ef.coordinators != "" {
+				ef.listen = listen
+				if ef.listen == "" {
+					ef.listen = "127.0.0.1:0"
+				}
+				return runElasticWorker(cmd.Context(), &ef, f.quiet, cmd.ErrOrStderr())
+			}
 			job, err := resolveJob(cmd, &f)
 			if err != nil {
 				return err
@@ -65,12 +81,18 @@ the same job. 'causalrm train --workers N' starts and supervises these on
 	fs := cmd.Flags()
 	fs.IntVar(&rank, "rank", 0, "this worker's position in --peers")
 	fs.StringVar(&peers, "peers", "", "comma-separated host:port of every worker, in ring order")
-	fs.StringVar(&listen, "listen", "", "address to serve the collective on (default: this rank's peer address)")
+	fs.StringVar(&listen, "listen", "", "address to serve the collective on (default: this rank's peer address; elastic: 127.0.0.1:0)")
 	fs.IntVar(&listenFD, "listen-fd", 0, "inherited listening socket (used by train --workers)")
 	fs.StringVar(&codec, "codec", "none", "all-reduce wire codec: none, s2, zstd (exact); fp16, int8 (lossy, --reduce fast)")
 	fs.Uint64Var(&gen, "generation", 1, "membership generation")
 	fs.IntVar(&benchSteps, "bench-steps", 0, "instead of training, time this many reward-stage steps and write bench.json (bench train --workers)")
 	_ = fs.MarkHidden("bench-steps")
+	fs.StringVar(&ef.coordinators, "coordinators", "", "elastic mode: the coordinators' gRPC addresses, host:port,...")
+	fs.StringVar(&ef.id, "id", "", "elastic mode: this worker's id (default hostname-pid; a Kubernetes pod name)")
+	fs.StringVar(&ef.advertise, "advertise", "", "elastic mode: the address peers dial (default: the --listen address; set it when listening on 0.0.0.0)")
+	fs.StringVar(&ef.checkpoint, "checkpoint-dir", "", "elastic mode: keep checkpoints in this shared directory instead of the coordinators")
+	fs.DurationVar(&ef.opTimeout, "op-timeout", 2*time.Minute, "elastic mode: bound of one collective call")
+	ef.token.add(fs)
 	return cmd
 }
 
