@@ -4,6 +4,15 @@
 // the exact int64 sums and opt-in lossy float32 codecs with error feedback,
 // a barrier, and the state transfer a joining worker takes its replica from.
 //
+// New makes a Ring that owns its server. An elastic worker instead makes one
+// Host (NewHost) for its whole life, on one address, and a Ring per
+// membership generation with Host.Ring: the host routes each incoming
+// stream and barrier to the ring of its (ring id, generation), holds those
+// of a generation it has not made yet until it does (HostConfig.WaitForRing)
+// and rejects those of a generation it has had with ErrStaleGeneration. The
+// host also serves the published state snapshot, with or without a ring,
+// and optionally requires mTLS and a bearer token on every call.
+//
 // Every rank of a ring ends a call with the same bits: int64 sums are
 // integer additions (associative, so the result is the sequential sum
 // whatever the ring size), and in the all-gather every rank receives the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -335,6 +336,18 @@ func TestSnapshotEncodingAndRefusals(t *testing.T) {
 	tr, _ := New(cfg, elasticData(t), nil, nil)
 	tr.SetStepHook(func(_ context.Context, b Boundary) error {
 		if b.GlobalStep == 5 {
+			// ParamHash is the sha256 of the parameters' little-endian bits.
+			snap, err := tr.Snapshot()
+			if err != nil {
+				return err
+			}
+			var le []byte
+			for _, v := range snap.cur.params {
+				le = binary.LittleEndian.AppendUint32(le, math.Float32bits(v))
+			}
+			if want := fmt.Sprintf("%x", sha256.Sum256(le)); tr.ParamHash() != want {
+				return fmt.Errorf("ParamHash %s, want %s", tr.ParamHash(), want)
+			}
 			return fmt.Errorf("wrapped: %w", errStop)
 		}
 		return nil

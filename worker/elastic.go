@@ -124,7 +124,7 @@ type Elastic struct {
 	skipAgree  int64 // a boundary whose agreement was done before the snapshot
 	ckptBusy   chan struct{}
 	bg         sync.WaitGroup
-	global     uint64 // steps completed at the last stage end
+	global     uint64                     // steps completed at the last stage end
 	Activation func(gen state.Generation) // tests: called on each ring change
 }
 

@@ -159,9 +159,9 @@ with a message naming the field.`,
 
 func statusCmd() *cobra.Command {
 	var (
-		coords  string
-		asJSON  bool
-		tok     tokenFlags
+		coords string
+		asJSON bool
+		tok    tokenFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
