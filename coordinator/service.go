@@ -41,6 +41,9 @@ type Status struct {
 	CheckpointAge  time.Duration           `json:"checkpoint_age,omitempty"`
 	Members        []state.Worker          `json:"members"` // every registered worker with its status
 	Rewinds        []state.Rewind          `json:"rewinds,omitempty"`
+	// Log is the committed step log: every step of every epoch of every
+	// stage the job has run, each exactly once (the test oracle).
+	Log []state.LogEntry `json:"log,omitempty"`
 }
 
 type service struct {
@@ -404,6 +407,7 @@ func (n *Node) status() Status {
 		}
 		st.Members = append([]state.Worker(nil), x.Workers...)
 		st.Rewinds = append([]state.Rewind(nil), x.Rewinds...)
+		st.Log = append([]state.LogEntry(nil), x.Log...)
 	})
 	return st
 }

@@ -125,6 +125,7 @@ type Elastic struct {
 	ckptBusy   chan struct{}
 	bg         sync.WaitGroup
 	global     uint64                     // steps completed at the last stage end
+	disturbed  time.Time                  // when a generation change began (zero: none pending)
 	Activation func(gen state.Generation) // tests: called on each ring change
 }
 
@@ -351,10 +352,14 @@ func call[T elem](e *Elastic, ctx context.Context, v []T, run func(*collective.R
 	if err == nil {
 		e.done++
 		e.last = toBits(v, e.last)
+		e.settled()
 		return nil
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if e.disturbed.IsZero() {
+		e.disturbed = time.Now()
 	}
 	e.log.Warn("collective call failed; reconciling", "call", e.done+1, "generation", e.gen.Number, "err", err)
 	res, rerr := e.reconcile(ctx, len(v), err)
@@ -368,6 +373,18 @@ func call[T elem](e *Elastic, ctx context.Context, v []T, run func(*collective.R
 		return nil
 	}
 	return fmt.Errorf("%w: generation %d", trainer.ErrRedo, e.gen.Number)
+}
+
+// settled logs how long the training stood still for a generation change:
+// from the failure (or the boundary's decision) to the first call that
+// completed on the new ring.
+func (e *Elastic) settled() {
+	if e.disturbed.IsZero() {
+		return
+	}
+	e.log.Info("generation change pause", "generation", e.gen.Number, "cause", e.gen.Cause,
+		"pause", time.Since(e.disturbed).Round(time.Millisecond))
+	e.disturbed = time.Time{}
 }
 
 // MaxFloat64 implements trainer.Reducer.

@@ -119,6 +119,7 @@ func (e *Elastic) agree(ctx context.Context, b trainer.Boundary) error {
 			return nil
 		}
 		if target := uint64(v[0]); target > ringGen {
+			e.disturbed = time.Now()
 			return e.switchTo(ctx, b, target)
 		}
 		return nil

@@ -6,7 +6,8 @@ import (
 )
 
 // CheckExactlyOnce checks that log covers every step of every epoch of every
-// stage exactly once: for each stage in stepsPerEpoch, epochs [0, epochs[stage])
+// stage exactly once: for each stage in stepsPerEpoch, epochs 1..epochs[stage]
+// (1-based, as the trainer counts them)
 // and steps [0, stepsPerEpoch[stage]). It names the first missing, repeated or
 // unexpected step.
 func CheckExactlyOnce(log []StepRange, stepsPerEpoch map[string]int, epochs map[string]int) error {
@@ -20,7 +21,7 @@ func CheckExactlyOnce(log []StepRange, stepsPerEpoch map[string]int, epochs map[
 		if !ok {
 			return fmt.Errorf("stage %q epoch %d steps [%d,%d): unexpected stage", r.Stage, r.Epoch, r.From, r.To)
 		}
-		if r.Epoch < 0 || r.Epoch >= epochs[r.Stage] {
+		if r.Epoch < 1 || r.Epoch > epochs[r.Stage] {
 			return fmt.Errorf("stage %q epoch %d: unexpected epoch (stage has %d)", r.Stage, r.Epoch, epochs[r.Stage])
 		}
 		if r.From < 0 || r.To > steps || r.From >= r.To {
@@ -40,7 +41,7 @@ func CheckExactlyOnce(log []StepRange, stepsPerEpoch map[string]int, epochs map[
 	}
 	sort.Strings(stages)
 	for _, st := range stages {
-		for e := 0; e < epochs[st]; e++ {
+		for e := 1; e <= epochs[st]; e++ {
 			c := count[key{st, e}]
 			for s := 0; s < stepsPerEpoch[st]; s++ {
 				n := 0

@@ -81,7 +81,7 @@ func TestProgressRules(t *testing.T) {
 		_, err := s.Apply(Command{Op: OpReportProgress, Time: 10, Progress: &Progress{WorkerID: w, Generation: 1, GlobalStep: gs, Stage: "ps", ParamHash: hash, Ranges: rs}})
 		return err
 	}
-	r := func(e, f, to int) StepRange { return StepRange{"ps", e, f, to} }
+	r := func(e, f, to int) StepRange { return StepRange{"ps", e + 1, f, to} } // epochs are 1-based
 	if err := rep("a", 10, "h10", r(0, 0, 10)); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestProgressRules(t *testing.T) {
 	if err := CheckExactlyOnce(s.StepLog()[:1], map[string]int{"ps": 16}, map[string]int{"ps": 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckExactlyOnce(s.StepLog(), map[string]int{"ps": 16}, map[string]int{"ps": 2}); err == nil || !strings.Contains(err.Error(), "epoch 1 step 4 committed 0 times") {
+	if err := CheckExactlyOnce(s.StepLog(), map[string]int{"ps": 16}, map[string]int{"ps": 2}); err == nil || !strings.Contains(err.Error(), "epoch 2 step 4 committed 0 times") {
 		t.Fatalf("gap not found: %v", err)
 	}
 	if err := CheckExactlyOnce(append(s.StepLog()[:1], r(0, 15, 16)), map[string]int{"ps": 16}, map[string]int{"ps": 1}); err == nil || !strings.Contains(err.Error(), "step 15 committed 2 times") {
@@ -139,7 +139,7 @@ func TestProgressRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = rep("b", 15, "h", r(0, 8, 13))
-	if !errors.Is(err, ErrJobFailed) || !strings.Contains(err.Error(), `step 8 of stage "ps" epoch 0`) || !strings.Contains(err.Error(), "worker b") {
+	if !errors.Is(err, ErrJobFailed) || !strings.Contains(err.Error(), `step 8 of stage "ps" epoch 1`) || !strings.Contains(err.Error(), "worker b") {
 		t.Fatalf("overlap: %v", err)
 	}
 }
@@ -148,20 +148,20 @@ func TestRewind(t *testing.T) {
 	s := running(t)
 	for i, w := range []string{"a", "b", "a"} {
 		_, err := s.Apply(Command{Op: OpReportProgress, Progress: &Progress{WorkerID: w, Generation: 1, GlobalStep: uint64(10 * (i + 1)), ParamHash: fmt.Sprint(i),
-			Ranges: []StepRange{{"ps", 0, 10 * i, 10 * (i + 1)}}}})
+			Ranges: []StepRange{{"ps", 1, 10 * i, 10 * (i + 1)}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	mustApply(t, s, Command{Op: OpRewind, GlobalStep: 15, Time: 99})
-	if got := s.StepLog(); !reflect.DeepEqual(got, []StepRange{{"ps", 0, 0, 15}}) || s.Watermark.GlobalStep != 15 {
+	if got := s.StepLog(); !reflect.DeepEqual(got, []StepRange{{"ps", 1, 0, 15}}) || s.Watermark.GlobalStep != 15 {
 		t.Fatalf("log %v wm %+v", got, s.Watermark)
 	}
 	if len(s.Rewinds) != 1 || s.Rewinds[0] != (Rewind{From: 30, To: 15, Time: 99}) {
 		t.Fatalf("rewinds %+v", s.Rewinds)
 	}
 	// Steps after the rewind can be committed again, once.
-	mustApply(t, s, Command{Op: OpReportProgress, Progress: &Progress{WorkerID: "b", Generation: 1, GlobalStep: 30, Ranges: []StepRange{{"ps", 0, 15, 30}}}})
+	mustApply(t, s, Command{Op: OpReportProgress, Progress: &Progress{WorkerID: "b", Generation: 1, GlobalStep: 30, Ranges: []StepRange{{"ps", 1, 15, 30}}}})
 	if err := CheckExactlyOnce(s.StepLog(), map[string]int{"ps": 30}, map[string]int{"ps": 1}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/causalrm/causalrm/coordinator"
+	"github.com/causalrm/causalrm/coordinator/state"
+)
+
+// The elastic acceptance tests run real processes on 127.0.0.1: the
+// coordinators and workers are this test binary acting as the CLI, so
+// kill -9 is a real kill -9. Their oracle (docs/elastic.md): the final
+// reward model is byte-identical to the one-process run of the same job,
+// and the coordinators' step log holds every step of every epoch of every
+// stage exactly once.
+
+// syncBuf is a log buffer several goroutines write.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is one child process of a test cluster.
+type proc struct {
+	name string
+	args []string
+	cmd  *exec.Cmd
+	log  *syncBuf
+	done chan struct{}
+	err  error
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// testCluster is a coordinator group and its workers, all processes.
+type testCluster struct {
+	t       *testing.T
+	dir     string
+	token   string
+	raft    []string
+	grpc    []string
+	coords  []*proc
+	mu      sync.Mutex
+	workers map[string]*proc
+	client  *coordinator.Client
+	env     []string
+}
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var ls []net.Listener
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+func newTestCluster(t *testing.T, coordinators int, env ...string) *testCluster {
+	c := &testCluster{t: t, dir: t.TempDir(), token: "s3cret-job-token", workers: map[string]*proc{}, env: env}
+	addrs := freeAddrs(t, 2*coordinators)
+	c.raft, c.grpc = addrs[:coordinators], addrs[coordinators:]
+	c.coords = make([]*proc, coordinators)
+	for i := range c.coords {
+		c.startCoordinator(i)
+	}
+	t.Cleanup(c.stopAll)
+	client, err := coordinator.Dial(context.Background(), coordinator.ClientConfig{Addrs: c.grpc, Token: c.token, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.client = client
+	t.Cleanup(func() { client.Close() })
+	c.waitStatus("a raft leader", 20*time.Second, func(st coordinator.Status) bool { return st.Leader != "" })
+	return c
+}
+
+func (c *testCluster) start(name string, args ...string) *proc {
+	self, err := os.Executable()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p := &proc{name: name, args: args, log: &syncBuf{}, done: make(chan struct{})}
+	p.cmd = exec.Command(self, args...)
+	p.cmd.Env = append(append(os.Environ(), "CAUSALRM_TOKEN="+c.token), c.env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+// startCoordinator (re)starts coordinator i with its data directory.
+func (c *testCluster) startCoordinator(i int) {
+	var servers []string
+	for j := range c.raft {
+		servers = append(servers, fmt.Sprintf("c%d=%s/%s", j, c.raft[j], c.grpc[j]))
+	}
+	args := []string{"coordinator", "--id", fmt.Sprintf("c%d", i), "--raft-addr", c.raft[i], "--grpc-addr", c.grpc[i],
+		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", i)), "--servers", strings.Join(servers, ","),
+		"--heartbeat-timeout", "1s"}
+	if i == 0 {
+		args = append(args, "--bootstrap")
+	}
+	c.coords[i] = c.start(fmt.Sprintf("c%d", i), args...)
+}
+
+func (c *testCluster) startWorker(id string) *proc {
+	p := c.start(id, "worker", "--coordinators", strings.Join(c.grpc, ","), "--id", id, "--quiet", "--op-timeout", "20s")
+	c.mu.Lock()
+	c.workers[id] = p
+	c.mu.Unlock()
+	return p
+}
+
+func (c *testCluster) stopAll() {
+	var all []*proc
+	c.mu.Lock()
+	for _, p := range c.workers {
+		all = append(all, p)
+	}
+	c.mu.Unlock()
+	all = append(all, c.coords...)
+	for _, p := range all {
+		if p != nil && !p.exited() {
+			_ = p.cmd.Process.Kill()
+		}
+	}
+	for _, p := range all {
+		if p != nil {
+			<-p.done
+		}
+	}
+	if c.t.Failed() {
+		for _, p := range all {
+			if p != nil {
+				c.t.Logf("--- %s (%v):\n%s", p.name, p.err, tail(p.log.String(), 3000))
+			}
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// waitStatus polls the coordinators until cond holds.
+func (c *testCluster) waitStatus(what string, timeout time.Duration, cond func(coordinator.Status) bool) coordinator.Status {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last coordinator.Status
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := c.client.Status(ctx)
+		cancel()
+		if err == nil {
+			last = st
+			if st.JobStatus.Phase == state.JobFailed {
+				c.t.Fatalf("waiting for %s: the job failed: %s", what, st.JobStatus.Message)
+			}
+			if cond(st) {
+				return st
+			}
+		}
+		lastErr = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("timed out waiting for %s (last status %+v, err %v)", what, last, lastErr)
+	return last
+}
+
+// elasticJob is the job every elastic test trains, small but with enough
+// steps (about 250 over the four stages) to change membership mid-stage.
+var elasticJob = []string{"--max-epochs", "4", "--hidden", "16,8", "--batch", "64", "--shards", "16",
+	"--method", "causalrm-dr", "--quiet"}
+
+type reference struct {
+	sha           string
+	stepsPerEpoch map[string]int
+	epochs        map[string]int
+}
+
+// elasticReference makes the data and trains the one-process reference.
+func elasticReference(t *testing.T, dir string) (string, reference) {
+	data := filepath.Join(dir, "data.safetensors")
+	if out, err := run(t, "simulate", "--rows", "2000", "--test-rows", "300", "--dim", "16", "--latent", "4", "--out", data); err != nil {
+		t.Fatalf("simulate: %v\n%s", err, out)
+	}
+	ref := filepath.Join(dir, "ref")
+	if out, err := run(t, append([]string{"train", "--data", data, "--out", ref}, elasticJob...)...); err != nil {
+		t.Fatalf("reference: %v\n%s", err, out)
+	}
+	r := reference{stepsPerEpoch: map[string]int{}, epochs: map[string]int{}}
+	r.sha, _ = fileSHA256(filepath.Join(ref, "reward.safetensors"))
+	var rm RunMetrics
+	raw, err := os.ReadFile(filepath.Join(ref, "metrics.json"))
+	if err != nil || json.Unmarshal(raw, &rm) != nil {
+		t.Fatalf("reference metrics: %v", err)
+	}
+	for _, s := range rm.Stages {
+		r.stepsPerEpoch[s.Name] = int(math.Ceil(float64(s.Rows) / 64))
+		r.epochs[s.Name] = s.Epochs
+	}
+	return data, r
+}
+
+func (c *testCluster) submit(data, out string, extra ...string) {
+	args := append([]string{"submit", "--coordinators", strings.Join(c.grpc, ","), "--token", c.token, "--data", data, "--out", out}, elasticJob...)
+	if o, err := run(c.t, append(args, extra...)...); err != nil {
+		c.t.Fatalf("submit: %v\n%s", err, o)
+	}
+}
+
+// finish waits for the job to be done and checks the oracle.
+func (c *testCluster) finish(out string, ref reference) coordinator.Status {
+	c.t.Helper()
+	st := c.waitStatus("the job to finish", 3*time.Minute, func(st coordinator.Status) bool { return st.JobStatus.Phase == state.JobDone })
+	got, err := fileSHA256(filepath.Join(out, "reward.safetensors"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if got != ref.sha || st.JobStatus.RewardSHA256 != ref.sha {
+		c.t.Fatalf("reward.safetensors sha256 %s (reported %s), the one-process run %s", got, st.JobStatus.RewardSHA256, ref.sha)
+	}
+	if err := state.CheckExactlyOnce(stepLog(st), ref.stepsPerEpoch, ref.epochs); err != nil {
+		c.t.Fatalf("committed progress: %v", err)
+	}
+	return st
+}
+
+func stepLog(st coordinator.Status) []state.StepRange {
+	out := make([]state.StepRange, len(st.Log))
+	for i, e := range st.Log {
+		out[i] = e.StepRange
+	}
+	return out
+}
+
+func members(n int) func(coordinator.Status) bool {
+	return func(st coordinator.Status) bool { return st.Generation != nil && len(st.Generation.Members) == n }
+}
+
+func atLeast(step uint64) func(coordinator.Status) bool {
+	return func(st coordinator.Status) bool { return st.Watermark.GlobalStep >= step }
+}
+
+var pauseRE = regexp.MustCompile(`generation change pause.*generation=(\d+).*pause=(\S+)`)
+
+// pauses lists the pauses a worker's log reports, by generation.
+func pauses(log string) []string {
+	var out []string
+	for _, m := range pauseRE.FindAllStringSubmatch(log, -1) {
+		out = append(out, "gen "+m[1]+": "+m[2])
+	}
+	return out
+}
+
+// Scale 2 -> 4 -> 2 -> 4 -> 2 mid-stage, the scale-downs by SIGTERM: the
+// survivors never restart, the leavers exit cleanly, and the oracle holds.
+func TestElasticScaleUpAndDown(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	c := newTestCluster(t, 1, stepDelayEnv+"=30ms")
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "2", "--report-every", "5")
+	w1, w2 := c.startWorker("w1"), c.startWorker("w2")
+	step := uint64(20)
+	for round, ids := range [][2]string{{"w3", "w4"}, {"w5", "w6"}} {
+		c.waitStatus(fmt.Sprintf("round %d: step %d", round, step), time.Minute, atLeast(step))
+		a, b := c.startWorker(ids[0]), c.startWorker(ids[1])
+		st := c.waitStatus("4 members", time.Minute, members(4))
+		t.Logf("round %d: scaled up to 4 at global step %d (generation %d)", round, st.Watermark.GlobalStep, st.Generation.Number)
+		c.waitStatus("progress with 4", time.Minute, atLeast(st.Watermark.GlobalStep+20))
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		b.cmd.Process.Signal(syscall.SIGTERM)
+		st = c.waitStatus("2 members", time.Minute, members(2))
+		t.Logf("round %d: scaled down to 2 at global step %d (generation %d)", round, st.Watermark.GlobalStep, st.Generation.Number)
+		for _, p := range []*proc{a, b} {
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s did not exit after SIGTERM", p.name)
+			}
+			if p.err != nil {
+				t.Fatalf("%s left with an error: %v", p.name, p.err)
+			}
+		}
+		step = st.Watermark.GlobalStep + 20
+	}
+	st := c.finish(out, ref)
+	for _, p := range []*proc{w1, w2} {
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("survivor %s: %v", p.name, p.err)
+		}
+		if strings.Count(p.log.String(), "took the state from a peer") > 0 {
+			t.Fatalf("survivor %s restarted from a peer's state", p.name)
+		}
+		t.Logf("survivor %s (pid %d, never restarted) pauses: %v", p.name, p.cmd.Process.Pid, pauses(p.log.String()))
+	}
+	t.Logf("final generation %d; %d committed ranges", st.Generation.Number, len(st.Log))
+}
