@@ -350,3 +350,52 @@ func TestElasticScaleUpAndDown(t *testing.T) {
 	}
 	t.Logf("final generation %d; %d committed ranges", st.Generation.Number, len(st.Log))
 }
+
+// killAndMeasure kills the given workers with SIGKILL at once and returns
+// the time until the coordinators commit a step past the failure with the
+// survivors (want members).
+func (c *testCluster) killAndMeasure(want int, ps ...*proc) time.Duration {
+	c.t.Helper()
+	before := c.waitStatus("a status", 10*time.Second, func(coordinator.Status) bool { return true })
+	start := time.Now()
+	for _, p := range ps {
+		_ = p.cmd.Process.Kill()
+	}
+	c.waitStatus(fmt.Sprintf("a generation of %d", want), time.Minute, members(want))
+	// The next report after the one in flight at the kill.
+	c.waitStatus("a step committed after the kill", time.Minute, atLeast(before.Watermark.GlobalStep+10))
+	took := time.Since(start)
+	for _, p := range ps {
+		<-p.done
+	}
+	return took
+}
+
+// kill -9 of one worker mid-training, then of two of four at once: the
+// survivors reconcile (no restart, no rollback) and the oracle holds.
+func TestElasticKillWorkers(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	c := newTestCluster(t, 1, stepDelayEnv+"=30ms")
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "4", "--report-every", "5")
+	ws := map[string]*proc{}
+	for _, id := range []string{"w1", "w2", "w3", "w4"} {
+		ws[id] = c.startWorker(id)
+	}
+	c.waitStatus("step 25", time.Minute, atLeast(25))
+	t.Logf("kill -9 of one worker of four: next committed step %v after the kill", c.killAndMeasure(3, ws["w4"]))
+	ws["w5"] = c.startWorker("w5")
+	st := c.waitStatus("w5 joined", time.Minute, members(4))
+	c.waitStatus("progress with w5", time.Minute, atLeast(st.Watermark.GlobalStep+15))
+	t.Logf("kill -9 of two workers of four at once: next committed step %v after the kill", c.killAndMeasure(2, ws["w2"], ws["w3"]))
+	c.finish(out, ref)
+	for _, id := range []string{"w1", "w5"} {
+		p := ws[id]
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("survivor %s: %v", id, p.err)
+		}
+		t.Logf("survivor %s pauses: %v", id, pauses(p.log.String()))
+	}
+}
