@@ -399,3 +399,47 @@ func TestElasticKillWorkers(t *testing.T) {
 		t.Logf("survivor %s pauses: %v", id, pauses(p.log.String()))
 	}
 }
+
+func (c *testCluster) coordinatorIndex(id string) int {
+	for i := range c.coords {
+		if fmt.Sprintf("c%d", i) == id {
+			return i
+		}
+	}
+	c.t.Fatalf("no coordinator %q", id)
+	return -1
+}
+
+// kill -9 of the raft leader of three coordinators mid-training: a new
+// leader is elected, the workers keep training and re-attach to it, the
+// killed member restarts from its data directory, and the oracle holds.
+func TestElasticCoordinatorLeaderKill(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	c := newTestCluster(t, 3, stepDelayEnv+"=30ms")
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "2", "--report-every", "5")
+	w1, w2 := c.startWorker("w1"), c.startWorker("w2")
+	before := c.waitStatus("step 30", time.Minute, atLeast(30))
+	old := before.Leader
+	i := c.coordinatorIndex(old)
+	start := time.Now()
+	_ = c.coords[i].cmd.Process.Kill()
+	<-c.coords[i].done
+	st := c.waitStatus("a new leader", time.Minute, func(st coordinator.Status) bool { return st.Leader != "" && st.Leader != old })
+	elected := time.Since(start)
+	c.waitStatus("a step committed under the new leader", time.Minute, atLeast(st.Watermark.GlobalStep+10))
+	t.Logf("leader %s killed at global step %d: %s elected after %v, next committed step after %v (workers kept generation %d)",
+		old, before.Watermark.GlobalStep, st.Leader, elected.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), st.Generation.Number)
+	if st.Generation.Number != before.Generation.Number {
+		t.Fatalf("the failover changed the generation %d -> %d: a worker was dropped", before.Generation.Number, st.Generation.Number)
+	}
+	c.startCoordinator(i)
+	c.finish(out, ref)
+	for _, p := range []*proc{w1, w2} {
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("worker %s: %v", p.name, p.err)
+		}
+	}
+}
