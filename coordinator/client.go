@@ -245,6 +245,15 @@ func (c *Client) Leave(ctx context.Context, id string) error {
 	})
 }
 
+// Activated tells the coordinators that worker id now trains in the ring of
+// generation gen, so it holds the job's state.
+func (c *Client) Activated(ctx context.Context, id string, gen uint64) error {
+	return c.do(ctx, func(ctx context.Context, cl pb.CoordinatorClient) error {
+		_, err := cl.Activate(ctx, &pb.ActivateRequest{WorkerId: id, Generation: gen})
+		return err
+	})
+}
+
 func permanent(err error) bool {
 	switch status.Code(err) {
 	case codes.Unauthenticated, codes.PermissionDenied, codes.NotFound, codes.Aborted, codes.InvalidArgument, codes.AlreadyExists, codes.ResourceExhausted:

@@ -100,6 +100,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 
 type plan struct {
 	gen        *state.Generation
+	rewind     *state.Command // before a restart generation: the step log back to the checkpoint
 	deregister []string
 	pending    bool // a change waits for the batch window
 }
@@ -157,20 +158,43 @@ func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan
 	}
 	var ms []state.Member
 	for _, m := range cur.Members {
-		if !removed[m.ID] {
-			ms = append(ms, m)
+		if removed[m.ID] {
+			continue
 		}
+		// After a crash the survivors reconcile mid-step, so the new
+		// generation keeps only members holding the job's state: a joiner
+		// whose switch has not happened yet goes (docs/elastic.md).
+		if len(crashed) > 0 && !holdsState(s, m.ID) {
+			cause = append(cause, "unready:"+m.ID)
+			continue
+		}
+		ms = append(ms, m)
+	}
+	if len(ms) == 0 {
+		// Nobody holds the state: every worker is gone. Restart from the
+		// last checkpoint once enough new workers have registered.
+		if len(joiners) < s.Job.MinWorkers {
+			return p
+		}
+		for _, w := range joiners {
+			ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
+		}
+		rw := state.Command{Op: state.OpRewind}
+		if ck, ok := s.LatestCheckpoint(); ok && ck.GlobalStep <= s.Watermark.GlobalStep {
+			rw.GlobalStep, rw.CheckpointID = ck.GlobalStep, ck.ID
+		}
+		p.rewind = &rw
+		p.gen = &state.Generation{Number: cur.Number + 1, Members: ms, Owner: state.Rebalance(state.Generation{}, ms, s.Job.Shards),
+			Cause: strings.Join(append([]string{"restart"}, cause...), ",")}
+		return p
 	}
 	// A generation that removes a crashed member adds nobody: the survivors
-	// reconcile first. Without survivors there is nothing to reconcile.
-	if len(crashed) == 0 || len(ms) == 0 {
+	// reconcile first.
+	if len(crashed) == 0 {
 		for _, w := range joiners {
 			ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
 			cause = append(cause, "join:"+w.ID)
 		}
-	}
-	if len(ms) == 0 {
-		return p
 	}
 	p.gen = &state.Generation{Number: cur.Number + 1, Members: ms, Owner: state.Rebalance(cur, ms, s.Job.Shards), Cause: strings.Join(cause, ",")}
 	return p
@@ -200,6 +224,14 @@ func (n *Node) reconcile(ctx context.Context, changeSince time.Time) time.Time {
 		return time.Time{}
 	}
 	p.gen.Time = now.UnixNano()
+	if p.rewind != nil {
+		p.rewind.Time = p.gen.Time
+		if _, err := n.apply(ctx, *p.rewind); err != nil {
+			n.log.Warn("rewind", "to", p.rewind.GlobalStep, "err", err)
+			return changeSince
+		}
+		n.log.Info("every worker was lost: restarting from the last checkpoint", "global_step", p.rewind.GlobalStep, "checkpoint", p.rewind.CheckpointID)
+	}
 	if _, err := n.apply(ctx, state.Command{Op: state.OpSetGeneration, Generation: p.gen}); err != nil {
 		n.log.Warn("set generation", "generation", p.gen.Number, "err", err)
 		return changeSince
@@ -213,4 +245,20 @@ func (n *Node) reconcile(ctx context.Context, changeSince time.Time) time.Time {
 	}
 	n.log.Info("generation", "number", p.gen.Number, "members", len(p.gen.Members), "cause", p.gen.Cause)
 	return time.Time{}
+}
+
+// holdsState reports whether worker id holds the job's state: it has
+// trained in a ring, or it began with the latest start (or restart)
+// generation, whose members all begin together.
+func holdsState(s *state.State, id string) bool {
+	if w, ok := s.Worker(id); ok && w.Activated > 0 {
+		return true
+	}
+	for i := len(s.Generations) - 1; i >= 0; i-- {
+		g := s.Generations[i]
+		if g.Cause == "start" || strings.HasPrefix(g.Cause, "restart") {
+			return g.Index(id) >= 0
+		}
+	}
+	return false
 }

@@ -98,6 +98,14 @@ func (s *service) Leave(ctx context.Context, r *pb.LeaveRequest) (*pb.LeaveRespo
 	return &pb.LeaveResponse{}, nil
 }
 
+func (s *service) Activate(ctx context.Context, r *pb.ActivateRequest) (*pb.ActivateResponse, error) {
+	if _, err := s.n.apply(ctx, state.Command{Op: state.OpActivate, WorkerID: r.WorkerId,
+		Generation: &state.Generation{Number: r.Generation}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ActivateResponse{}, nil
+}
+
 // workerCheck returns why worker id may not heartbeat, nil if it may.
 func (s *service) workerCheck(id string) (gen uint64, err error) {
 	s.n.fsm.read(func(st *state.State) {

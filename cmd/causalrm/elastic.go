@@ -173,7 +173,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 		return err
 	}
 	defer host.Close()
-	e, err := worker.NewElastic(worker.ElasticConfig{ID: id, RingID: spec.ID, Host: host, Coord: coordAdapter{client},
+	e, err := worker.NewElastic(worker.ElasticConfig{ID: id, RingID: spec.ID, Host: host, Coord: client,
 		Codec: collective.CodecS2, Shards: spec.Shards, ProgressEvery: spec.ProgressEvery,
 		CheckpointEvery: spec.CheckpointEverySteps, OpTimeout: f.opTimeout, Logger: logger,
 		StepDelay: stepDelay()})
@@ -245,7 +245,9 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 		return err
 	}
 	if e.Ring().Rank() != 0 {
-		return nil
+		// Stay until rank 0 has reported the result: a worker that went
+		// away before would look like a crash.
+		return waitJobEnd(ctx, client, 2*time.Minute)
 	}
 	staging, err := prepareOut(job.Out, true)
 	if err != nil {
@@ -292,7 +294,24 @@ func stepDelay() time.Duration {
 	return d
 }
 
-// coordAdapter adds what the worker reports beyond the client's calls.
-type coordAdapter struct{ *coordinator.Client }
-
-func (coordAdapter) Activated(context.Context, string, uint64) error { return nil }
+// waitJobEnd waits until the job is done or failed (or the timeout).
+func waitJobEnd(ctx context.Context, c *coordinator.Client, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		st, err := c.Status(ctx)
+		if err == nil {
+			switch st.JobStatus.Phase {
+			case state.JobDone:
+				return nil
+			case state.JobFailed:
+				return fmt.Errorf("job failed: %s", st.JobStatus.Message)
+			}
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return nil // rank 0 reports; nothing more to wait for here
+		}
+	}
+}

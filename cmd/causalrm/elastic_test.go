@@ -443,3 +443,49 @@ func TestElasticCoordinatorLeaderKill(t *testing.T) {
 		}
 	}
 }
+
+// Every worker killed (kill -9) after a checkpoint: new workers resume
+// from the last checkpoint, the coordinators rewind the step log to it,
+// and the oracle holds. Then every coordinator is restarted while the
+// workers train: they keep going and re-attach.
+func TestElasticRestartFromCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	c := newTestCluster(t, 3, stepDelayEnv+"=30ms")
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "2", "--report-every", "5", "--checkpoint-every", "20")
+	w1, w2 := c.startWorker("w1"), c.startWorker("w2")
+	st := c.waitStatus("progress past a checkpoint past step 40", time.Minute, func(st coordinator.Status) bool {
+		return st.LastCheckpoint != nil && st.LastCheckpoint.GlobalStep >= 40 && st.Watermark.GlobalStep >= st.LastCheckpoint.GlobalStep+10
+	})
+	_ = w1.cmd.Process.Kill()
+	_ = w2.cmd.Process.Kill()
+	<-w1.done
+	<-w2.done
+	t.Logf("killed every worker at global step %d; last checkpoint at %d (%d bytes)",
+		st.Watermark.GlobalStep, st.LastCheckpoint.GlobalStep, st.LastCheckpoint.Size)
+	w3, w4 := c.startWorker("w3"), c.startWorker("w4")
+	st = c.waitStatus("the restart", time.Minute, func(st coordinator.Status) bool {
+		return st.Generation != nil && strings.HasPrefix(st.Generation.Cause, "restart") && len(st.Rewinds) > 0
+	})
+	t.Logf("restarted in generation %d, step log rewound %+v", st.Generation.Number, st.Rewinds)
+	c.waitStatus("progress after the restart", time.Minute, atLeast(st.Watermark.GlobalStep+20))
+	// Restart every coordinator while the workers train.
+	for i := range c.coords {
+		_ = c.coords[i].cmd.Process.Kill()
+		<-c.coords[i].done
+	}
+	down := time.Now()
+	for i := range c.coords {
+		c.startCoordinator(i)
+	}
+	st2 := c.waitStatus("a leader after restarting every coordinator", time.Minute, func(st coordinator.Status) bool { return st.Leader != "" })
+	t.Logf("every coordinator restarted: leader %s after %v, generation %d", st2.Leader, time.Since(down).Round(time.Millisecond), st2.Generation.Number)
+	c.finish(out, ref)
+	for _, p := range []*proc{w3, w4} {
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("worker %s: %v", p.name, p.err)
+		}
+	}
+}

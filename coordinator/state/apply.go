@@ -24,13 +24,14 @@ const (
 	OpRewind
 	OpFail
 	OpFinish
+	OpActivate
 )
 
 var opNames = map[Op]string{
 	OpSubmit: "submit", OpRegister: "register", OpLeave: "leave", OpDeregister: "deregister",
 	OpSetGeneration: "set-generation", OpReportProgress: "report-progress",
 	OpPutCheckpointChunk: "put-checkpoint-chunk", OpCommitCheckpoint: "commit-checkpoint",
-	OpRewind: "rewind", OpFail: "fail", OpFinish: "finish",
+	OpRewind: "rewind", OpFail: "fail", OpFinish: "finish", OpActivate: "activate",
 }
 
 func (o Op) String() string {
@@ -48,7 +49,7 @@ type Command struct {
 
 	Job          *JobSpec          `json:"job,omitempty"`           // Submit
 	Member       *Member           `json:"member,omitempty"`        // Register
-	WorkerID     string            `json:"worker_id,omitempty"`     // Leave, Deregister
+	WorkerID     string            `json:"worker_id,omitempty"`     // Leave, Deregister, Activate
 	Generation   *Generation       `json:"generation,omitempty"`    // SetGeneration
 	Progress     *Progress         `json:"progress,omitempty"`      // ReportProgress
 	UploadID     string            `json:"upload_id,omitempty"`     // PutCheckpointChunk, CommitCheckpoint
@@ -93,6 +94,8 @@ func (s *State) Apply(c Command) (any, error) {
 		return nil, s.fail(c)
 	case OpFinish:
 		return nil, s.finish(c)
+	case OpActivate:
+		return nil, s.activate(c)
 	}
 	return nil, argErr("unknown command %v", c.Op)
 }
@@ -152,7 +155,7 @@ func (s *State) register(c Command) error {
 		w := &s.Workers[i]
 		switch {
 		case w.Status == WorkerGone:
-			w.Addr, w.Status, w.Registered, w.Updated = c.Member.Addr, WorkerPending, c.Time, c.Time
+			w.Addr, w.Status, w.Registered, w.Updated, w.Activated = c.Member.Addr, WorkerPending, c.Time, c.Time, 0
 			return nil
 		case w.Addr == c.Member.Addr:
 			return nil
@@ -318,7 +321,12 @@ func (s *State) reportProgress(c Command) error {
 		return nil // duplicate or old report of this worker
 	}
 	if p.GlobalStep > s.Watermark.GlobalStep {
-		// First report of this global step: append its ranges.
+		// First report of this global step: append its ranges. A worker
+		// whose earlier report was lost sends ranges that start before the
+		// watermark; those steps are committed already (by another
+		// worker's report of the same steps), so only the part after the
+		// watermark is new.
+		p.Ranges = clipRanges(p.Ranges, p.GlobalStep, s.Watermark.GlobalStep)
 		for _, r := range p.Ranges {
 			if e, ok := s.overlap(r); ok {
 				step := max(r.From, e.From)
@@ -568,4 +576,52 @@ func (s *State) finish(c Command) error {
 	}
 	s.Status = JobStatus{Phase: JobDone, RewardSHA256: c.RewardSHA, Time: c.Time}
 	return nil
+}
+
+// activate records that a worker trains in the ring of a generation (it
+// holds the job's state): the leader keeps only such members in a
+// generation made after a crash. The generation number in c.Generation.
+func (s *State) activate(c Command) error {
+	i := s.workerIndex(c.WorkerID)
+	if i < 0 {
+		return fmt.Errorf("%w: %q", ErrUnknownWorker, c.WorkerID)
+	}
+	if c.Generation == nil {
+		return argErr("activate without a generation")
+	}
+	g, ok := s.GenerationByNumber(c.Generation.Number)
+	if !ok || g.Index(c.WorkerID) < 0 {
+		return fmt.Errorf("%w: %q is not a member of generation %d", ErrStaleGeneration, c.WorkerID, c.Generation.Number)
+	}
+	w := &s.Workers[i]
+	if w.Status == WorkerGone {
+		return fmt.Errorf("%w: %q was removed", ErrStaleGeneration, c.WorkerID)
+	}
+	w.Activated = max(w.Activated, g.Number)
+	return nil
+}
+
+// clipRanges drops the part of ranges (which end at global step end) that
+// lies at or before global step from.
+func clipRanges(ranges []StepRange, end, from uint64) []StepRange {
+	var total uint64
+	for _, r := range ranges {
+		total += uint64(r.To - r.From)
+	}
+	if total <= end-from {
+		return ranges
+	}
+	skip := total - (end - from)
+	var out []StepRange
+	for _, r := range ranges {
+		n := uint64(r.To - r.From)
+		if skip >= n {
+			skip -= n
+			continue
+		}
+		r.From += int(skip)
+		skip = 0
+		out = append(out, r)
+	}
+	return out
 }

@@ -278,19 +278,23 @@ func TestSnapshotRoundTripPerRecord(t *testing.T) {
 	s := full(t)
 	d := roundTrip(t, s)
 	checks := map[string]func(a, b *State) bool{
-		"job":         func(a, b *State) bool { return reflect.DeepEqual(a.Job, b.Job) && a.Job != nil },
-		"status":      func(a, b *State) bool { return a.Status == b.Status && a.Status.Phase == JobFailed },
-		"workers":     func(a, b *State) bool { return reflect.DeepEqual(a.Workers, b.Workers) && len(a.Workers) == 3 },
-		"generations": func(a, b *State) bool { return reflect.DeepEqual(a.Generations, b.Generations) && len(a.Generations) == 1 },
+		"job":     func(a, b *State) bool { return reflect.DeepEqual(a.Job, b.Job) && a.Job != nil },
+		"status":  func(a, b *State) bool { return a.Status == b.Status && a.Status.Phase == JobFailed },
+		"workers": func(a, b *State) bool { return reflect.DeepEqual(a.Workers, b.Workers) && len(a.Workers) == 3 },
+		"generations": func(a, b *State) bool {
+			return reflect.DeepEqual(a.Generations, b.Generations) && len(a.Generations) == 1
+		},
 		"log":         func(a, b *State) bool { return reflect.DeepEqual(a.Log, b.Log) && len(a.Log) == 1 },
 		"watermark":   func(a, b *State) bool { return a.Watermark == b.Watermark && a.Watermark.GlobalStep == 10 },
 		"recent":      func(a, b *State) bool { return reflect.DeepEqual(a.Recent, b.Recent) && len(a.Recent) == 1 },
 		"lastreports": func(a, b *State) bool { return reflect.DeepEqual(a.LastReports, b.LastReports) },
 		"rewinds":     func(a, b *State) bool { return reflect.DeepEqual(a.Rewinds, b.Rewinds) && len(a.Rewinds) == 1 },
-		"checkpoints": func(a, b *State) bool { return reflect.DeepEqual(a.Checkpoints, b.Checkpoints) && len(a.Checkpoints) == 1 },
-		"blobs":       func(a, b *State) bool { return reflect.DeepEqual(a.Blobs, b.Blobs) && len(a.Blobs[0].Data) == 300 },
-		"uploads":     func(a, b *State) bool { return reflect.DeepEqual(a.Uploads, b.Uploads) && len(a.Uploads) == 1 },
-		"nextid":      func(a, b *State) bool { return a.NextCheckpointID == b.NextCheckpointID && a.NextCheckpointID == 1 },
+		"checkpoints": func(a, b *State) bool {
+			return reflect.DeepEqual(a.Checkpoints, b.Checkpoints) && len(a.Checkpoints) == 1
+		},
+		"blobs":   func(a, b *State) bool { return reflect.DeepEqual(a.Blobs, b.Blobs) && len(a.Blobs[0].Data) == 300 },
+		"uploads": func(a, b *State) bool { return reflect.DeepEqual(a.Uploads, b.Uploads) && len(a.Uploads) == 1 },
+		"nextid":  func(a, b *State) bool { return a.NextCheckpointID == b.NextCheckpointID && a.NextCheckpointID == 1 },
 	}
 	for name, ok := range checks {
 		if !ok(s, d) {

@@ -195,6 +195,9 @@ type Worker struct {
 	Status     WorkerStatus `json:"status"`
 	Registered int64        `json:"registered"`
 	Updated    int64        `json:"updated"`
+	// Activated is the newest generation in whose ring the worker has
+	// trained (0: none yet): such a worker holds the job's state.
+	Activated uint64 `json:"activated,omitempty"`
 }
 
 // JobPhase is the job's life cycle.

@@ -901,6 +901,94 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 	return file_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
+type ActivateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateRequest) Reset() {
+	*x = ActivateRequest{}
+	mi := &file_coordinator_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateRequest) ProtoMessage() {}
+
+func (x *ActivateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateRequest.ProtoReflect.Descriptor instead.
+func (*ActivateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ActivateRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ActivateRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type ActivateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateResponse) Reset() {
+	*x = ActivateResponse{}
+	mi := &file_coordinator_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateResponse) ProtoMessage() {}
+
+func (x *ActivateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateResponse.ProtoReflect.Descriptor instead.
+func (*ActivateResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{17}
+}
+
 type WatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	After         uint64                 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
@@ -910,7 +998,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1010,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1023,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchRequest) GetAfter() uint64 {
@@ -958,7 +1046,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_coordinator_proto_msgTypes[17]
+	mi := &file_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1058,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[17]
+	mi := &file_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1071,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchEvent) GetEvent() isWatchEvent_Event {
@@ -1045,7 +1133,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_coordinator_proto_msgTypes[18]
+	mi := &file_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1145,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[18]
+	mi := &file_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1158,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProgressRequest) GetWorkerId() string {
@@ -1151,7 +1239,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_coordinator_proto_msgTypes[19]
+	mi := &file_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1251,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[19]
+	mi := &file_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1264,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 type CheckpointChunk struct {
@@ -1189,7 +1277,7 @@ type CheckpointChunk struct {
 
 func (x *CheckpointChunk) Reset() {
 	*x = CheckpointChunk{}
-	mi := &file_coordinator_proto_msgTypes[20]
+	mi := &file_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1289,7 @@ func (x *CheckpointChunk) String() string {
 func (*CheckpointChunk) ProtoMessage() {}
 
 func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[20]
+	mi := &file_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1302,7 @@ func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointChunk.ProtoReflect.Descriptor instead.
 func (*CheckpointChunk) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckpointChunk) GetRecord() *CheckpointRecord {
@@ -1240,7 +1328,7 @@ type PutCheckpointResponse struct {
 
 func (x *PutCheckpointResponse) Reset() {
 	*x = PutCheckpointResponse{}
-	mi := &file_coordinator_proto_msgTypes[21]
+	mi := &file_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1340,7 @@ func (x *PutCheckpointResponse) String() string {
 func (*PutCheckpointResponse) ProtoMessage() {}
 
 func (x *PutCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[21]
+	mi := &file_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1353,7 @@ func (x *PutCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*PutCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PutCheckpointResponse) GetRecord() *CheckpointRecord {
@@ -1284,7 +1372,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_coordinator_proto_msgTypes[22]
+	mi := &file_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1384,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[22]
+	mi := &file_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1397,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetCheckpointRequest) GetId() uint64 {
@@ -1327,7 +1415,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_coordinator_proto_msgTypes[23]
+	mi := &file_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1427,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[23]
+	mi := &file_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1440,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 // The status as JSON (coordinator.Status), for the CLI and tests.
@@ -1365,7 +1453,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_coordinator_proto_msgTypes[24]
+	mi := &file_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1465,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[24]
+	mi := &file_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1478,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusResponse) GetStatusJson() []byte {
@@ -1409,7 +1497,7 @@ type FinishJobRequest struct {
 
 func (x *FinishJobRequest) Reset() {
 	*x = FinishJobRequest{}
-	mi := &file_coordinator_proto_msgTypes[25]
+	mi := &file_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1509,7 @@ func (x *FinishJobRequest) String() string {
 func (*FinishJobRequest) ProtoMessage() {}
 
 func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[25]
+	mi := &file_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1522,7 @@ func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobRequest.ProtoReflect.Descriptor instead.
 func (*FinishJobRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FinishJobRequest) GetRewardSha256() string {
@@ -1452,7 +1540,7 @@ type FinishJobResponse struct {
 
 func (x *FinishJobResponse) Reset() {
 	*x = FinishJobResponse{}
-	mi := &file_coordinator_proto_msgTypes[26]
+	mi := &file_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1552,7 @@ func (x *FinishJobResponse) String() string {
 func (*FinishJobResponse) ProtoMessage() {}
 
 func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[26]
+	mi := &file_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1565,7 @@ func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobResponse.ProtoReflect.Descriptor instead.
 func (*FinishJobResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 type FailJobRequest struct {
@@ -1489,7 +1577,7 @@ type FailJobRequest struct {
 
 func (x *FailJobRequest) Reset() {
 	*x = FailJobRequest{}
-	mi := &file_coordinator_proto_msgTypes[27]
+	mi := &file_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1589,7 @@ func (x *FailJobRequest) String() string {
 func (*FailJobRequest) ProtoMessage() {}
 
 func (x *FailJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[27]
+	mi := &file_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1602,7 @@ func (x *FailJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailJobRequest.ProtoReflect.Descriptor instead.
 func (*FailJobRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FailJobRequest) GetMessage() string {
@@ -1532,7 +1620,7 @@ type FailJobResponse struct {
 
 func (x *FailJobResponse) Reset() {
 	*x = FailJobResponse{}
-	mi := &file_coordinator_proto_msgTypes[28]
+	mi := &file_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1632,7 @@ func (x *FailJobResponse) String() string {
 func (*FailJobResponse) ProtoMessage() {}
 
 func (x *FailJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[28]
+	mi := &file_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1645,7 @@ func (x *FailJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailJobResponse.ProtoReflect.Descriptor instead.
 func (*FailJobResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 var File_coordinator_proto protoreflect.FileDescriptor
@@ -1622,7 +1710,13 @@ const file_coordinator_proto_rawDesc = "" +
 	"generation\"+\n" +
 	"\fLeaveRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"\x0f\n" +
-	"\rLeaveResponse\"$\n" +
+	"\rLeaveResponse\"N\n" +
+	"\x0fActivateRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\"\x12\n" +
+	"\x10ActivateResponse\"$\n" +
 	"\fWatchRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\x04R\x05after\"\x9a\x01\n" +
 	"\n" +
@@ -1666,13 +1760,14 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x11FinishJobResponse\"*\n" +
 	"\x0eFailJobRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\"\x11\n" +
-	"\x0fFailJobResponse2\x96\t\n" +
+	"\x0fFailJobResponse2\xf7\t\n" +
 	"\vCoordinator\x12b\n" +
 	"\tSubmitJob\x12).causalrm.coordinator.v1.SubmitJobRequest\x1a*.causalrm.coordinator.v1.SubmitJobResponse\x12Y\n" +
 	"\x06GetJob\x12&.causalrm.coordinator.v1.GetJobRequest\x1a'.causalrm.coordinator.v1.GetJobResponse\x12_\n" +
 	"\bRegister\x12(.causalrm.coordinator.v1.RegisterRequest\x1a).causalrm.coordinator.v1.RegisterResponse\x12P\n" +
 	"\tHeartbeat\x12\x1d.causalrm.coordinator.v1.Beat\x1a .causalrm.coordinator.v1.BeatAck(\x010\x01\x12V\n" +
-	"\x05Leave\x12%.causalrm.coordinator.v1.LeaveRequest\x1a&.causalrm.coordinator.v1.LeaveResponse\x12`\n" +
+	"\x05Leave\x12%.causalrm.coordinator.v1.LeaveRequest\x1a&.causalrm.coordinator.v1.LeaveResponse\x12_\n" +
+	"\bActivate\x12(.causalrm.coordinator.v1.ActivateRequest\x1a).causalrm.coordinator.v1.ActivateResponse\x12`\n" +
 	"\x10WatchGenerations\x12%.causalrm.coordinator.v1.WatchRequest\x1a#.causalrm.coordinator.v1.WatchEvent0\x01\x12e\n" +
 	"\x0eReportProgress\x12(.causalrm.coordinator.v1.ProgressRequest\x1a).causalrm.coordinator.v1.ProgressResponse\x12k\n" +
 	"\rPutCheckpoint\x12(.causalrm.coordinator.v1.CheckpointChunk\x1a..causalrm.coordinator.v1.PutCheckpointResponse(\x01\x12j\n" +
@@ -1693,7 +1788,7 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinator_proto_rawDescData
 }
 
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_coordinator_proto_goTypes = []any{
 	(*JobSpec)(nil),               // 0: causalrm.coordinator.v1.JobSpec
 	(*Member)(nil),                // 1: causalrm.coordinator.v1.Member
@@ -1711,19 +1806,21 @@ var file_coordinator_proto_goTypes = []any{
 	(*BeatAck)(nil),               // 13: causalrm.coordinator.v1.BeatAck
 	(*LeaveRequest)(nil),          // 14: causalrm.coordinator.v1.LeaveRequest
 	(*LeaveResponse)(nil),         // 15: causalrm.coordinator.v1.LeaveResponse
-	(*WatchRequest)(nil),          // 16: causalrm.coordinator.v1.WatchRequest
-	(*WatchEvent)(nil),            // 17: causalrm.coordinator.v1.WatchEvent
-	(*ProgressRequest)(nil),       // 18: causalrm.coordinator.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 19: causalrm.coordinator.v1.ProgressResponse
-	(*CheckpointChunk)(nil),       // 20: causalrm.coordinator.v1.CheckpointChunk
-	(*PutCheckpointResponse)(nil), // 21: causalrm.coordinator.v1.PutCheckpointResponse
-	(*GetCheckpointRequest)(nil),  // 22: causalrm.coordinator.v1.GetCheckpointRequest
-	(*StatusRequest)(nil),         // 23: causalrm.coordinator.v1.StatusRequest
-	(*StatusResponse)(nil),        // 24: causalrm.coordinator.v1.StatusResponse
-	(*FinishJobRequest)(nil),      // 25: causalrm.coordinator.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),     // 26: causalrm.coordinator.v1.FinishJobResponse
-	(*FailJobRequest)(nil),        // 27: causalrm.coordinator.v1.FailJobRequest
-	(*FailJobResponse)(nil),       // 28: causalrm.coordinator.v1.FailJobResponse
+	(*ActivateRequest)(nil),       // 16: causalrm.coordinator.v1.ActivateRequest
+	(*ActivateResponse)(nil),      // 17: causalrm.coordinator.v1.ActivateResponse
+	(*WatchRequest)(nil),          // 18: causalrm.coordinator.v1.WatchRequest
+	(*WatchEvent)(nil),            // 19: causalrm.coordinator.v1.WatchEvent
+	(*ProgressRequest)(nil),       // 20: causalrm.coordinator.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 21: causalrm.coordinator.v1.ProgressResponse
+	(*CheckpointChunk)(nil),       // 22: causalrm.coordinator.v1.CheckpointChunk
+	(*PutCheckpointResponse)(nil), // 23: causalrm.coordinator.v1.PutCheckpointResponse
+	(*GetCheckpointRequest)(nil),  // 24: causalrm.coordinator.v1.GetCheckpointRequest
+	(*StatusRequest)(nil),         // 25: causalrm.coordinator.v1.StatusRequest
+	(*StatusResponse)(nil),        // 26: causalrm.coordinator.v1.StatusResponse
+	(*FinishJobRequest)(nil),      // 27: causalrm.coordinator.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),     // 28: causalrm.coordinator.v1.FinishJobResponse
+	(*FailJobRequest)(nil),        // 29: causalrm.coordinator.v1.FailJobRequest
+	(*FailJobResponse)(nil),       // 30: causalrm.coordinator.v1.FailJobResponse
 }
 var file_coordinator_proto_depIdxs = []int32{
 	1,  // 0: causalrm.coordinator.v1.Generation.members:type_name -> causalrm.coordinator.v1.Member
@@ -1740,27 +1837,29 @@ var file_coordinator_proto_depIdxs = []int32{
 	10, // 11: causalrm.coordinator.v1.Coordinator.Register:input_type -> causalrm.coordinator.v1.RegisterRequest
 	12, // 12: causalrm.coordinator.v1.Coordinator.Heartbeat:input_type -> causalrm.coordinator.v1.Beat
 	14, // 13: causalrm.coordinator.v1.Coordinator.Leave:input_type -> causalrm.coordinator.v1.LeaveRequest
-	16, // 14: causalrm.coordinator.v1.Coordinator.WatchGenerations:input_type -> causalrm.coordinator.v1.WatchRequest
-	18, // 15: causalrm.coordinator.v1.Coordinator.ReportProgress:input_type -> causalrm.coordinator.v1.ProgressRequest
-	20, // 16: causalrm.coordinator.v1.Coordinator.PutCheckpoint:input_type -> causalrm.coordinator.v1.CheckpointChunk
-	22, // 17: causalrm.coordinator.v1.Coordinator.GetCheckpoint:input_type -> causalrm.coordinator.v1.GetCheckpointRequest
-	23, // 18: causalrm.coordinator.v1.Coordinator.Status:input_type -> causalrm.coordinator.v1.StatusRequest
-	25, // 19: causalrm.coordinator.v1.Coordinator.FinishJob:input_type -> causalrm.coordinator.v1.FinishJobRequest
-	27, // 20: causalrm.coordinator.v1.Coordinator.FailJob:input_type -> causalrm.coordinator.v1.FailJobRequest
-	7,  // 21: causalrm.coordinator.v1.Coordinator.SubmitJob:output_type -> causalrm.coordinator.v1.SubmitJobResponse
-	9,  // 22: causalrm.coordinator.v1.Coordinator.GetJob:output_type -> causalrm.coordinator.v1.GetJobResponse
-	11, // 23: causalrm.coordinator.v1.Coordinator.Register:output_type -> causalrm.coordinator.v1.RegisterResponse
-	13, // 24: causalrm.coordinator.v1.Coordinator.Heartbeat:output_type -> causalrm.coordinator.v1.BeatAck
-	15, // 25: causalrm.coordinator.v1.Coordinator.Leave:output_type -> causalrm.coordinator.v1.LeaveResponse
-	17, // 26: causalrm.coordinator.v1.Coordinator.WatchGenerations:output_type -> causalrm.coordinator.v1.WatchEvent
-	19, // 27: causalrm.coordinator.v1.Coordinator.ReportProgress:output_type -> causalrm.coordinator.v1.ProgressResponse
-	21, // 28: causalrm.coordinator.v1.Coordinator.PutCheckpoint:output_type -> causalrm.coordinator.v1.PutCheckpointResponse
-	20, // 29: causalrm.coordinator.v1.Coordinator.GetCheckpoint:output_type -> causalrm.coordinator.v1.CheckpointChunk
-	24, // 30: causalrm.coordinator.v1.Coordinator.Status:output_type -> causalrm.coordinator.v1.StatusResponse
-	26, // 31: causalrm.coordinator.v1.Coordinator.FinishJob:output_type -> causalrm.coordinator.v1.FinishJobResponse
-	28, // 32: causalrm.coordinator.v1.Coordinator.FailJob:output_type -> causalrm.coordinator.v1.FailJobResponse
-	21, // [21:33] is the sub-list for method output_type
-	9,  // [9:21] is the sub-list for method input_type
+	16, // 14: causalrm.coordinator.v1.Coordinator.Activate:input_type -> causalrm.coordinator.v1.ActivateRequest
+	18, // 15: causalrm.coordinator.v1.Coordinator.WatchGenerations:input_type -> causalrm.coordinator.v1.WatchRequest
+	20, // 16: causalrm.coordinator.v1.Coordinator.ReportProgress:input_type -> causalrm.coordinator.v1.ProgressRequest
+	22, // 17: causalrm.coordinator.v1.Coordinator.PutCheckpoint:input_type -> causalrm.coordinator.v1.CheckpointChunk
+	24, // 18: causalrm.coordinator.v1.Coordinator.GetCheckpoint:input_type -> causalrm.coordinator.v1.GetCheckpointRequest
+	25, // 19: causalrm.coordinator.v1.Coordinator.Status:input_type -> causalrm.coordinator.v1.StatusRequest
+	27, // 20: causalrm.coordinator.v1.Coordinator.FinishJob:input_type -> causalrm.coordinator.v1.FinishJobRequest
+	29, // 21: causalrm.coordinator.v1.Coordinator.FailJob:input_type -> causalrm.coordinator.v1.FailJobRequest
+	7,  // 22: causalrm.coordinator.v1.Coordinator.SubmitJob:output_type -> causalrm.coordinator.v1.SubmitJobResponse
+	9,  // 23: causalrm.coordinator.v1.Coordinator.GetJob:output_type -> causalrm.coordinator.v1.GetJobResponse
+	11, // 24: causalrm.coordinator.v1.Coordinator.Register:output_type -> causalrm.coordinator.v1.RegisterResponse
+	13, // 25: causalrm.coordinator.v1.Coordinator.Heartbeat:output_type -> causalrm.coordinator.v1.BeatAck
+	15, // 26: causalrm.coordinator.v1.Coordinator.Leave:output_type -> causalrm.coordinator.v1.LeaveResponse
+	17, // 27: causalrm.coordinator.v1.Coordinator.Activate:output_type -> causalrm.coordinator.v1.ActivateResponse
+	19, // 28: causalrm.coordinator.v1.Coordinator.WatchGenerations:output_type -> causalrm.coordinator.v1.WatchEvent
+	21, // 29: causalrm.coordinator.v1.Coordinator.ReportProgress:output_type -> causalrm.coordinator.v1.ProgressResponse
+	23, // 30: causalrm.coordinator.v1.Coordinator.PutCheckpoint:output_type -> causalrm.coordinator.v1.PutCheckpointResponse
+	22, // 31: causalrm.coordinator.v1.Coordinator.GetCheckpoint:output_type -> causalrm.coordinator.v1.CheckpointChunk
+	26, // 32: causalrm.coordinator.v1.Coordinator.Status:output_type -> causalrm.coordinator.v1.StatusResponse
+	28, // 33: causalrm.coordinator.v1.Coordinator.FinishJob:output_type -> causalrm.coordinator.v1.FinishJobResponse
+	30, // 34: causalrm.coordinator.v1.Coordinator.FailJob:output_type -> causalrm.coordinator.v1.FailJobResponse
+	22, // [22:35] is the sub-list for method output_type
+	9,  // [9:22] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1771,7 +1870,7 @@ func file_coordinator_proto_init() {
 	if File_coordinator_proto != nil {
 		return
 	}
-	file_coordinator_proto_msgTypes[17].OneofWrappers = []any{
+	file_coordinator_proto_msgTypes[19].OneofWrappers = []any{
 		(*WatchEvent_Generation)(nil),
 		(*WatchEvent_Status)(nil),
 	}
@@ -1781,7 +1880,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Coordinator_Register_FullMethodName         = "/causalrm.coordinator.v1.Coordinator/Register"
 	Coordinator_Heartbeat_FullMethodName        = "/causalrm.coordinator.v1.Coordinator/Heartbeat"
 	Coordinator_Leave_FullMethodName            = "/causalrm.coordinator.v1.Coordinator/Leave"
+	Coordinator_Activate_FullMethodName         = "/causalrm.coordinator.v1.Coordinator/Activate"
 	Coordinator_WatchGenerations_FullMethodName = "/causalrm.coordinator.v1.Coordinator/WatchGenerations"
 	Coordinator_ReportProgress_FullMethodName   = "/causalrm.coordinator.v1.Coordinator/ReportProgress"
 	Coordinator_PutCheckpoint_FullMethodName    = "/causalrm.coordinator.v1.Coordinator/PutCheckpoint"
@@ -53,6 +54,9 @@ type CoordinatorClient interface {
 	// the worker dead. The server acknowledges every beat.
 	Heartbeat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Beat, BeatAck], error)
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
+	// Activate: the worker trains in the ring of this generation (it holds
+	// the job's state); crash generations keep only such members.
+	Activate(ctx context.Context, in *ActivateRequest, opts ...grpc.CallOption) (*ActivateResponse, error)
 	// WatchGenerations sends every generation newer than after (after = 0: the
 	// current one first), then every new one, and every job status change.
 	WatchGenerations(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
@@ -121,6 +125,16 @@ func (c *coordinatorClient) Leave(ctx context.Context, in *LeaveRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LeaveResponse)
 	err := c.cc.Invoke(ctx, Coordinator_Leave_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) Activate(ctx context.Context, in *ActivateRequest, opts ...grpc.CallOption) (*ActivateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActivateResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Activate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +244,9 @@ type CoordinatorServer interface {
 	// the worker dead. The server acknowledges every beat.
 	Heartbeat(grpc.BidiStreamingServer[Beat, BeatAck]) error
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
+	// Activate: the worker trains in the ring of this generation (it holds
+	// the job's state); crash generations keep only such members.
+	Activate(context.Context, *ActivateRequest) (*ActivateResponse, error)
 	// WatchGenerations sends every generation newer than after (after = 0: the
 	// current one first), then every new one, and every job status change.
 	WatchGenerations(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
@@ -265,6 +282,9 @@ func (UnimplementedCoordinatorServer) Heartbeat(grpc.BidiStreamingServer[Beat, B
 }
 func (UnimplementedCoordinatorServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Leave not implemented")
+}
+func (UnimplementedCoordinatorServer) Activate(context.Context, *ActivateRequest) (*ActivateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Activate not implemented")
 }
 func (UnimplementedCoordinatorServer) WatchGenerations(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchGenerations not implemented")
@@ -383,6 +403,24 @@ func _Coordinator_Leave_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServer).Leave(ctx, req.(*LeaveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_Activate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActivateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Activate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Activate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Activate(ctx, req.(*ActivateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -510,6 +548,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Leave",
 			Handler:    _Coordinator_Leave_Handler,
+		},
+		{
+			MethodName: "Activate",
+			Handler:    _Coordinator_Activate_Handler,
 		},
 		{
 			MethodName: "ReportProgress",
