@@ -15,6 +15,7 @@ type liveness struct {
 	mu     sync.Mutex
 	last   map[string]time.Time
 	broken map[string]bool
+	heard  bool // a beat arrived in this leadership term
 }
 
 func newLiveness() *liveness {
@@ -27,6 +28,13 @@ func (l *liveness) reset() {
 	defer l.mu.Unlock()
 	l.last = map[string]time.Time{}
 	l.broken = map[string]bool{}
+	l.heard = false
+}
+
+func (l *liveness) heardAny() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.heard
 }
 
 func (l *liveness) beat(id string) {
@@ -34,6 +42,7 @@ func (l *liveness) beat(id string) {
 	defer l.mu.Unlock()
 	l.last[id] = time.Now()
 	delete(l.broken, id)
+	l.heard = true
 }
 
 func (l *liveness) breakStream(id string) {
@@ -85,7 +94,8 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	n.log.Info("leading", "grpc", n.grpcAddr)
 	tick := time.NewTicker(max(n.cfg.BatchWindow/2, 10*time.Millisecond))
 	defer tick.Stop()
-	var changeSince time.Time
+	var changeSince, isolatedSince time.Time
+	transferred := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -94,11 +104,30 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		case <-n.kick:
 		case <-n.fsm.watch():
 		}
-		changeSince = n.reconcile(ctx, changeSince)
+		var isolated bool
+		changeSince, isolated = n.reconcile(ctx, changeSince)
+		// A leader that heard the workers in this term and then hears none
+		// of them is likely cut off from them while its raft peers are
+		// not: hand leadership to a peer the workers may reach. (After a
+		// real loss of every worker the next leader hears none, so this
+		// happens at most once.)
+		switch {
+		case !isolated || !n.live.heardAny():
+			isolatedSince = time.Time{}
+		case isolatedSince.IsZero():
+			isolatedSince = time.Now()
+		case !transferred && time.Since(isolatedSince) > n.cfg.HeartbeatTimeout && len(n.cfg.Servers) > 1:
+			transferred = true
+			n.log.Warn("no worker reaches this leader: transferring leadership")
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer", "err", err)
+			}
+		}
 	}
 }
 
 type plan struct {
+	isolated   bool // every member of the running job is silent
 	gen        *state.Generation
 	rewind     *state.Command // before a restart generation: the step log back to the checkpoint
 	deregister []string
@@ -142,6 +171,7 @@ func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan
 	if len(crashed)+len(leaving)+len(joiners) == 0 {
 		return p
 	}
+	p.isolated = len(crashed) == len(cur.Members) && len(leaving) == 0 && len(joiners) < s.Job.MinWorkers
 	if !changeSince.IsZero() && now.Sub(changeSince) < n.cfg.BatchWindow || changeSince.IsZero() && n.cfg.BatchWindow > 0 {
 		p.pending = true
 		return p
@@ -171,8 +201,9 @@ func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan
 		ms = append(ms, m)
 	}
 	if len(ms) == 0 {
-		// Nobody holds the state: every worker is gone. Restart from the
-		// last checkpoint once enough new workers have registered.
+		// Nobody holds the state: every worker is gone, or this leader is
+		// cut off from them. Restart from the last checkpoint once enough
+		// new workers have registered.
 		if len(joiners) < s.Job.MinWorkers {
 			return p
 		}
@@ -201,11 +232,16 @@ func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan
 }
 
 // reconcile applies one membership step; it returns the time the pending
-// change was first seen (zero when none waits).
-func (n *Node) reconcile(ctx context.Context, changeSince time.Time) time.Time {
+// change was first seen (zero when none waits) and whether every member
+// of the running job is silent.
+func (n *Node) reconcile(ctx context.Context, changeSince time.Time) (time.Time, bool) {
 	now := time.Now()
 	var p plan
 	n.fsm.read(func(s *state.State) { p = n.decide(s, now, changeSince) })
+	return n.applyPlan(ctx, p, now, changeSince), p.isolated
+}
+
+func (n *Node) applyPlan(ctx context.Context, p plan, now, changeSince time.Time) time.Time {
 	for _, id := range p.deregister {
 		if _, err := n.apply(ctx, state.Command{Op: state.OpDeregister, WorkerID: id}); err != nil {
 			n.log.Warn("deregister", "worker", id, "err", err)

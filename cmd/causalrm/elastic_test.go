@@ -71,7 +71,9 @@ type testCluster struct {
 	dir     string
 	token   string
 	raft    []string
-	grpc    []string
+	grpc    []string // where the coordinators listen
+	adv     []string // what workers and clients dial: grpc, or a proxy in front of it
+	proxies []*tcpProxy
 	coords  []*proc
 	mu      sync.Mutex
 	workers map[string]*proc
@@ -98,15 +100,31 @@ func freeAddrs(t *testing.T, n int) []string {
 }
 
 func newTestCluster(t *testing.T, coordinators int, env ...string) *testCluster {
+	return newProxiedCluster(t, coordinators, false, env...)
+}
+
+// newProxiedCluster starts the group; with proxied, every coordinator is
+// reached through a user-space TCP proxy (its advertised address), so a
+// test can cut it off from the workers while raft still connects it.
+func newProxiedCluster(t *testing.T, coordinators int, proxied bool, env ...string) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), token: "s3cret-job-token", workers: map[string]*proc{}, env: env}
 	addrs := freeAddrs(t, 2*coordinators)
 	c.raft, c.grpc = addrs[:coordinators], addrs[coordinators:]
+	c.adv = c.grpc
+	if proxied {
+		c.adv = nil
+		for _, a := range c.grpc {
+			p := newTCPProxy(t, a)
+			c.proxies = append(c.proxies, p)
+			c.adv = append(c.adv, p.addr())
+		}
+	}
 	c.coords = make([]*proc, coordinators)
 	for i := range c.coords {
 		c.startCoordinator(i)
 	}
 	t.Cleanup(c.stopAll)
-	client, err := coordinator.Dial(context.Background(), coordinator.ClientConfig{Addrs: c.grpc, Token: c.token, Timeout: 20 * time.Second})
+	client, err := coordinator.Dial(context.Background(), coordinator.ClientConfig{Addrs: c.adv, Token: c.token, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +158,7 @@ func (c *testCluster) start(name string, args ...string) *proc {
 func (c *testCluster) startCoordinator(i int) {
 	var servers []string
 	for j := range c.raft {
-		servers = append(servers, fmt.Sprintf("c%d=%s/%s", j, c.raft[j], c.grpc[j]))
+		servers = append(servers, fmt.Sprintf("c%d=%s/%s", j, c.raft[j], c.adv[j]))
 	}
 	args := []string{"coordinator", "--id", fmt.Sprintf("c%d", i), "--raft-addr", c.raft[i], "--grpc-addr", c.grpc[i],
 		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", i)), "--servers", strings.Join(servers, ","),
@@ -152,7 +170,7 @@ func (c *testCluster) startCoordinator(i int) {
 }
 
 func (c *testCluster) startWorker(id string) *proc {
-	p := c.start(id, "worker", "--coordinators", strings.Join(c.grpc, ","), "--id", id, "--quiet", "--op-timeout", "20s")
+	p := c.start(id, "worker", "--coordinators", strings.Join(c.adv, ","), "--id", id, "--quiet", "--op-timeout", "20s")
 	c.mu.Lock()
 	c.workers[id] = p
 	c.mu.Unlock()
@@ -255,7 +273,7 @@ func elasticReference(t *testing.T, dir string) (string, reference) {
 }
 
 func (c *testCluster) submit(data, out string, extra ...string) {
-	args := append([]string{"submit", "--coordinators", strings.Join(c.grpc, ","), "--token", c.token, "--data", data, "--out", out}, elasticJob...)
+	args := append([]string{"submit", "--coordinators", strings.Join(c.adv, ","), "--token", c.token, "--data", data, "--out", out}, elasticJob...)
 	if o, err := run(c.t, append(args, extra...)...); err != nil {
 		c.t.Fatalf("submit: %v\n%s", err, o)
 	}
@@ -483,6 +501,191 @@ func TestElasticRestartFromCheckpoint(t *testing.T) {
 	t.Logf("every coordinator restarted: leader %s after %v, generation %d", st2.Leader, time.Since(down).Round(time.Millisecond), st2.Generation.Number)
 	c.finish(out, ref)
 	for _, p := range []*proc{w3, w4} {
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("worker %s: %v", p.name, p.err)
+		}
+	}
+}
+
+// Refusals: a wrong job token, a malformed job spec, a report or an
+// activation naming a generation the worker is not in, and a second worker
+// claiming a registered worker's id. None of them changes the job.
+func TestElasticRefusals(t *testing.T) {
+	dir := t.TempDir()
+	data, _ := elasticReference(t, dir)
+	c := newTestCluster(t, 1, stepDelayEnv+"=20ms")
+	ctx := context.Background()
+
+	// Wrong token: the CLI and a worker are refused.
+	if out, err := run(t, "status", "--coordinators", strings.Join(c.adv, ","), "--token", "wrong"); err == nil || !strings.Contains(err.Error()+out, "token") {
+		t.Fatalf("status with a wrong token: %v\n%s", err, out)
+	}
+	bad := c.start("intruder", "worker", "--coordinators", strings.Join(c.adv, ","), "--id", "intruder", "--token", "wrong", "--quiet")
+	select {
+	case <-bad.done:
+		if bad.err == nil || !strings.Contains(bad.log.String(), "token") {
+			t.Fatalf("worker with a wrong token: %v\n%s", bad.err, bad.log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a worker with a wrong token kept running")
+	}
+
+	// Malformed specs, refused naming the field, by the CLI and the service.
+	if out, err := run(t, "submit", "--coordinators", strings.Join(c.adv, ","), "--token", c.token, "--data", data,
+		"--min-workers", "0"); err == nil || !strings.Contains(err.Error(), `"min_workers"`) {
+		t.Fatalf("submit with min-workers 0: %v\n%s", err, out)
+	}
+	spec := state.JobSpec{ID: "job", Shards: 0, MinWorkers: 1}
+	if err := c.client.SubmitJob(ctx, spec); err == nil || !strings.Contains(err.Error(), `"shards"`) {
+		t.Fatalf("spec with 0 shards: %v", err)
+	}
+	if st, _ := c.client.Status(ctx); st.Job != nil {
+		t.Fatalf("a refused spec was stored: %+v", st.Job)
+	}
+
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "2", "--report-every", "5")
+	c.startWorker("w1")
+	c.startWorker("w2")
+	st := c.waitStatus("step 10", time.Minute, atLeast(10))
+	w1 := st.Generation.Members[st.Generation.Index("w1")]
+
+	// A second process claiming w1's id from another address.
+	if err := c.client.Register(ctx, "w1", "127.0.0.1:1"); err == nil {
+		t.Fatal("a second registration of an active worker's id at another address was accepted")
+	}
+	// Stale or foreign generations.
+	if err := c.client.Activated(ctx, "w1", st.Generation.Number+5); err == nil {
+		t.Fatal("activation of a generation that does not exist was accepted")
+	}
+	if err := c.client.ReportProgress(ctx, state.Progress{WorkerID: "w1", Generation: st.Generation.Number + 5, GlobalStep: 1 << 40}); err == nil {
+		t.Fatal("a report naming a future generation was accepted")
+	}
+	if err := c.client.ReportProgress(ctx, state.Progress{WorkerID: "ghost", Generation: st.Generation.Number, GlobalStep: 1 << 40}); err == nil {
+		t.Fatal("a report from an unregistered worker was accepted")
+	}
+	after, _ := c.client.Status(ctx)
+	if after.Watermark.GlobalStep >= 1<<40 || after.Generation.Members[after.Generation.Index("w1")] != w1 {
+		t.Fatalf("a refused call changed the job: %+v", after.Watermark)
+	}
+}
+
+// tcpProxy forwards TCP connections to target until partitioned: then it
+// drops every connection and refuses new ones, as a network cut would.
+type tcpProxy struct {
+	lis    net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	cut    bool
+	wg     sync.WaitGroup
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{lis: l, target: target, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.lis.Addr().String() }
+
+func (p *tcpProxy) serve() {
+	defer p.wg.Done()
+	for {
+		in, err := p.lis.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			in.Close()
+			continue
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			in.Close()
+			continue
+		}
+		p.conns[in], p.conns[out] = true, true
+		p.mu.Unlock()
+		p.wg.Add(2)
+		pipe := func(dst, src net.Conn) {
+			defer p.wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			dst.Close()
+			src.Close()
+		}
+		go pipe(out, in)
+		go pipe(in, out)
+	}
+}
+
+// partition cuts every connection through the proxy and refuses new ones;
+// heal lets them through again.
+func (p *tcpProxy) partition(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		p.conns = map[net.Conn]bool{}
+	}
+}
+
+func (p *tcpProxy) close() {
+	p.lis.Close()
+	p.partition(true)
+	p.wg.Wait()
+}
+
+// The raft leader of three is cut off from the workers (its proxy drops
+// and refuses their connections) while raft still reaches it: the workers
+// keep training, the leader notices it hears none of them and hands
+// leadership to a peer they reach; no step is lost and the oracle holds.
+func TestElasticLeaderPartitionedFromWorkers(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	c := newProxiedCluster(t, 3, true, stepDelayEnv+"=30ms")
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "2", "--report-every", "5")
+	w1, w2 := c.startWorker("w1"), c.startWorker("w2")
+	before := c.waitStatus("step 30", time.Minute, atLeast(30))
+	i := c.coordinatorIndex(before.Leader)
+	start := time.Now()
+	c.proxies[i].partition(true)
+	st := c.waitStatus("a new leader the workers reach", time.Minute, func(st coordinator.Status) bool {
+		return st.Leader != "" && st.Leader != before.Leader && st.Watermark.GlobalStep >= before.Watermark.GlobalStep+10
+	})
+	t.Logf("leader %s cut off from the workers at global step %d: %s leads and steps are committed again after %v (generation %d -> %d)",
+		before.Leader, before.Watermark.GlobalStep, st.Leader, time.Since(start).Round(time.Millisecond), before.Generation.Number, st.Generation.Number)
+	if st.Generation.Number != before.Generation.Number {
+		t.Fatalf("the partition changed the generation %d -> %d", before.Generation.Number, st.Generation.Number)
+	}
+	c.proxies[i].partition(false)
+	c.finish(out, ref)
+	for _, p := range []*proc{w1, w2} {
 		<-p.done
 		if p.err != nil {
 			t.Fatalf("worker %s: %v", p.name, p.err)
