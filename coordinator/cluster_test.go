@@ -126,6 +126,15 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 	if g.Cause != "start" || len(g.Members) != 2 || len(g.ShardsOf("w1")) != 4 || len(g.ShardsOf("w2")) != 4 {
 		t.Fatalf("generation 1: %+v", g)
 	}
+	activate := func(g state.Generation) {
+		t.Helper()
+		for _, m := range g.Members { // the workers switched to g's ring
+			if err := cl.Activated(ctx, m.ID, g.Number); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	activate(g)
 
 	if err := cl.Register(ctx, "w3", "127.0.0.1:13"); err != nil {
 		t.Fatal(err)
@@ -135,6 +144,7 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 	if g2.Cause != "join:w3" || g2.Index("w3") != 2 {
 		t.Fatalf("generation 2: %+v", g2)
 	}
+	activate(g2)
 	for _, id := range []string{"w1", "w2"} { // survivors keep a subset of their shards
 		kept := map[int]bool{}
 		for _, s := range g.ShardsOf(id) {

@@ -91,6 +91,12 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		}
 	}
 	n.live.reset()
+	// Serve as the leader only now that the FSM is current.
+	n.mu.Lock()
+	if ctx.Err() == nil {
+		n.leaderCtx = ctx
+	}
+	n.mu.Unlock()
 	n.log.Info("leading", "grpc", n.grpcAddr)
 	tick := time.NewTicker(max(n.cfg.BatchWindow/2, 10*time.Millisecond))
 	defer tick.Stop()

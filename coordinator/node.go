@@ -47,7 +47,6 @@ type Node struct {
 	health   *health.Server
 	live     *liveness
 	kick     chan struct{}
-	notify   chan bool
 	uploads  atomic.Uint64
 
 	ctx    context.Context
@@ -67,7 +66,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: newFSM(), live: newLiveness(),
-		kick: make(chan struct{}, 1), notify: make(chan bool, 8)}
+		kick: make(chan struct{}, 1)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -112,7 +111,6 @@ func (n *Node) startRaft() error {
 	rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
 	rc.SnapshotInterval = 10 * time.Second
 	rc.TrailingLogs = 64
-	rc.NotifyCh = n.notify
 	rc.Logger = hl
 	rc.NoSnapshotRestoreOnStart = false
 	if err := raft.ValidateConfig(rc); err != nil {
@@ -234,7 +232,9 @@ func (n *Node) ID() string { return n.cfg.ID }
 // and keeps the health status current.
 func (n *Node) monitor() {
 	defer n.wg.Done()
-	tick := time.NewTicker(100 * time.Millisecond)
+	// Polling, not raft's NotifyCh: raft blocks on that channel, and a
+	// monitor that has stopped must never stall raft's shutdown.
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var stopLoop context.CancelFunc
 	var loopDone chan struct{}
@@ -251,7 +251,6 @@ func (n *Node) monitor() {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-n.notify:
 		case <-tick.C:
 		}
 		leader := n.raft.State() == raft.Leader
@@ -259,9 +258,6 @@ func (n *Node) monitor() {
 			lctx, cancel := context.WithCancel(n.ctx)
 			done := make(chan struct{})
 			stopLoop, loopDone = cancel, done
-			n.mu.Lock()
-			n.leaderCtx = lctx
-			n.mu.Unlock()
 			go func() {
 				defer close(done)
 				n.leaderLoop(lctx)
