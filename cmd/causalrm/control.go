@@ -23,6 +23,7 @@ func coordinatorCmd() *cobra.Command {
 		bootstrap                                           bool
 		hbTimeout                                           time.Duration
 		tok                                                 tokenFlags
+		tf                                                  tlsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator",
@@ -45,6 +46,9 @@ and clients dial the gRPC addresses.
 			cfg := coordinator.DefaultConfig()
 			cfg.ID, cfg.RaftAddr, cfg.GRPCAddr, cfg.DataDir, cfg.Bootstrap, cfg.Token = id, raftAddr, grpcAddr, dataDir, bootstrap, token
 			cfg.HeartbeatTimeout = hbTimeout
+			if cfg.TLS, cfg.ClientTLS, err = tf.configs(); err != nil {
+				return err
+			}
 			if cfg.Servers, err = parseServers(servers); err != nil {
 				return err
 			}
@@ -76,6 +80,7 @@ and clients dial the gRPC addresses.
 	fs.DurationVar(&hbTimeout, "heartbeat-timeout", 2*time.Second, "a worker silent this long is dead")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	tok.add(fs)
+	tf.add(fs)
 	return cmd
 }
 
@@ -106,6 +111,7 @@ func submitCmd() *cobra.Command {
 		coords, jobID                       string
 		minWorkers, progressEvery, ckptEach int
 		tok                                 tokenFlags
+		tf                                  tlsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "submit [job.yaml]",
@@ -134,7 +140,7 @@ with a message naming the field.`,
 			if err := spec.Validate(); err != nil {
 				return err
 			}
-			client, err := dialCoordinators(cmd.Context(), coords, tok, "")
+			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "")
 			if err != nil {
 				return err
 			}
@@ -154,6 +160,7 @@ with a message naming the field.`,
 	fs.IntVar(&progressEvery, "report-every", 10, "workers report progress (and parameter hashes) every this many steps")
 	fs.IntVar(&ckptEach, "checkpoint-every", 0, "checkpoint every this many steps (0: never; rounded up to a multiple of --report-every)")
 	tok.add(fs)
+	tf.add(fs)
 	return cmd
 }
 
@@ -162,13 +169,14 @@ func statusCmd() *cobra.Command {
 		coords string
 		asJSON bool
 		tok    tokenFlags
+		tf     tlsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show a job's members, generation, stage, step, rows/s and last checkpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, err := dialCoordinators(cmd.Context(), coords, tok, "")
+			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "")
 			if err != nil {
 				return err
 			}
@@ -190,6 +198,7 @@ func statusCmd() *cobra.Command {
 	fs.StringVar(&coords, "coordinators", "127.0.0.1:7100", "the coordinators' gRPC addresses, host:port,...")
 	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
 	tok.add(fs)
+	tf.add(fs)
 	return cmd
 }
 

@@ -33,6 +33,7 @@ type elasticFlags struct {
 	id, listen   string
 	advertise    string
 	token        tokenFlags
+	tls          tlsFlags
 	checkpoint   string // shared checkpoint directory (optional)
 	opTimeout    time.Duration
 }
@@ -69,8 +70,12 @@ func splitAddrs(s string) []string {
 	return out
 }
 
-func dialCoordinators(ctx context.Context, addrs string, tok tokenFlags, ckptDir string) (*coordinator.Client, error) {
+func dialCoordinators(ctx context.Context, addrs string, tok tokenFlags, tf tlsFlags, ckptDir string) (*coordinator.Client, error) {
 	token, err := tok.resolve()
+	if err != nil {
+		return nil, err
+	}
+	_, clientTLS, err := tf.configs()
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +83,7 @@ func dialCoordinators(ctx context.Context, addrs string, tok tokenFlags, ckptDir
 	if len(list) == 0 {
 		return nil, errors.New("--coordinators: give the coordinators' gRPC addresses (host:port,...)")
 	}
-	cfg := coordinator.ClientConfig{Addrs: list, Token: token, Timeout: 30 * time.Second, CheckpointDir: ckptDir}
+	cfg := coordinator.ClientConfig{Addrs: list, Token: token, TLS: clientTLS, Timeout: 30 * time.Second, CheckpointDir: ckptDir}
 	return coordinator.Dial(ctx, cfg)
 }
 
@@ -134,7 +139,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	client, err := dialCoordinators(ctx, f.coordinators, f.token, f.checkpoint)
+	client, err := dialCoordinators(ctx, f.coordinators, f.token, f.tls, f.checkpoint)
 	if err != nil {
 		return err
 	}
@@ -164,6 +169,9 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	token, _ := f.token.resolve()
 	hc := collective.DefaultHostConfig()
 	hc.Token, hc.Logger = token, logger
+	if hc.ServerTLS, hc.ClientTLS, err = f.tls.configs(); err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -79,6 +80,10 @@ type testCluster struct {
 	workers map[string]*proc
 	client  *coordinator.Client
 	env     []string
+	// extra arguments of every process (coordinators, workers, CLI calls)
+	// and the TLS of the test's own client, for the mTLS test.
+	procArgs  []string
+	clientTLS *tls.Config
 }
 
 func freeAddrs(t *testing.T, n int) []string {
@@ -108,6 +113,14 @@ func newTestCluster(t *testing.T, coordinators int, env ...string) *testCluster 
 // test can cut it off from the workers while raft still connects it.
 func newProxiedCluster(t *testing.T, coordinators int, proxied bool, env ...string) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), token: "s3cret-job-token", workers: map[string]*proc{}, env: env}
+	c.startGroup(coordinators, proxied)
+	return c
+}
+
+// startGroup starts the coordinators (behind proxies if asked) and the
+// test's client, and waits for a leader.
+func (c *testCluster) startGroup(coordinators int, proxied bool) {
+	t := c.t
 	addrs := freeAddrs(t, 2*coordinators)
 	c.raft, c.grpc = addrs[:coordinators], addrs[coordinators:]
 	c.adv = c.grpc
@@ -124,14 +137,13 @@ func newProxiedCluster(t *testing.T, coordinators int, proxied bool, env ...stri
 		c.startCoordinator(i)
 	}
 	t.Cleanup(c.stopAll)
-	client, err := coordinator.Dial(context.Background(), coordinator.ClientConfig{Addrs: c.adv, Token: c.token, Timeout: 20 * time.Second})
+	client, err := coordinator.Dial(context.Background(), coordinator.ClientConfig{Addrs: c.adv, Token: c.token, TLS: c.clientTLS, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.client = client
 	t.Cleanup(func() { client.Close() })
 	c.waitStatus("a raft leader", 20*time.Second, func(st coordinator.Status) bool { return st.Leader != "" })
-	return c
 }
 
 func (c *testCluster) start(name string, args ...string) *proc {
@@ -139,6 +151,7 @@ func (c *testCluster) start(name string, args ...string) *proc {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	args = append(args, c.procArgs...)
 	p := &proc{name: name, args: args, log: &syncBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command(self, args...)
 	p.cmd.Env = append(append(os.Environ(), "CAUSALRM_TOKEN="+c.token), c.env...)
@@ -274,7 +287,7 @@ func elasticReference(t *testing.T, dir string) (string, reference) {
 
 func (c *testCluster) submit(data, out string, extra ...string) {
 	args := append([]string{"submit", "--coordinators", strings.Join(c.adv, ","), "--token", c.token, "--data", data, "--out", out}, elasticJob...)
-	if o, err := run(c.t, append(args, extra...)...); err != nil {
+	if o, err := run(c.t, append(append(args, extra...), c.procArgs...)...); err != nil {
 		c.t.Fatalf("submit: %v\n%s", err, o)
 	}
 }

@@ -93,6 +93,7 @@ starts and supervises these on 127.0.0.1.`,
 	fs.StringVar(&ef.checkpoint, "checkpoint-dir", "", "elastic mode: keep checkpoints in this shared directory instead of the coordinators")
 	fs.DurationVar(&ef.opTimeout, "op-timeout", 2*time.Minute, "elastic mode: bound of one collective call")
 	ef.token.add(fs)
+	ef.tls.add(fs)
 	return cmd
 }
 
