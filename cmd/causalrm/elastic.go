@@ -182,7 +182,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	}
 	defer host.Close()
 	e, err := worker.NewElastic(worker.ElasticConfig{ID: id, RingID: spec.ID, Host: host, Coord: client,
-		Codec: collective.CodecS2, Shards: spec.Shards, ProgressEvery: spec.ProgressEvery,
+		Codec: jobCodec(job), Shards: spec.Shards, ProgressEvery: spec.ProgressEvery,
 		CheckpointEvery: spec.CheckpointEverySteps, OpTimeout: f.opTimeout, Logger: logger,
 		StepDelay: stepDelay()})
 	if err != nil {
@@ -236,6 +236,9 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	}
 	if err := e.Begin(ctx, 10*time.Minute, ckpt); err != nil {
 		return fmt.Errorf("worker %s: %w", id, err)
+	}
+	if r := os.Getenv(faultEnv); r != "" && id == "w"+r {
+		return fmt.Errorf("worker %s: fault injected by %s", id, faultEnv)
 	}
 	res, err := tr.Reward(ctx, job.Method)
 	if errors.Is(err, worker.ErrLeft) {
@@ -322,4 +325,12 @@ func waitJobEnd(ctx context.Context, c *coordinator.Client, timeout time.Duratio
 			return nil // rank 0 reports; nothing more to wait for here
 		}
 	}
+}
+
+// jobCodec is the job's wire codec (s2 unless the job names one).
+func jobCodec(job *Job) collective.Codec {
+	if job.Codec == "" {
+		return collective.CodecS2
+	}
+	return collective.Codec(job.Codec)
 }

@@ -19,8 +19,10 @@ import (
 // Job is a job file (--config job.yaml): the data, the output directory and
 // every training setting. Flags given on the command line override it.
 type Job struct {
-	Data           DataSpec `yaml:"data"`
-	Out            string   `yaml:"out"`
+	Data DataSpec `yaml:"data"`
+	Out  string   `yaml:"out"`
+	// Codec is the all-reduce wire codec of a multi-worker job.
+	Codec          string `yaml:"codec,omitempty"`
 	trainer.Config `yaml:",inline"`
 }
 

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/collective"
 	"github.com/causalrm/causalrm/internal/safetensors"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/report"
@@ -42,9 +43,11 @@ and writes to the output directory:
   job.yaml                                 the resolved settings
 
 With --reduce exact (the default) the model file is bit-identical for the same
-seed and data whatever --threads is, and whatever --workers is: N worker
-processes, each holding the embeddings of its virtual shards only, sum their
-integer gradients with a ring all-reduce and train the same bits. Outputs appear all at once when training
+seed and data whatever --threads is, and whatever --workers is: an embedded
+coordinator and N worker processes (the elastic runtime of a multi-node job)
+sum their integer gradients with a ring all-reduce and train the same bits.
+With --reduce fast and a lossy codec the workers form a static ring, each
+holding the embeddings of its virtual shards only. Outputs appear all at once when training
 succeeds; a failed or interrupted run writes nothing.`,
 		Example: `  causalrm simulate --out data.safetensors
   causalrm train --data data.safetensors --out runs/demo
@@ -57,6 +60,9 @@ succeeds; a failed or interrupted run writes nothing.`,
 			}
 			if job.Out == "" {
 				job.Out = filepath.Join("runs", fmt.Sprintf("%s-seed%d", job.Method, job.Seed))
+			}
+			if workers > 0 && job.Reduce == "exact" && collective.Codec(codec).Lossless() {
+				return runElastic(cmd.Context(), job, workers, codec, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			if workers > 0 {
 				return runCluster(cmd.Context(), job, workers, codec, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())

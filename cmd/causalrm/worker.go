@@ -182,6 +182,7 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	log = &lockedWriter{w: log} // the workers' output is copied concurrently
 	procs := make([]*exec.Cmd, n)
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/causalrm/causalrm/collective"
+	"github.com/causalrm/causalrm/coordinator"
+	"github.com/causalrm/causalrm/coordinator/state"
+)
+
+// runElastic is `train --workers N` with exact reduction: an embedded
+// single-node coordinator (raft in memory) on 127.0.0.1 and N elastic
+// worker processes, exactly what a multi-node job runs, supervised by this
+// command. The first failure or ctrl-C stops everyone; nothing is written
+// unless the job succeeds.
+func runElastic(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer) error {
+	if n > job.Shards {
+		return fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
+	}
+	if c := collective.Codec(codec); !c.Lossless() {
+		return fmt.Errorf("--codec %q: exact training takes none, s2 or zstd (fp16 and int8 need --reduce fast)", codec)
+	}
+	staging, err := prepareOut(job.Out, force)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(staging)
+	final := job.Out
+	wjob := *job
+	wjob.Out, wjob.Codec = filepath.Join(staging, "out"), codec
+	spec, err := jobSpecFor(&wjob, "local", n, 10, 0)
+	if err != nil {
+		return err
+	}
+	tok := make([]byte, 16)
+	_, _ = rand.Read(tok)
+	token := hex.EncodeToString(tok)
+
+	raftLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	raftAddr := raftLis.Addr().String()
+	raftLis.Close()
+	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	cfg := coordinator.DefaultConfig()
+	cfg.ID, cfg.RaftAddr, cfg.GRPCListener, cfg.Bootstrap, cfg.Token = "local", raftAddr, grpcLis, true, token
+	// One node: elect at once.
+	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout, cfg.RaftLeaderLease = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	node, err := coordinator.Start(ctx, cfg)
+	if err != nil {
+		grpcLis.Close()
+		return err
+	}
+	defer node.Close()
+	addr := grpcLis.Addr().String()
+	client, err := coordinator.Dial(ctx, coordinator.ClientConfig{Addrs: []string{addr}, Token: token, Timeout: 30 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := client.SubmitJob(ctx, spec); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log = &lockedWriter{w: log} // the workers' output is copied concurrently
+	procs := make([]*exec.Cmd, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		args := []string{"worker", "--coordinators", addr, "--id", fmt.Sprintf("w%d", i), "--listen", "127.0.0.1:0",
+			"--threads", strconv.Itoa(max(job.Threads, 0))}
+		if job.Progress == nil || i > 0 {
+			args = append(args, "--quiet")
+		}
+		c := exec.Command(self, args...)
+		c.Env = append(os.Environ(), "CAUSALRM_TOKEN="+token)
+		c.Stdout, c.Stderr = log, log
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := c.Start(); err != nil {
+			signalAll(procs, syscall.SIGKILL)
+			for j := 0; j < i; j++ {
+				<-errs
+			}
+			return err
+		}
+		procs[i] = c
+		go func(i int, c *exec.Cmd) {
+			if err := c.Wait(); err != nil {
+				errs <- fmt.Errorf("worker %d: %w", i, err)
+				return
+			}
+			errs <- nil
+		}(i, c)
+	}
+	// Supervise: the first failure or ctrl-C kills everyone (a SIGTERM
+	// would be a graceful leave); return only once all are reaped.
+	var first error
+	done := ctx.Done()
+	for remaining := n; remaining > 0; {
+		select {
+		case err := <-errs:
+			remaining--
+			if err != nil && first == nil {
+				first = err
+				signalAll(procs, syscall.SIGKILL)
+			}
+		case <-done:
+			done = nil
+			if first == nil {
+				first = ctx.Err()
+			}
+			signalAll(procs, syscall.SIGKILL)
+		}
+	}
+	if first != nil {
+		return first
+	}
+	st := node.State()
+	if st.Status.Phase != state.JobDone {
+		return fmt.Errorf("the workers exited but the job is %s: %s", st.Status.Phase, st.Status.Message)
+	}
+	if err := commitOut(wjob.Out, final); err != nil {
+		return err
+	}
+	var rm RunMetrics
+	if raw, err := os.ReadFile(filepath.Join(final, "metrics.json")); err == nil && json.Unmarshal(raw, &rm) == nil {
+		printSummary(stdout, fmt.Sprintf("%s (%d workers)", final, n), &rm)
+	}
+	return nil
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
