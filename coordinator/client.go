@@ -37,7 +37,17 @@ type ClientConfig struct {
 	CheckpointDir string
 	// HeartbeatInterval is the beat interval of Heartbeat (default 200ms).
 	HeartbeatInterval time.Duration
+	// Registry, when set (etcd://...), is read for the leader's address
+	// (its leader key) whenever every known address fails, so Addrs may be
+	// empty; the client's Registry() also holds a worker's lease.
+	Registry string
+	// Resolve, when set (it overrides Registry's), returns the
+	// coordinators' addresses when every known address fails.
+	Resolve func(context.Context) ([]string, error)
 }
+
+// errNoCoordinator: no coordinator address is known (yet).
+var errNoCoordinator = errors.New("no coordinator address known (none given, none published in the registry)")
 
 // ErrNoJob and ErrNoCheckpoint are the "nothing there" answers of Job and
 // LatestCheckpoint (the state package's sentinels).
@@ -50,6 +60,8 @@ var (
 type Client struct {
 	cfg ClientConfig
 
+	reg *Registry // opened from cfg.Registry (closed with the client)
+
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	addrs  []string
@@ -60,8 +72,8 @@ type Client struct {
 // Dial connects to the group and waits (until ctx or cfg.Timeout) for a
 // leader to answer.
 func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
-	if len(cfg.Addrs) == 0 {
-		return nil, fmt.Errorf("%w: coordinator client: no addresses", state.ErrInvalidArgument)
+	if len(cfg.Addrs) == 0 && cfg.Registry == "" && cfg.Resolve == nil {
+		return nil, fmt.Errorf("%w: coordinator client: no addresses and no registry", state.ErrInvalidArgument)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
@@ -73,6 +85,16 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		cfg.HeartbeatInterval = 200 * time.Millisecond
 	}
 	c := &Client{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
+	if cfg.Registry != "" {
+		reg, err := OpenRegistry(cfg.Registry)
+		if err != nil {
+			return nil, err
+		}
+		c.reg = reg
+		if c.cfg.Resolve == nil {
+			c.cfg.Resolve = reg.Resolve
+		}
+	}
 	for _, a := range cfg.Addrs {
 		if _, err := c.conn(a); err != nil {
 			c.Close()
@@ -130,13 +152,51 @@ func contains(s []string, x string) bool {
 	return false
 }
 
+// current is the address to try next ("" when none is known yet).
 func (c *Client) current() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.addrs) == 0 {
-		return c.cfg.Addrs[0]
+		return ""
 	}
 	return c.addrs[c.cur%len(c.addrs)]
+}
+
+func (c *Client) known() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.addrs)
+}
+
+// Registry is the registry the client reads the leader from (nil when
+// ClientConfig.Registry is empty).
+func (c *Client) Registry() *Registry { return c.reg }
+
+// resolve asks cfg.Resolve for the coordinators and makes the first
+// address it gives the current one; false when it gives nothing.
+func (c *Client) resolve(ctx context.Context) bool {
+	if c.cfg.Resolve == nil {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	addrs, err := c.cfg.Resolve(rctx)
+	cancel()
+	if err != nil || len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if _, err := c.conn(a); err != nil {
+			return false
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, a := range c.addrs {
+		if a == addrs[0] {
+			c.cur = i
+		}
+	}
+	return true
 }
 
 // moveOn picks the leader named by err, or the next address.
@@ -166,20 +226,27 @@ func (c *Client) do(ctx context.Context, fn func(context.Context, pb.Coordinator
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	backoff := 20 * time.Millisecond
+	err := errNoCoordinator
 	for tries := 0; ; tries++ {
-		cc, err := c.conn(c.current())
-		if err != nil {
-			return err
+		if addr := c.current(); addr != "" {
+			cc, cerr := c.conn(addr)
+			if cerr != nil {
+				return cerr
+			}
+			err = fn(ctx, pb.NewCoordinatorClient(cc))
+			if err == nil || !retryable(err) {
+				return fromStatus(err)
+			}
+			if c.moveOn(err) {
+				continue
+			}
 		}
-		err = fn(ctx, pb.NewCoordinatorClient(cc))
-		if err == nil || !retryable(err) {
-			return fromStatus(err)
-		}
-		if c.moveOn(err) {
-			continue
-		}
-		if tries%max(1, len(c.cfg.Addrs)) == len(c.cfg.Addrs)-1 {
+		if n := len(c.cfg.Addrs); n == 0 || tries%n == n-1 {
 			backoff = min(backoff*2, 500*time.Millisecond)
+		}
+		if k := c.known(); k == 0 || tries%k == k-1 {
+			// Every known address failed: ask the registry for the leader.
+			c.resolve(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -199,6 +266,10 @@ func (c *Client) Close() error {
 		errs = append(errs, cc.Close())
 	}
 	c.conns = map[string]*grpc.ClientConn{}
+	if c.reg != nil {
+		errs = append(errs, c.reg.Close())
+		c.reg = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -266,21 +337,27 @@ func permanent(err error) bool {
 // leader until ctx ends or fn returns a permanent error or nil.
 func (c *Client) reconnect(ctx context.Context, fn func(context.Context, pb.CoordinatorClient) error) error {
 	backoff := 20 * time.Millisecond
-	for {
-		cc, err := c.conn(c.current())
-		if err != nil {
-			return err
+	for fails := 0; ; fails++ {
+		if addr := c.current(); addr != "" {
+			cc, err := c.conn(addr)
+			if err != nil {
+				return err
+			}
+			err = fn(ctx, pb.NewCoordinatorClient(cc))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err == nil || permanent(err) {
+				return fromStatus(err)
+			}
+			if c.moveOn(err) {
+				backoff = 20 * time.Millisecond
+				continue
+			}
 		}
-		err = fn(ctx, pb.NewCoordinatorClient(cc))
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err == nil || permanent(err) {
-			return fromStatus(err)
-		}
-		if c.moveOn(err) {
-			backoff = 20 * time.Millisecond
-			continue
+		if k := c.known(); k == 0 || fails%k == k-1 {
+			// Every known address failed: ask the registry for the leader.
+			c.resolve(ctx)
 		}
 		select {
 		case <-ctx.Done():

@@ -51,6 +51,14 @@ type Config struct {
 	HeartbeatTimeout  time.Duration // no beat for this long: the worker is dead (default 2s)
 	BatchWindow       time.Duration // membership changes seen within this window form one generation (default 50ms)
 
+	// Registry, when set ("etcd://host:port[,host:port][/name]"), takes
+	// worker liveness from etcd leases instead of heartbeats, and the
+	// leader publishes its gRPC address there (docs/elastic.md,
+	// "Registry"). "" = heartbeats.
+	Registry string
+	// RegistryLeaderTTL is the TTL of the lease of the leader key (default 5s).
+	RegistryLeaderTTL time.Duration
+
 	// Raft timing (defaults: 1s heartbeat and election timeout, 500ms lease).
 	RaftHeartbeatTimeout time.Duration
 	RaftElectionTimeout  time.Duration
@@ -89,6 +97,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.BatchWindow == 0 {
 		c.BatchWindow = d.BatchWindow
+	}
+	if c.RegistryLeaderTTL == 0 {
+		c.RegistryLeaderTTL = 5 * time.Second
 	}
 	if c.RaftHeartbeatTimeout == 0 {
 		c.RaftHeartbeatTimeout = d.RaftHeartbeatTimeout
@@ -132,6 +143,11 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 || c.HeartbeatTimeout <= c.HeartbeatInterval {
 		return bad("HeartbeatTimeout", "must exceed HeartbeatInterval (%v), got %v", c.HeartbeatInterval, c.HeartbeatTimeout)
+	}
+	if c.Registry != "" {
+		if _, _, err := ParseRegistry(c.Registry); err != nil {
+			return bad("Registry", "%v", err)
+		}
 	}
 	seen := map[string]bool{}
 	self := false

@@ -15,11 +15,12 @@ type liveness struct {
 	mu     sync.Mutex
 	last   map[string]time.Time
 	broken map[string]bool
-	heard  bool // a beat arrived in this leadership term
+	keys   map[string]bool // registry mode: workers whose etcd key exists
+	heard  bool            // a beat arrived in this leadership term
 }
 
 func newLiveness() *liveness {
-	return &liveness{last: map[string]time.Time{}, broken: map[string]bool{}}
+	return &liveness{last: map[string]time.Time{}, broken: map[string]bool{}, keys: map[string]bool{}}
 }
 
 // reset starts a leadership term: every worker gets a fresh grace period.
@@ -28,6 +29,7 @@ func (l *liveness) reset() {
 	defer l.mu.Unlock()
 	l.last = map[string]time.Time{}
 	l.broken = map[string]bool{}
+	l.keys = map[string]bool{}
 	l.heard = false
 }
 
@@ -66,6 +68,10 @@ func (l *liveness) dead(id string, now time.Time, timeout time.Duration) bool {
 	if l.broken[id] {
 		return true
 	}
+	if l.keys[id] { // registry mode: a present key is a beat
+		l.last[id] = now
+		return false
+	}
 	t, ok := l.last[id]
 	if !ok {
 		l.last[id] = now
@@ -98,6 +104,8 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	}
 	n.mu.Unlock()
 	n.log.Info("leading", "grpc", n.grpcAddr)
+	regDone := n.leadRegistry(ctx)
+	defer func() { <-regDone }()
 	tick := time.NewTicker(max(n.cfg.BatchWindow/2, 10*time.Millisecond))
 	defer tick.Stop()
 	var changeSince, isolatedSince time.Time

@@ -174,8 +174,9 @@ func (s *service) Heartbeat(stream pb.Coordinator_HeartbeatServer) error {
 		}
 		if next != nil {
 			// The stream broke (or the worker closed it) without a Leave: if
-			// the worker is still a member or joining, it is dead now.
-			if lctx.Err() == nil && s.n.ctx.Err() == nil {
+			// the worker is still a member or joining, it is dead now. (With
+			// a registry, only its etcd key decides: a beat is a mere beat.)
+			if lctx.Err() == nil && s.n.ctx.Err() == nil && s.n.cfg.Registry == "" {
 				if _, err := s.workerCheck(id); err == nil {
 					var st state.WorkerStatus
 					s.n.fsm.read(func(x *state.State) { w, _ := x.Worker(id); st = w.Status })
