@@ -22,6 +22,7 @@ func coordinatorCmd() *cobra.Command {
 		id, raftAddr, grpcAddr, dataDir, servers, logFormat string
 		bootstrap                                           bool
 		hbTimeout                                           time.Duration
+		registry                                            string
 		tok                                                 tokenFlags
 		tf                                                  tlsFlags
 	)
@@ -46,6 +47,7 @@ and clients dial the gRPC addresses.
 			cfg := coordinator.DefaultConfig()
 			cfg.ID, cfg.RaftAddr, cfg.GRPCAddr, cfg.DataDir, cfg.Bootstrap, cfg.Token = id, raftAddr, grpcAddr, dataDir, bootstrap, token
 			cfg.HeartbeatTimeout = hbTimeout
+			cfg.Registry = registry
 			if cfg.TLS, cfg.ClientTLS, err = tf.configs(); err != nil {
 				return err
 			}
@@ -78,6 +80,7 @@ and clients dial the gRPC addresses.
 	fs.StringVar(&servers, "servers", "", "the whole group: id=raftaddr/grpcaddr,... (empty: this node alone)")
 	fs.BoolVar(&bootstrap, "bootstrap", false, "bootstrap the group the first time (exactly one member)")
 	fs.DurationVar(&hbTimeout, "heartbeat-timeout", 2*time.Second, "a worker silent this long is dead")
+	fs.StringVar(&registry, "registry", "", "etcd://host:port[,host:port][/name]: take worker liveness from etcd leases (not heartbeats) and publish the leader's gRPC address there")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	tok.add(fs)
 	tf.add(fs)

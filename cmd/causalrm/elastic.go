@@ -36,6 +36,8 @@ type elasticFlags struct {
 	tls          tlsFlags
 	checkpoint   string // shared checkpoint directory (optional)
 	opTimeout    time.Duration
+	registry     string        // etcd://...: liveness by lease, coordinators found there
+	leaseTTL     time.Duration // the worker's lease TTL with --registry
 }
 
 // tokenFlags give the job token: a flag, a file, or $CAUSALRM_TOKEN.
@@ -70,7 +72,7 @@ func splitAddrs(s string) []string {
 	return out
 }
 
-func dialCoordinators(ctx context.Context, addrs string, tok tokenFlags, tf tlsFlags, ckptDir string) (*coordinator.Client, error) {
+func dialCoordinators(ctx context.Context, addrs string, tok tokenFlags, tf tlsFlags, ckptDir string, opts ...func(*coordinator.ClientConfig)) (*coordinator.Client, error) {
 	token, err := tok.resolve()
 	if err != nil {
 		return nil, err
@@ -80,10 +82,13 @@ func dialCoordinators(ctx context.Context, addrs string, tok tokenFlags, tf tlsF
 		return nil, err
 	}
 	list := splitAddrs(addrs)
-	if len(list) == 0 {
+	cfg := coordinator.ClientConfig{Addrs: list, Token: token, TLS: clientTLS, Timeout: 30 * time.Second, CheckpointDir: ckptDir}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if len(cfg.Addrs) == 0 && cfg.Registry == "" {
 		return nil, errors.New("--coordinators: give the coordinators' gRPC addresses (host:port,...)")
 	}
-	cfg := coordinator.ClientConfig{Addrs: list, Token: token, TLS: clientTLS, Timeout: 30 * time.Second, CheckpointDir: ckptDir}
 	return coordinator.Dial(ctx, cfg)
 }
 
@@ -139,7 +144,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	client, err := dialCoordinators(ctx, f.coordinators, f.token, f.tls, f.checkpoint)
+	client, err := dialCoordinators(ctx, f.coordinators, f.token, f.tls, f.checkpoint, withRegistry(f.registry))
 	if err != nil {
 		return err
 	}
@@ -198,13 +203,11 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	if f.advertise != "" {
 		addr = f.advertise
 	}
-	if err := client.Register(ctx, id, addr); err != nil {
+	detach, err := attachWorker(ctx, f, client, id, addr, logger)
+	if err != nil {
 		return err
 	}
-	hbCtx, hbStop := context.WithCancel(ctx)
-	hbDone := make(chan error, 1)
-	go func() { hbDone <- client.Heartbeat(hbCtx, id) }()
-	defer func() { hbStop(); <-hbDone }()
+	defer detach()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
 	defer signal.Stop(sigs)

@@ -47,7 +47,7 @@ flags; rank 0 writes the outputs to --out. 'causalrm train --workers N'
 starts and supervises these on 127.0.0.1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if ef.coordinators != "" {
+			if ef.coordinators != "" || ef.registry != "" {
 				ef.listen = listen
 				if ef.listen == "" {
 					ef.listen = "127.0.0.1:0"
@@ -92,6 +92,8 @@ starts and supervises these on 127.0.0.1.`,
 	fs.StringVar(&ef.advertise, "advertise", "", "elastic mode: the address peers dial (default: the --listen address; set it when listening on 0.0.0.0)")
 	fs.StringVar(&ef.checkpoint, "checkpoint-dir", "", "elastic mode: keep checkpoints in this shared directory instead of the coordinators")
 	fs.DurationVar(&ef.opTimeout, "op-timeout", 2*time.Minute, "elastic mode: bound of one collective call")
+	fs.StringVar(&ef.registry, "registry", "", "elastic mode: etcd://host:port[,host:port][/name]: liveness by an etcd lease instead of heartbeats, and the coordinators' leader is found there (then --coordinators may be empty)")
+	fs.DurationVar(&ef.leaseTTL, "lease-ttl", 2*time.Second, "elastic mode with --registry: the worker's lease TTL (whole seconds); a worker silent this long is dead")
 	ef.token.add(fs)
 	ef.tls.add(fs)
 	return cmd
