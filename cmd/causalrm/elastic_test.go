@@ -84,6 +84,8 @@ type testCluster struct {
 	// and the TLS of the test's own client, for the mTLS test.
 	procArgs  []string
 	clientTLS *tls.Config
+	// extra arguments of the coordinators only (the registry test)
+	coordArgs []string
 }
 
 func freeAddrs(t *testing.T, n int) []string {
@@ -179,6 +181,7 @@ func (c *testCluster) startCoordinator(i int) {
 	if i == 0 {
 		args = append(args, "--bootstrap")
 	}
+	args = append(args, c.coordArgs...)
 	c.coords[i] = c.start(fmt.Sprintf("c%d", i), args...)
 }
 

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/causalrm/causalrm/coordinator"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// startEtcd starts an embedded single-member etcd in the test process, on
+// random loopback ports in a temp dir, with short election ticks so that
+// etcd grants leases of 1s (its minimum TTL is 1.5 election timeouts). It
+// returns the client address, host:port.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Name = "registry-test"
+	cfg.Dir = t.TempDir()
+	cfg.TickMs, cfg.ElectionMs = 10, 100
+	cfg.UnsafeNoFsync = true
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	addrs := freeAddrs(t, 2)
+	cu, pu := url.URL{Scheme: "http", Host: addrs[0]}, url.URL{Scheme: "http", Host: addrs[1]}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(20 * time.Second):
+		t.Fatal("embedded etcd did not become ready")
+	}
+	return addrs[0]
+}
+
+// startRegistryWorker starts a worker that knows only the registry: it
+// finds the coordinators through the leader key and is kept alive by its
+// lease, not by heartbeats.
+func (c *testCluster) startRegistryWorker(id, registry string) *proc {
+	p := c.start(id, "worker", "--registry", registry, "--lease-ttl", "1s", "--id", id, "--quiet", "--op-timeout", "20s")
+	c.mu.Lock()
+	c.workers[id] = p
+	c.mu.Unlock()
+	return p
+}
+
+// The etcd registry path: a coordinator and three workers with --registry
+// (the workers are given no coordinator address and send no heartbeat;
+// the coordinator's heartbeat timeout is 1s). kill -9 of one worker mid-
+// training: its lease expires, the coordinator makes a generation without
+// it, the survivors finish, and the oracle holds.
+func TestRegistryKillWorker(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	etcdAddr := startEtcd(t)
+	reg := "etcd://" + etcdAddr + "/job"
+	c := &testCluster{t: t, dir: t.TempDir(), token: "s3cret-job-token", workers: map[string]*proc{},
+		env: []string{stepDelayEnv + "=30ms"}, coordArgs: []string{"--registry", reg}}
+	c.startGroup(1, false)
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "3", "--report-every", "5")
+	ws := map[string]*proc{}
+	for _, id := range []string{"w1", "w2", "w3"} {
+		ws[id] = c.startRegistryWorker(id, reg)
+	}
+	before := c.waitStatus("step 25", time.Minute, atLeast(25))
+	if before.Generation.Number != 1 || len(before.Generation.Members) != 3 {
+		t.Fatalf("before the kill (no heartbeats, leases only): generation %d (%s) of %d", before.Generation.Number, before.Generation.Cause, len(before.Generation.Members))
+	}
+	start := time.Now()
+	_ = ws["w3"].cmd.Process.Kill()
+	st := c.waitStatus("a generation without w3", time.Minute, func(st coordinator.Status) bool {
+		return st.Generation != nil && st.Generation.Index("w3") < 0
+	})
+	crashGen := time.Since(start)
+	if st.Generation.Cause != "crash:w3" || len(st.Generation.Members) != 2 {
+		t.Fatalf("generation %d after the kill: %q with %d members", st.Generation.Number, st.Generation.Cause, len(st.Generation.Members))
+	}
+	if l := c.coords[0].log.String(); !strings.Contains(l, "registry: a worker's key is gone: dead") || !strings.Contains(l, "worker=w3") {
+		t.Fatalf("the coordinator did not see w3's key go:\n%s", tail(l, 3000))
+	}
+	c.waitStatus("a step committed after the kill", time.Minute, atLeast(before.Watermark.GlobalStep+10))
+	t.Logf("kill -9 of w3 at global step %d (lease TTL 1s): crash generation %d after %v, next committed step after %v",
+		before.Watermark.GlobalStep, st.Generation.Number, crashGen.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	<-ws["w3"].done
+	final := c.finish(out, ref)
+	for _, id := range []string{"w1", "w2"} {
+		p := ws[id]
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("survivor %s: %v", id, p.err)
+		}
+		t.Logf("survivor %s pauses: %v", id, pauses(p.log.String()))
+	}
+	if final.Generation.Number != st.Generation.Number {
+		t.Fatalf("generations after the crash one: %d (%s)", final.Generation.Number, final.Generation.Cause)
+	}
+	// The leader key names the coordinator; the survivors revoked their
+	// leases on exit, so no worker key is left.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + etcdAddr},
+		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	leader, err := cli.Get(ctx, "/causalrm/job/leader")
+	if err != nil || len(leader.Kvs) != 1 || string(leader.Kvs[0].Value) != c.adv[0] {
+		t.Fatalf("leader key: %v, %v (want %s)", leader, err, c.adv[0])
+	}
+	keys, err := cli.Get(ctx, "/causalrm/job/workers/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil || len(keys.Kvs) != 0 {
+		t.Fatalf("worker keys left after the job: %v, %v", keys, err)
+	}
+}
