@@ -48,6 +48,7 @@ type Node struct {
 	live     *liveness
 	kick     chan struct{}
 	uploads  atomic.Uint64
+	metrics  *nodeMetrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -66,7 +67,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), fsm: newFSM(), live: newLiveness(),
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), metrics: newNodeMetrics()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -370,14 +371,17 @@ func (n *Node) apply(ctx context.Context, c state.Command) (any, error) {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(d), time.Millisecond)
 	}
+	start := time.Now()
 	f := n.raft.Apply(b, timeout)
 	if err := f.Error(); err != nil {
+		n.metrics.applied(&c, time.Since(start), err)
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
 			return nil, n.notLeader()
 		}
 		return nil, fmt.Errorf("raft apply %v: %w", c.Op, err)
 	}
 	r, _ := f.Response().(applyResult)
+	n.metrics.applied(&c, time.Since(start), r.err)
 	return r.value, r.err
 }
 

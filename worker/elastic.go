@@ -58,6 +58,9 @@ type ElasticConfig struct {
 	// that need training slow enough to change membership mid-stage.
 	StepDelay time.Duration
 	Logger    *slog.Logger
+	// Metrics, if not nil, get the runtime's Prometheus metrics
+	// (worker/metrics.go).
+	Metrics *Metrics
 }
 
 // Validate checks the config.
@@ -260,6 +263,7 @@ func (e *Elastic) openRing(g state.Generation) error {
 	e.mu.Lock() // the watch reads gen
 	e.ring, e.gen = r, g
 	e.mu.Unlock()
+	e.cfg.Metrics.ringOpened(r, g, e.cfg.Codec)
 	e.changes++
 	if e.tr != nil {
 		if err := e.tr.Own(g.ShardsOf(e.cfg.ID)); err != nil {
@@ -284,6 +288,7 @@ func (e *Elastic) Close() error {
 	e.watchCancel()
 	<-e.watchDone
 	e.bg.Wait()
+	e.cfg.Metrics.stopped("the elastic runtime closed")
 	if e.ring != nil {
 		e.ring.Close()
 	}
@@ -366,6 +371,7 @@ func call[T elem](e *Elastic, ctx context.Context, v []T, run func(*collective.R
 	if rerr != nil {
 		return rerr
 	}
+	e.cfg.Metrics.reconciledCall()
 	if res != nil {
 		fromBits(res, v)
 		e.done++

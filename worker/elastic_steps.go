@@ -19,6 +19,7 @@ import (
 // ring on the newest generation, switching to it here if it is newer.
 func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
 	e.account()
+	e.cfg.Metrics.step(b, e.tr)
 	if e.cfg.StepDelay > 0 {
 		time.Sleep(e.cfg.StepDelay)
 	}
@@ -149,6 +150,7 @@ func (e *Elastic) switchTo(ctx context.Context, b trainer.Boundary, target uint6
 	if g.Index(e.cfg.ID) < 0 {
 		e.ring.Close()
 		e.ring = nil
+		e.cfg.Metrics.stopped("left the job")
 		e.log.Info("left the job at a step boundary", "generation", g.Number, "global_step", b.GlobalStep)
 		return ErrLeft
 	}
@@ -192,6 +194,7 @@ func (e *Elastic) checkpoint(b trainer.Boundary) error {
 			e.log.Warn("checkpoint failed", "global_step", rec.GlobalStep, "err", err)
 			return
 		}
+		e.cfg.Metrics.checkpointStored()
 		e.log.Info("checkpoint stored", "global_step", rec.GlobalStep, "bytes", len(blob), "took", time.Since(start).Round(time.Millisecond))
 	}()
 	return nil

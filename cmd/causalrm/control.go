@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/causalrm/causalrm/coordinator"
+	"github.com/causalrm/causalrm/internal/telemetry"
 )
 
 func coordinatorCmd() *cobra.Command {
@@ -26,6 +26,7 @@ func coordinatorCmd() *cobra.Command {
 		tok                                                 tokenFlags
 		tf                                                  tlsFlags
 	)
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run one member of the coordinator group (raft) of a training job",
@@ -54,7 +55,9 @@ and clients dial the gRPC addresses.
 			if cfg.Servers, err = parseServers(servers); err != nil {
 				return err
 			}
-			cfg.Logger = newLogger(cmd.ErrOrStderr(), logFormat)
+			if cfg.Logger, err = telemetry.NewLogger(cmd.ErrOrStderr(), logFormat); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -65,9 +68,15 @@ and clients dial the gRPC addresses.
 			if err != nil {
 				return err
 			}
+			stopMetrics, err := startCoordinatorMetrics(metricsAddr, node, cfg.Logger)
+			if err != nil {
+				node.Close()
+				return err
+			}
 			cfg.Logger.Info("coordinator started", "id", id, "raft", raftAddr, "grpc", grpcAddr)
 			<-ctx.Done()
 			cfg.Logger.Info("coordinator stopping", "id", id)
+			stopMetrics()
 			node.Close()
 			return nil
 		},
@@ -81,7 +90,8 @@ and clients dial the gRPC addresses.
 	fs.BoolVar(&bootstrap, "bootstrap", false, "bootstrap the group the first time (exactly one member)")
 	fs.DurationVar(&hbTimeout, "heartbeat-timeout", 2*time.Second, "a worker silent this long is dead")
 	fs.StringVar(&registry, "registry", "", "etcd://host:port[,host:port][/name]: take worker liveness from etcd leases (not heartbeats) and publish the leader's gRPC address there")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logFormat, "log-format", "text", logFormatUsage)
+	fs.StringVar(&metricsAddr, "metrics-addr", "", metricsAddrUsage)
 	tok.add(fs)
 	tf.add(fs)
 	return cmd
@@ -99,13 +109,6 @@ func parseServers(s string) ([]coordinator.Server, error) {
 		out = append(out, coordinator.Server{ID: id, RaftAddr: raft, GRPCAddr: grpc})
 	}
 	return out, nil
-}
-
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
-	}
-	return slog.New(slog.NewTextHandler(w, nil))
 }
 
 func submitCmd() *cobra.Command {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -22,6 +21,7 @@ import (
 	"github.com/causalrm/causalrm/collective"
 	"github.com/causalrm/causalrm/coordinator"
 	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/telemetry"
 	"github.com/causalrm/causalrm/trainer"
 	"github.com/causalrm/causalrm/worker"
 )
@@ -38,6 +38,8 @@ type elasticFlags struct {
 	opTimeout    time.Duration
 	registry     string        // etcd://...: liveness by lease, coordinators found there
 	leaseTTL     time.Duration // the worker's lease TTL with --registry
+	metricsAddr  string        // --metrics-addr ("": off)
+	logFormat    string        // --log-format
 }
 
 // tokenFlags give the job token: a flag, a file, or $CAUSALRM_TOKEN.
@@ -143,7 +145,15 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	// root's signal context and handle the signals here.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger, err := telemetry.NewLogger(log, f.logFormat)
+	if err != nil {
+		return err
+	}
+	metrics, stopMetrics, err := startWorkerMetrics(f.metricsAddr, logger)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	client, err := dialCoordinators(ctx, f.coordinators, f.token, f.tls, f.checkpoint, withRegistry(f.registry))
 	if err != nil {
 		return err
@@ -189,7 +199,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	e, err := worker.NewElastic(worker.ElasticConfig{ID: id, RingID: spec.ID, Host: host, Coord: client,
 		Codec: jobCodec(job), Shards: spec.Shards, ProgressEvery: spec.ProgressEvery,
 		CheckpointEvery: spec.CheckpointEverySteps, OpTimeout: f.opTimeout, Logger: logger,
-		StepDelay: stepDelay()})
+		StepDelay: stepDelay(), Metrics: metrics})
 	if err != nil {
 		return err
 	}

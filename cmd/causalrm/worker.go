@@ -94,6 +94,8 @@ starts and supervises these on 127.0.0.1.`,
 	fs.DurationVar(&ef.opTimeout, "op-timeout", 2*time.Minute, "elastic mode: bound of one collective call")
 	fs.StringVar(&ef.registry, "registry", "", "elastic mode: etcd://host:port[,host:port][/name]: liveness by an etcd lease instead of heartbeats, and the coordinators' leader is found there (then --coordinators may be empty)")
 	fs.DurationVar(&ef.leaseTTL, "lease-ttl", 2*time.Second, "elastic mode with --registry: the worker's lease TTL (whole seconds); a worker silent this long is dead")
+	fs.StringVar(&ef.metricsAddr, "metrics-addr", "", "elastic mode: "+metricsAddrUsage)
+	fs.StringVar(&ef.logFormat, "log-format", "text", "elastic mode: "+logFormatUsage)
 	ef.token.add(fs)
 	ef.tls.add(fs)
 	return cmd

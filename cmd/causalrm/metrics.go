@@ -1,0 +1,56 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/causalrm/causalrm/coordinator"
+	"github.com/causalrm/causalrm/internal/telemetry"
+	"github.com/causalrm/causalrm/worker"
+)
+
+const (
+	metricsAddrUsage = "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9090, or :9090 for every interface; empty: off)"
+	logFormatUsage   = "log format: text or json"
+)
+
+// startWorkerMetrics serves a worker's --metrics-addr ("" serves nothing
+// and gives nil metrics); stop shuts the server down.
+func startWorkerMetrics(addr string, logger *slog.Logger) (m *worker.Metrics, stop func(), err error) {
+	if addr == "" {
+		return nil, func() {}, nil
+	}
+	reg := telemetry.NewRegistry()
+	if m, err = worker.NewMetrics(reg); err != nil {
+		return nil, nil, err
+	}
+	stop, err = serveMetrics(addr, reg, m.Ready, logger)
+	return m, stop, err
+}
+
+// startCoordinatorMetrics serves a coordinator's --metrics-addr ("":
+// nothing); stop shuts the server down.
+func startCoordinatorMetrics(addr string, node *coordinator.Node, logger *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	reg := telemetry.NewRegistry()
+	if err := node.RegisterMetrics(reg); err != nil {
+		return nil, err
+	}
+	return serveMetrics(addr, reg, node.Ready, logger)
+}
+
+func serveMetrics(addr string, reg prometheus.Gatherer, ready telemetry.ReadyFunc, logger *slog.Logger) (func(), error) {
+	srv, err := telemetry.Serve(addr, reg, ready, logger)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("serving metrics", "addr", srv.Addr())
+	return func() {
+		if err := srv.Close(); err != nil {
+			logger.Warn("metrics server", "err", err)
+		}
+	}, nil
+}
