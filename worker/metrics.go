@@ -31,9 +31,9 @@ type Metrics struct {
 	lastCkpt   time.Time
 	batch      int
 
-	// rows/s window
-	winStart time.Time
-	winStep  uint64
+	// rows/s windows: the previous one's start and the current one's
+	winStart, curStart time.Time
+	winStep, curStep   uint64
 
 	// ring traffic: the rings closed so far, summed, plus the current one
 	codec string
@@ -245,14 +245,18 @@ func (m *Metrics) step(b trainer.Boundary, tr *trainer.Trainer) {
 	if hasLoss {
 		m.loss, m.hasLoss = loss, true
 	}
-	switch {
-	case m.winStart.IsZero() || b.GlobalStep < m.winStep:
-		m.winStart, m.winStep = now, b.GlobalStep
-	case now.Sub(m.winStart) >= time.Second || m.rowsPerSec == 0 && b.GlobalStep > m.winStep:
-		m.rowsPerSec = float64(b.GlobalStep-m.winStep) * float64(m.batch) / now.Sub(m.winStart).Seconds()
-		if now.Sub(m.winStart) >= time.Second {
-			m.winStart, m.winStep = now, b.GlobalStep
-		}
+	// The rate covers the previous window (rolled every second) and the
+	// current one: 1 to 2 seconds of history once training has run that long.
+	g := b.GlobalStep
+	if m.winStart.IsZero() || g < m.curStep {
+		m.winStart, m.winStep, m.curStart, m.curStep = now, g, now, g
+		return
+	}
+	if now.Sub(m.curStart) >= time.Second {
+		m.winStart, m.winStep, m.curStart, m.curStep = m.curStart, m.curStep, now, g
+	}
+	if d := now.Sub(m.winStart); d > 0 && g > m.winStep {
+		m.rowsPerSec = float64(g-m.winStep) * float64(m.batch) / d.Seconds()
 	}
 }
 
