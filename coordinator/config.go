@@ -21,6 +21,9 @@ type Server struct {
 type Config struct {
 	ID       string // raft server id, unique in the group
 	RaftAddr string // TCP bind (and advertised) address of the raft transport, host:port
+	// RaftAdvertise, if set, is the ip:port peers reach this node's raft
+	// transport at, when RaftAddr binds a wildcard (0.0.0.0:7000 in a pod).
+	RaftAdvertise string
 
 	// GRPCListener serves the gRPC API when set; else GRPCAddr is listened on.
 	GRPCListener net.Listener

@@ -200,7 +200,7 @@ func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan
 		removed[w.ID] = true
 		cause = append(cause, "leave:"+w.ID)
 	}
-	var ms []state.Member
+	var ms, unready []state.Member
 	for _, m := range cur.Members {
 		if removed[m.ID] {
 			continue
@@ -210,6 +210,7 @@ func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan
 		// whose switch has not happened yet goes (docs/elastic.md).
 		if len(crashed) > 0 && !holdsState(s, m.ID) {
 			cause = append(cause, "unready:"+m.ID)
+			unready = append(unready, m)
 			continue
 		}
 		ms = append(ms, m)
@@ -218,11 +219,14 @@ func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan
 		// Nobody holds the state: every worker is gone, or this leader is
 		// cut off from them. Restart from the last checkpoint once enough
 		// new workers have registered.
-		if len(joiners) < s.Job.MinWorkers {
-			return p
-		}
+		// The live workers without the state (members whose join never
+		// took effect, and new registrations) begin together.
+		ms = unready
 		for _, w := range joiners {
 			ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
+		}
+		if len(ms) < s.Job.MinWorkers {
+			return p
 		}
 		rw := state.Command{Op: state.OpRewind}
 		if ck, ok := s.LatestCheckpoint(); ok && ck.GlobalStep <= s.Watermark.GlobalStep {

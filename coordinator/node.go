@@ -131,7 +131,13 @@ func (n *Node) startRaft() error {
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: &tlsStream{Listener: lis, client: client}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
 	} else {
-		n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 3, 10*time.Second, hl)
+		var adv net.Addr
+		if cfg.RaftAdvertise != "" {
+			if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
+				return fmt.Errorf("%w: RaftAdvertise: %v", ErrConfig, err)
+			}
+		}
+		n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
 		if err != nil {
 			return fmt.Errorf("raft transport %s: %w", cfg.RaftAddr, err)
 		}

@@ -267,31 +267,32 @@ type CheckpointSource interface {
 // the state of a live peer published at the step boundary where the ring
 // switches to its generation.
 func (e *Elastic) Begin(ctx context.Context, wait time.Duration, ckpt func(ctx context.Context) ([]byte, error)) error {
-	g, err := e.waitGen(ctx, wait, func(g state.Generation) bool { return g.Index(e.cfg.ID) >= 0 })
-	if err != nil {
+	if _, err := e.waitGen(ctx, wait, func(g state.Generation) bool { return g.Index(e.cfg.ID) >= 0 }); err != nil {
 		return fmt.Errorf("waiting to be given a generation: %w", err)
 	}
-	if isStart(g) {
-		if ckpt != nil {
-			data, err := ckpt(ctx)
-			if err != nil {
-				return err
-			}
-			if data != nil {
-				if err := e.restore(data); err != nil {
-					return fmt.Errorf("restoring the checkpoint: %w", err)
-				}
-			}
-		}
-		return e.openRing(g)
-	}
 	for {
-		g, err := e.waitGen(ctx, wait, func(g state.Generation) bool { return true })
+		// The newest generation decides: a join may be overtaken by a
+		// restart (every holder of the state lost meanwhile).
+		g, err := e.waitGen(ctx, wait, func(state.Generation) bool { return true })
 		if err != nil {
 			return err
 		}
 		if g.Index(e.cfg.ID) < 0 {
 			return fmt.Errorf("%w: generation %d", ErrRemoved, g.Number)
+		}
+		if isStart(g) {
+			if ckpt != nil {
+				data, err := ckpt(ctx)
+				if err != nil {
+					return err
+				}
+				if data != nil {
+					if err := e.restore(data); err != nil {
+						return fmt.Errorf("restoring the checkpoint: %w", err)
+					}
+				}
+			}
+			return e.openRing(g)
 		}
 		for _, m := range g.Members {
 			if m.ID == e.cfg.ID {
@@ -310,7 +311,7 @@ func (e *Elastic) Begin(ctx context.Context, wait time.Duration, ckpt func(ctx c
 			return e.openRing(g)
 		}
 		select {
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
 			return ctx.Err()
 		}

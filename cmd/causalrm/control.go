@@ -20,6 +20,7 @@ import (
 func coordinatorCmd() *cobra.Command {
 	var (
 		id, raftAddr, grpcAddr, dataDir, servers, logFormat string
+		raftAdv, bootstrapID                                string
 		bootstrap                                           bool
 		hbTimeout                                           time.Duration
 		registry                                            string
@@ -47,6 +48,10 @@ and clients dial the gRPC addresses.
 			}
 			cfg := coordinator.DefaultConfig()
 			cfg.ID, cfg.RaftAddr, cfg.GRPCAddr, cfg.DataDir, cfg.Bootstrap, cfg.Token = id, raftAddr, grpcAddr, dataDir, bootstrap, token
+			cfg.RaftAdvertise = raftAdv
+			if bootstrapID != "" {
+				cfg.Bootstrap = bootstrap || id == bootstrapID
+			}
 			cfg.HeartbeatTimeout = hbTimeout
 			cfg.Registry = registry
 			if cfg.TLS, cfg.ClientTLS, err = tf.configs(); err != nil {
@@ -88,6 +93,8 @@ and clients dial the gRPC addresses.
 	fs.StringVar(&dataDir, "data-dir", "", "raft log, stable store and snapshots (empty: in memory, lost on exit)")
 	fs.StringVar(&servers, "servers", "", "the whole group: id=raftaddr/grpcaddr,... (empty: this node alone)")
 	fs.BoolVar(&bootstrap, "bootstrap", false, "bootstrap the group the first time (exactly one member)")
+	fs.StringVar(&bootstrapID, "bootstrap-id", "", "bootstrap when --id is this (a StatefulSet: the pod of ordinal 0), so every member runs the same command")
+	fs.StringVar(&raftAdv, "raft-advertise", "", "ip:port peers reach the raft transport at, when --raft-addr binds 0.0.0.0 (a pod: $(POD_IP):7000)")
 	fs.DurationVar(&hbTimeout, "heartbeat-timeout", 2*time.Second, "a worker silent this long is dead")
 	fs.StringVar(&registry, "registry", "", "etcd://host:port[,host:port][/name]: take worker liveness from etcd leases (not heartbeats) and publish the leader's gRPC address there")
 	fs.StringVar(&logFormat, "log-format", "text", logFormatUsage)

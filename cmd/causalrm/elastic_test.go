@@ -249,7 +249,8 @@ func (c *testCluster) waitStatus(what string, timeout time.Duration, cond func(c
 		lastErr = err
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.t.Fatalf("timed out waiting for %s (last status %+v, err %v)", what, last, lastErr)
+	c.t.Fatalf("timed out waiting for %s (last status: leader %q, job %+v, generation %+v, watermark %d, members %+v, rewinds %+v; err %v)",
+		what, last.Leader, last.JobStatus, last.Generation, last.Watermark.GlobalStep, last.Members, last.Rewinds, lastErr)
 	return last
 }
 
@@ -515,8 +516,26 @@ func TestElasticRestartFromCheckpoint(t *testing.T) {
 	}
 	st2 := c.waitStatus("a leader after restarting every coordinator", time.Minute, func(st coordinator.Status) bool { return st.Leader != "" })
 	t.Logf("every coordinator restarted: leader %s after %v, generation %d", st2.Leader, time.Since(down).Round(time.Millisecond), st2.Generation.Number)
+	// Then every process dies at once, past another checkpoint: the job
+	// restarted from scratch processes resumes from the last checkpoint.
+	st = c.waitStatus("progress past a later checkpoint", time.Minute, func(st coordinator.Status) bool {
+		return st.LastCheckpoint != nil && st.LastCheckpoint.GlobalStep >= st2.Watermark.GlobalStep+20 && st.Watermark.GlobalStep >= st.LastCheckpoint.GlobalStep+5
+	})
+	for _, p := range append([]*proc{w3, w4}, c.coords...) {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	t.Logf("killed every process at global step %d; last checkpoint at %d", st.Watermark.GlobalStep, st.LastCheckpoint.GlobalStep)
+	for i := range c.coords {
+		c.startCoordinator(i)
+	}
+	w5, w6 := c.startWorker("w5"), c.startWorker("w6")
+	st = c.waitStatus("the second restart", time.Minute, func(st coordinator.Status) bool {
+		return st.Generation != nil && st.Generation.Index("w5") >= 0 && len(st.Rewinds) > 1
+	})
+	t.Logf("restarted in generation %d, rewinds %+v", st.Generation.Number, st.Rewinds)
 	c.finish(out, ref)
-	for _, p := range []*proc{w3, w4} {
+	for _, p := range []*proc{w5, w6} {
 		<-p.done
 		if p.err != nil {
 			t.Fatalf("worker %s: %v", p.name, p.err)
