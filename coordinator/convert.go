@@ -7,7 +7,8 @@ import (
 
 func specToPB(j state.JobSpec) *pb.JobSpec {
 	return &pb.JobSpec{Id: j.ID, Shards: int32(j.Shards), MinWorkers: int32(j.MinWorkers), ProgressEvery: int32(j.ProgressEvery),
-		CheckpointEverySteps: int32(j.CheckpointEverySteps), CheckpointKeep: int32(j.CheckpointKeep), Config: j.Config}
+		CheckpointEverySteps: int32(j.CheckpointEverySteps), CheckpointKeep: int32(j.CheckpointKeep), Config: j.Config,
+		CheckpointEverySeconds: j.CheckpointEverySeconds}
 }
 
 func specFromPB(j *pb.JobSpec) state.JobSpec {
@@ -15,7 +16,8 @@ func specFromPB(j *pb.JobSpec) state.JobSpec {
 		return state.JobSpec{}
 	}
 	return state.JobSpec{ID: j.Id, Shards: int(j.Shards), MinWorkers: int(j.MinWorkers), ProgressEvery: int(j.ProgressEvery),
-		CheckpointEverySteps: int(j.CheckpointEverySteps), CheckpointKeep: int(j.CheckpointKeep), Config: j.Config}
+		CheckpointEverySteps: int(j.CheckpointEverySteps), CheckpointKeep: int(j.CheckpointKeep), Config: j.Config,
+		CheckpointEverySeconds: j.GetCheckpointEverySeconds()}
 }
 
 func genToPB(g state.Generation) *pb.Generation {

@@ -48,6 +48,9 @@ type ElasticConfig struct {
 	// CheckpointEvery: checkpoint every this many global steps (rounded
 	// up to a multiple of ProgressEvery; 0: never).
 	CheckpointEvery int
+	// CheckpointSeconds also checkpoints, at a progress report, when this
+	// long has passed since the last checkpoint (0: off).
+	CheckpointSeconds float64
 	// OpTimeout bounds one collective call; a call that runs out breaks
 	// the ring and starts a reconciliation.
 	OpTimeout time.Duration
@@ -128,6 +131,7 @@ type Elastic struct {
 	ckptBusy   chan struct{}
 	bg         sync.WaitGroup
 	global     uint64                     // steps completed at the last stage end
+	lastCkpt   time.Time                  // when this worker last took a checkpoint
 	disturbed  time.Time                  // when a generation change began (zero: none pending)
 	Activation func(gen state.Generation) // tests: called on each ring change
 }

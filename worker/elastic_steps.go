@@ -28,7 +28,7 @@ func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
 		if err := e.report(ctx, g, b.Stage, b.Epoch, b.Step, e.tr.ParamHash()); err != nil {
 			return err
 		}
-		if e.cfg.CheckpointEvery > 0 && g%uint64(e.cfg.CheckpointEvery) == 0 && e.ring != nil && e.ring.Rank() == 0 {
+		if e.checkpointDue(g) && e.ring != nil && e.ring.Rank() == 0 {
 			if err := e.checkpoint(b); err != nil {
 				return err
 			}
@@ -182,6 +182,7 @@ func (e *Elastic) checkpoint(b trainer.Boundary) error {
 		<-e.ckptBusy
 		return err
 	}
+	e.lastCkpt = time.Now()
 	rec := state.CheckpointRecord{GlobalStep: b.GlobalStep, Stage: b.Stage, Epoch: b.Epoch, Step: b.Step}
 	e.bg.Add(1)
 	go func() {
@@ -316,4 +317,20 @@ func (e *Elastic) Begin(ctx context.Context, wait time.Duration, ckpt func(ctx c
 			return ctx.Err()
 		}
 	}
+}
+
+// checkpointDue: every CheckpointEvery steps, or CheckpointSeconds after the
+// last checkpoint (only at progress reports, where nothing is pending).
+func (e *Elastic) checkpointDue(g uint64) bool {
+	if e.cfg.CheckpointEvery > 0 && g%uint64(e.cfg.CheckpointEvery) == 0 {
+		return true
+	}
+	if e.cfg.CheckpointSeconds <= 0 {
+		return false
+	}
+	if e.lastCkpt.IsZero() {
+		e.lastCkpt = time.Now() // the clock starts with the worker
+		return false
+	}
+	return time.Since(e.lastCkpt).Seconds() >= e.cfg.CheckpointSeconds
 }

@@ -327,3 +327,19 @@ func TestSettleSharesTheCompletedCall(t *testing.T) {
 		t.Fatalf("b finished call 7 with %v, a's result was [11 -22 33]", res["b"])
 	}
 }
+
+// Checkpoints fall due every N steps, and by time at progress reports.
+func TestCheckpointDue(t *testing.T) {
+	e := &Elastic{cfg: ElasticConfig{CheckpointEvery: 20}}
+	if !e.checkpointDue(40) || e.checkpointDue(30) {
+		t.Fatal("every 20 steps: due at 40, not at 30")
+	}
+	e = &Elastic{cfg: ElasticConfig{CheckpointSeconds: 0.05}}
+	if e.checkpointDue(10) {
+		t.Fatal("due before any time passed")
+	}
+	time.Sleep(60 * time.Millisecond)
+	if !e.checkpointDue(15) {
+		t.Fatal("not due 60 ms after the clock started, with a 50 ms interval")
+	}
+}

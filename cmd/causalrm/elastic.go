@@ -198,7 +198,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	defer host.Close()
 	e, err := worker.NewElastic(worker.ElasticConfig{ID: id, RingID: spec.ID, Host: host, Coord: client,
 		Codec: jobCodec(job), Shards: spec.Shards, ProgressEvery: spec.ProgressEvery,
-		CheckpointEvery: spec.CheckpointEverySteps, OpTimeout: f.opTimeout, Logger: logger,
+		CheckpointEvery: spec.CheckpointEverySteps, CheckpointSeconds: spec.CheckpointEverySeconds, OpTimeout: f.opTimeout, Logger: logger,
 		StepDelay: stepDelay(), Metrics: metrics})
 	if err != nil {
 		return err

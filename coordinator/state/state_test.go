@@ -50,6 +50,7 @@ func TestValidateNamesField(t *testing.T) {
 		{"min_workers", func(j *JobSpec) { j.MinWorkers = 9 }},
 		{"progress_every", func(j *JobSpec) { j.ProgressEvery = -1 }},
 		{"checkpoint_every_steps", func(j *JobSpec) { j.CheckpointEverySteps = -1 }},
+		{"checkpoint_every_seconds", func(j *JobSpec) { j.CheckpointEverySeconds = -1 }},
 		{"checkpoint_keep", func(j *JobSpec) { j.CheckpointKeep = -3 }},
 		{"config", func(j *JobSpec) { j.Config = json.RawMessage("{") }},
 	}

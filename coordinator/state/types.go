@@ -35,13 +35,16 @@ const (
 
 // JobSpec is the job as submitted.
 type JobSpec struct {
-	ID                   string          `json:"id"`
-	Shards               int             `json:"shards"`                 // virtual shards S, >= 1
-	MinWorkers           int             `json:"min_workers"`            // workers before generation 1 (>= 1)
-	ProgressEvery        int             `json:"progress_every"`         // K: workers report every K global steps (0: default 10)
-	CheckpointEverySteps int             `json:"checkpoint_every_steps"` // 0: off
-	CheckpointKeep       int             `json:"checkpoint_keep"`        // 0: default 2
-	Config               json.RawMessage `json:"config"`                 // the training job as the CLI resolved it; opaque here
+	ID                   string `json:"id"`
+	Shards               int    `json:"shards"`                 // virtual shards S, >= 1
+	MinWorkers           int    `json:"min_workers"`            // workers before generation 1 (>= 1)
+	ProgressEvery        int    `json:"progress_every"`         // K: workers report every K global steps (0: default 10)
+	CheckpointEverySteps int    `json:"checkpoint_every_steps"` // 0: off
+	// CheckpointEverySeconds: also checkpoint when this long has passed
+	// since the last one (0: off), at the next progress report.
+	CheckpointEverySeconds float64         `json:"checkpoint_every_seconds,omitempty"`
+	CheckpointKeep         int             `json:"checkpoint_keep"` // 0: default 2
+	Config                 json.RawMessage `json:"config"`          // the training job as the CLI resolved it; opaque here
 }
 
 func specErr(field, format string, args ...any) error {
@@ -65,6 +68,8 @@ func (j JobSpec) Validate() error {
 		return specErr("progress_every", "must be >= 1 (or 0 for the default %d), got %d", DefaultProgressEvery, j.ProgressEvery)
 	case j.CheckpointEverySteps < 0:
 		return specErr("checkpoint_every_steps", "must be >= 0, got %d", j.CheckpointEverySteps)
+	case j.CheckpointEverySeconds < 0 || j.CheckpointEverySeconds != j.CheckpointEverySeconds:
+		return specErr("checkpoint_every_seconds", "must be >= 0, got %v", j.CheckpointEverySeconds)
 	case j.CheckpointKeep < 0:
 		return specErr("checkpoint_keep", "must be >= 1 (or 0 for the default %d), got %d", DefaultCheckpointKeep, j.CheckpointKeep)
 	case len(j.Config) > 0 && !json.Valid(j.Config):

@@ -30,16 +30,17 @@ const (
 )
 
 type JobSpec struct {
-	state                protoimpl.MessageState `protogen:"open.v1"`
-	Id                   string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Shards               int32                  `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
-	MinWorkers           int32                  `protobuf:"varint,3,opt,name=min_workers,json=minWorkers,proto3" json:"min_workers,omitempty"`
-	ProgressEvery        int32                  `protobuf:"varint,4,opt,name=progress_every,json=progressEvery,proto3" json:"progress_every,omitempty"`
-	CheckpointEverySteps int32                  `protobuf:"varint,5,opt,name=checkpoint_every_steps,json=checkpointEverySteps,proto3" json:"checkpoint_every_steps,omitempty"`
-	CheckpointKeep       int32                  `protobuf:"varint,6,opt,name=checkpoint_keep,json=checkpointKeep,proto3" json:"checkpoint_keep,omitempty"`
-	Config               []byte                 `protobuf:"bytes,7,opt,name=config,proto3" json:"config,omitempty"` // JSON, opaque to the coordinator
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	Id                     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Shards                 int32                  `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
+	MinWorkers             int32                  `protobuf:"varint,3,opt,name=min_workers,json=minWorkers,proto3" json:"min_workers,omitempty"`
+	ProgressEvery          int32                  `protobuf:"varint,4,opt,name=progress_every,json=progressEvery,proto3" json:"progress_every,omitempty"`
+	CheckpointEverySteps   int32                  `protobuf:"varint,5,opt,name=checkpoint_every_steps,json=checkpointEverySteps,proto3" json:"checkpoint_every_steps,omitempty"`
+	CheckpointKeep         int32                  `protobuf:"varint,6,opt,name=checkpoint_keep,json=checkpointKeep,proto3" json:"checkpoint_keep,omitempty"`
+	Config                 []byte                 `protobuf:"bytes,7,opt,name=config,proto3" json:"config,omitempty"` // JSON, opaque to the coordinator
+	CheckpointEverySeconds float64                `protobuf:"fixed64,8,opt,name=checkpoint_every_seconds,json=checkpointEverySeconds,proto3" json:"checkpoint_every_seconds,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -119,6 +120,13 @@ func (x *JobSpec) GetConfig() []byte {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *JobSpec) GetCheckpointEverySeconds() float64 {
+	if x != nil {
+		return x.CheckpointEverySeconds
+	}
+	return 0
 }
 
 type Member struct {
@@ -1652,7 +1660,7 @@ var File_coordinator_proto protoreflect.FileDescriptor
 
 const file_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x11coordinator.proto\x12\x17causalrm.coordinator.v1\"\xf0\x01\n" +
+	"\x11coordinator.proto\x12\x17causalrm.coordinator.v1\"\xaa\x02\n" +
 	"\aJobSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06shards\x18\x02 \x01(\x05R\x06shards\x12\x1f\n" +
@@ -1661,7 +1669,8 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x0eprogress_every\x18\x04 \x01(\x05R\rprogressEvery\x124\n" +
 	"\x16checkpoint_every_steps\x18\x05 \x01(\x05R\x14checkpointEverySteps\x12'\n" +
 	"\x0fcheckpoint_keep\x18\x06 \x01(\x05R\x0echeckpointKeep\x12\x16\n" +
-	"\x06config\x18\a \x01(\fR\x06config\",\n" +
+	"\x06config\x18\a \x01(\fR\x06config\x128\n" +
+	"\x18checkpoint_every_seconds\x18\b \x01(\x01R\x16checkpointEverySeconds\",\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xb1\x01\n" +
