@@ -4,7 +4,7 @@ TAGS     ?= openblas
 BIN      := bin/causalrm
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: setup build test test-race test-purego vet bench bench-go demo clean
+.PHONY: setup build test test-race test-purego vet bench bench-go demo clean image manifests validate-manifests
 
 setup:
 	scripts/setup.sh
@@ -44,6 +44,26 @@ demo: build
 
 clean:
 	rm -rf bin runs
+
+# Kubernetes (docs/kubernetes.md). The image: static pure-Go binary on
+# distroless, built with docker or podman from deploy/Dockerfile.
+IMAGE    ?= causalrm:dev
+OVERLAY  ?= deploy/kubernetes/overlays/example
+
+image:
+	@engine=$$(command -v docker || command -v podman) || { \
+		echo "make image: needs docker or podman on the PATH (neither found); or build deploy/Dockerfile with another OCI builder" >&2; exit 1; }; \
+	set -x; $$engine build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# The rendered, validated manifests of $(OVERLAY) (what kubectl apply -k applies).
+manifests:
+	$(GO) run ./deploy/cmd/manifests $(OVERLAY)
+
+# Render every kustomization and validate it offline against the Kubernetes
+# OpenAPI schemas in deploy/kubernetes/schemas; check every container flag
+# against the binary (also part of make test, through go test ./...).
+validate-manifests:
+	$(GO) test -count=1 ./deploy/...
 
 # Regenerate proto/collectivepb and proto/coordinatorpb from proto/*.proto. Tools used for the
 # committed code: protoc 3.21.12 (Debian: apt-get install protobuf-compiler),
