@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
 // kustomizations every test renders: the base and the example overlay.
@@ -463,6 +464,60 @@ func TestWorkloadsArgv(t *testing.T) {
 	} {
 		if got := Expand(in, map[string]string{"A": "x"}); got != want {
 			t.Errorf("Expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The mTLS overlay of docs/kubernetes.md applies, validates and uses real
+// flags (rendered from an in-memory copy of the base).
+func TestDocsMTLSPatch(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(Dir(), "..", "..", "docs", "kubernetes.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "  ```yaml\n  patches:\n")
+	patch, _, ok2 := strings.Cut(rest, "  ```")
+	if !ok || !ok2 {
+		t.Fatal("docs/kubernetes.md: no mTLS patches block")
+	}
+	fs := filesys.MakeFsInMemory()
+	base := filepath.Join(Dir(), "base")
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(base, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fs.WriteFile("/k/base/"+e.Name(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kust := "resources: [../base]\npatches:\n" + strings.ReplaceAll("\n"+patch, "\n  ", "\n")[1:]
+	if err := fs.WriteFile("/k/mtls/kustomization.yaml", []byte(kust)); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := RenderFS(fs, "/k/mtls")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, kust)
+	}
+	if err := newValidator(t).ValidateAll(objs); err != nil {
+		t.Fatal(err)
+	}
+	ws, _ := Workloads(objs)
+	flags := helpFlags(t, causalrm(t), "coordinator")
+	for _, w := range ws {
+		if w.Kind != "StatefulSet" {
+			continue
+		}
+		c := w.Containers[0]
+		if p, _ := flagValue(c.Args, "--tls-cert"); mountOf(c, p) == nil {
+			t.Errorf("--tls-cert %q is on no volume", p)
+		}
+		if bad := unknownFlags(c.Args, flags); len(bad) > 0 {
+			t.Errorf("unknown flags %v", bad)
 		}
 	}
 }
