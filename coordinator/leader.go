@@ -16,7 +16,9 @@ type liveness struct {
 	last   map[string]time.Time
 	broken map[string]bool
 	keys   map[string]bool // registry mode: workers whose etcd key exists
-	heard  bool            // a beat arrived in this leadership term
+	// registry mode, before this term has read the keys: nobody times out
+	unsynced bool
+	heard    bool // a beat arrived in this leadership term
 }
 
 func newLiveness() *liveness {
@@ -30,6 +32,7 @@ func (l *liveness) reset() {
 	l.last = map[string]time.Time{}
 	l.broken = map[string]bool{}
 	l.keys = map[string]bool{}
+	l.unsynced = false
 	l.heard = false
 }
 
@@ -68,7 +71,7 @@ func (l *liveness) dead(id string, now time.Time, timeout time.Duration) bool {
 	if l.broken[id] {
 		return true
 	}
-	if l.keys[id] { // registry mode: a present key is a beat
+	if l.keys[id] || l.unsynced { // registry mode: a present key is a beat
 		l.last[id] = now
 		return false
 	}

@@ -272,6 +272,7 @@ func (n *Node) leadRegistry(ctx context.Context) <-chan struct{} {
 		close(done)
 		return done
 	}
+	n.live.setUnsynced(true)
 	go func() {
 		defer close(done)
 		reg, err := OpenRegistry(n.cfg.Registry)
@@ -356,6 +357,7 @@ func (n *Node) registryTerm(ctx context.Context, reg *Registry) error {
 			n.live.keyGone(id)
 		}
 	}
+	n.live.setUnsynced(false)
 	n.kickLoop()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -414,6 +416,14 @@ func (l *liveness) keyPut(id string) {
 	l.last[id] = time.Now()
 	delete(l.broken, id)
 	l.heard = true
+}
+
+// setUnsynced: while true (a registry term that has not read the keys
+// yet, etcd perhaps unreachable), no worker dies of silence.
+func (l *liveness) setUnsynced(v bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unsynced = v
 }
 
 // keyGone records that worker id's registry key was deleted: it is dead.

@@ -236,3 +236,38 @@ func TestRegistryLeaseLiveness(t *testing.T) {
 		t.Fatalf("w1 (key present) was dropped after the restart: %+v", g)
 	}
 }
+
+// With the registry unreachable when a leader starts, it cannot read the
+// keys: nobody dies of silence meanwhile (the workers send no heartbeats),
+// and the node still closes promptly.
+func TestRegistryUnreachableKeepsWorkers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := startRegistryNode(t, "etcd://"+freeAddr(t)+"/job", freeAddr(t), "")
+	cl, err := Dial(ctx, ClientConfig{Addrs: []string{n.GRPCAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.SubmitJob(ctx, state.JobSpec{ID: "job", Shards: 4, MinWorkers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Register(ctx, "w1", "127.0.0.1:11"); err != nil {
+		t.Fatal(err)
+	}
+	gen := func() state.Generation {
+		s := n.State()
+		g, _ := s.Current()
+		return g
+	}
+	waitFor(t, 10*time.Second, "generation 1", func() bool { return gen().Number == 1 })
+	time.Sleep(2*n.cfg.HeartbeatTimeout + 500*time.Millisecond)
+	if g := gen(); g.Number != 1 {
+		t.Fatalf("with the registry unreachable, generation %d (%s)", g.Number, g.Cause)
+	}
+	start := time.Now()
+	n.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+}
