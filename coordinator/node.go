@@ -93,7 +93,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 type tlsStream struct {
 	net.Listener
-	client *tls.Config
+	client    *tls.Config
+	advertise net.Addr // nil: the listener's address
+}
+
+// Addr is the address peers reach this node at.
+func (t *tlsStream) Addr() net.Addr {
+	if t.advertise != nil {
+		return t.advertise
+	}
+	return t.Listener.Addr()
 }
 
 func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -119,6 +128,12 @@ func (n *Node) startRaft() error {
 	}
 
 	var err error
+	var adv net.Addr
+	if cfg.RaftAdvertise != "" {
+		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
+			return fmt.Errorf("%w: RaftAdvertise: %v", ErrConfig, err)
+		}
+	}
 	if cfg.TLS != nil {
 		lis, err := tls.Listen("tcp", cfg.RaftAddr, cfg.TLS)
 		if err != nil {
@@ -129,14 +144,8 @@ func (n *Node) startRaft() error {
 			client = cfg.TLS
 		}
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream: &tlsStream{Listener: lis, client: client}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
+			Stream: &tlsStream{Listener: lis, client: client, advertise: adv}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
 	} else {
-		var adv net.Addr
-		if cfg.RaftAdvertise != "" {
-			if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
-				return fmt.Errorf("%w: RaftAdvertise: %v", ErrConfig, err)
-			}
-		}
 		n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
 		if err != nil {
 			return fmt.Errorf("raft transport %s: %w", cfg.RaftAddr, err)
