@@ -3,7 +3,6 @@ package collective
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -14,13 +13,12 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/causalrm/causalrm/internal/bearer"
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
 )
 
@@ -159,22 +157,7 @@ func newHost(cfg HostConfig, lis net.Listener) *Host {
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
-	if cfg.Token != "" {
-		want := []byte("Bearer " + cfg.Token)
-		opts = append(opts,
-			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-				if err := checkToken(ctx, want); err != nil {
-					return nil, err
-				}
-				return next(ctx, req)
-			}),
-			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, next grpc.StreamHandler) error {
-				if err := checkToken(ss.Context(), want); err != nil {
-					return err
-				}
-				return next(srv, ss)
-			}))
-	}
+	opts = append(opts, bearer.ServerOptions(cfg.Token)...)
 	h.srv = grpc.NewServer(opts...)
 	pb.RegisterCollectiveServer(h.srv, &service{h: h})
 	return h
@@ -190,28 +173,6 @@ func (h *Host) start() {
 	}()
 }
 
-// checkToken accepts exactly one authorization value equal to want.
-func checkToken(ctx context.Context, want []byte) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	v := md.Get("authorization")
-	if len(v) != 1 || subtle.ConstantTimeCompare([]byte(v[0]), want) != 1 {
-		return status.Error(codes.Unauthenticated, "collective: missing or wrong bearer token")
-	}
-	return nil
-}
-
-// tokenCreds sends the bearer token on every call.
-type tokenCreds struct {
-	token  string
-	secure bool
-}
-
-func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + t.token}, nil
-}
-
-func (t tokenCreds) RequireTransportSecurity() bool { return t.secure }
-
 // dialCreds is the transport and per-call credentials of an outgoing
 // connection.
 func dialCreds(clientTLS *tls.Config, token string) []grpc.DialOption {
@@ -222,7 +183,7 @@ func dialCreds(clientTLS *tls.Config, token string) []grpc.DialOption {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: token, secure: clientTLS != nil}))
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer.Creds{Token: token, Secure: clientTLS != nil}))
 	}
 	return opts
 }

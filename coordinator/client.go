@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/bearer"
 	pb "github.com/causalrm/causalrm/proto/coordinatorpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -130,7 +131,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),
 	}
 	if c.cfg.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: c.cfg.Token, secure: c.cfg.TLS != nil}))
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer.Creds{Token: c.cfg.Token, Secure: c.cfg.TLS != nil}))
 	}
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {

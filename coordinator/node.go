@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/bearer"
 	pb "github.com/causalrm/causalrm/proto/coordinatorpb"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -215,10 +216,10 @@ func (n *Node) startGRPC() error {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(unaryAuth(cfg.Token)),
-		grpc.ChainStreamInterceptor(streamAuth(cfg.Token)),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 	}
+	opts = append(opts, bearer.ServerOptions(cfg.Token, healthPrefix)...)
+	opts = append(opts,
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}))
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
