@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/causalrm/causalrm/coordinator"
 	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/syncio"
 )
 
 // The rendered base manifests, run as Kubernetes would run them but as local
@@ -40,29 +40,12 @@ import (
 // model, byte for byte, and every step is committed exactly once. This
 // proves the manifests' flags are the ones the binary needs.
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // kubePod is one running pod: its single container as a process.
 type kubePod struct {
 	name string
 	argv []string
 	cmd  *exec.Cmd
-	log  *logBuf
+	log  *syncio.Buffer
 	done chan struct{}
 	err  error
 }
@@ -203,7 +186,7 @@ func (k *kubePlay) start(w Workload, pod string) *kubePod {
 	if !strings.HasSuffix(argv[0], "/causalrm") {
 		k.t.Fatalf("%s runs %s, not the causalrm binary", pod, argv[0])
 	}
-	p := &kubePod{name: pod, argv: argv, log: &logBuf{}, done: make(chan struct{})}
+	p := &kubePod{name: pod, argv: argv, log: &syncio.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(k.bin, argv[1:]...)
 	p.cmd.Env = append(os.Environ(), k.extra...)
 	for n, v := range env {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/causalrm/causalrm/coordinator"
 	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/syncio"
 )
 
 // The elastic acceptance tests run real processes on 127.0.0.1: the
@@ -29,30 +29,12 @@ import (
 // and the coordinators' step log holds every step of every epoch of every
 // stage exactly once.
 
-// syncBuf is a log buffer several goroutines write.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one child process of a test cluster.
 type proc struct {
 	name string
 	args []string
 	cmd  *exec.Cmd
-	log  *syncBuf
+	log  *syncio.Buffer
 	done chan struct{}
 	err  error
 }
@@ -154,7 +136,7 @@ func (c *testCluster) start(name string, args ...string) *proc {
 		c.t.Fatal(err)
 	}
 	args = append(args, c.procArgs...)
-	p := &proc{name: name, args: args, log: &syncBuf{}, done: make(chan struct{})}
+	p := &proc{name: name, args: args, log: &syncio.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(self, args...)
 	p.cmd.Env = append(append(os.Environ(), "CAUSALRM_TOKEN="+c.token), c.env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log

@@ -10,10 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -80,61 +78,20 @@ func runElastic(ctx context.Context, job *Job, n int, codec string, force bool, 
 	if err := client.SubmitJob(ctx, spec); err != nil {
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	log = &lockedWriter{w: log} // the workers' output is copied concurrently
-	procs := make([]*exec.Cmd, n)
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
+	ch, err := startChildren(n, log, []string{"CAUSALRM_TOKEN=" + token}, func(i int) []string {
 		args := []string{"worker", "--coordinators", addr, "--id", fmt.Sprintf("w%d", i), "--listen", "127.0.0.1:0",
 			"--threads", strconv.Itoa(max(job.Threads, 0))}
 		if job.Progress == nil || i > 0 {
 			args = append(args, "--quiet")
 		}
-		c := exec.Command(self, args...)
-		c.Env = append(os.Environ(), "CAUSALRM_TOKEN="+token)
-		c.Stdout, c.Stderr = log, log
-		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := c.Start(); err != nil {
-			signalAll(procs, syscall.SIGKILL)
-			for j := 0; j < i; j++ {
-				<-errs
-			}
-			return err
-		}
-		procs[i] = c
-		go func(i int, c *exec.Cmd) {
-			if err := c.Wait(); err != nil {
-				errs <- fmt.Errorf("worker %d: %w", i, err)
-				return
-			}
-			errs <- nil
-		}(i, c)
+		return args
+	}, nil)
+	if err != nil {
+		return err
 	}
-	// Supervise: the first failure or ctrl-C kills everyone (a SIGTERM
-	// would be a graceful leave); return only once all are reaped.
-	var first error
-	done := ctx.Done()
-	for remaining := n; remaining > 0; {
-		select {
-		case err := <-errs:
-			remaining--
-			if err != nil && first == nil {
-				first = err
-				signalAll(procs, syscall.SIGKILL)
-			}
-		case <-done:
-			done = nil
-			if first == nil {
-				first = ctx.Err()
-			}
-			signalAll(procs, syscall.SIGKILL)
-		}
-	}
+	// The first failure or ctrl-C kills everyone (a SIGTERM would be a
+	// graceful leave).
+	first := ch.supervise(ctx, syscall.SIGKILL, 0)
 	if first != nil {
 		return first
 	}
@@ -150,16 +107,4 @@ func runElastic(ctx context.Context, job *Job, n int, codec string, force bool, 
 		printSummary(stdout, fmt.Sprintf("%s (%d workers)", final, n), &rm)
 	}
 	return nil
-}
-
-// lockedWriter serialises writes from several goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

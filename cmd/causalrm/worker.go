@@ -180,80 +180,30 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, 
 		defer l.Close()
 		lis[i], peers[i] = l, l.Addr().String()
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	log = &lockedWriter{w: log} // the workers' output is copied concurrently
-	procs := make([]*exec.Cmd, n)
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		f, err := lis[i].File()
-		if err != nil {
-			return err
-		}
+	ch, err := startChildren(n, log, nil, func(i int) []string {
 		args := []string{"worker", "--config", jobFile, "--rank", strconv.Itoa(i),
 			"--peers", strings.Join(peers, ","), "--listen-fd", "3", "--codec", codec,
 			"--threads", strconv.Itoa(max(job.Threads, 0))}
 		if job.Progress == nil {
 			args = append(args, "--quiet")
 		}
-		args = append(args, extra...)
-		c := exec.Command(self, args...)
-		c.ExtraFiles = []*os.File{f}
-		c.Stdout, c.Stderr = log, log
-		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := c.Start(); err != nil {
-			f.Close()
-			signalAll(procs, syscall.SIGKILL)
-			for j := 0; j < i; j++ {
-				<-errs
-			}
-			return err
+		return append(args, extra...)
+	}, func(i int) []*os.File {
+		f, err := lis[i].File()
+		if err != nil {
+			return nil // the child fails on the missing fd, and the job with it
 		}
-		f.Close()
-		procs[i] = c
-		go func(i int, c *exec.Cmd) {
-			if err := c.Wait(); err != nil {
-				errs <- fmt.Errorf("worker %d: %w", i, err)
-				return
-			}
-			errs <- nil
-		}(i, c)
+		return []*os.File{f}
+	})
+	if err != nil {
+		return err
 	}
 	for _, l := range lis {
 		l.Close() // the children hold their own copies
 	}
-	// Supervise: the first failure or ctrl-C stops everyone (SIGTERM, then
-	// SIGKILL after a grace period); return only once all are reaped.
-	var first error
-	var kill *time.Timer
-	stop := func(why error) {
-		if first != nil {
-			return
-		}
-		first = why
-		signalAll(procs, syscall.SIGTERM)
-		kill = time.AfterFunc(workerGrace, func() { signalAll(procs, syscall.SIGKILL) })
-	}
-	done := ctx.Done()
-	for remaining := n; remaining > 0; {
-		select {
-		case err := <-errs:
-			remaining--
-			if err != nil {
-				stop(err)
-			}
-		case <-done:
-			done = nil
-			stop(ctx.Err())
-		}
-	}
-	if kill != nil {
-		kill.Stop()
-	}
+	// The first failure or ctrl-C stops everyone: SIGTERM, then SIGKILL
+	// after a grace period.
+	first := ch.supervise(ctx, syscall.SIGTERM, workerGrace)
 	if first != nil {
 		return first
 	}
