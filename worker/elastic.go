@@ -41,8 +41,12 @@ type ElasticConfig struct {
 	RingID string // the job id: every ring of the job carries it
 	Host   *collective.Host
 	Coord  Coordinator
-	Codec  collective.Codec // lossless
-	Shards int
+	Codec  collective.Codec // lossless: the integer sums and maxima
+	// LossyCodec (fp16, int8), if set, carries the float32 sums of a job
+	// with --reduce fast, with error feedback: a worker's residual moves
+	// with it from ring to ring, and a leaving worker's goes to a survivor.
+	LossyCodec collective.Codec
+	Shards     int
 	// ProgressEvery: report progress every this many global steps.
 	ProgressEvery int
 	// CheckpointEvery: checkpoint every this many global steps (rounded
@@ -74,7 +78,9 @@ func (c *ElasticConfig) Validate() error {
 	case c.Host == nil || c.Coord == nil:
 		return fmt.Errorf("%w: elastic worker needs a collective host and a coordinator", ErrConfig)
 	case c.Codec.Lossy():
-		return fmt.Errorf("%w: elastic training needs a lossless codec, not %s", ErrConfig, c.Codec)
+		return fmt.Errorf("%w: the integer sums need a lossless codec, not %s", ErrConfig, c.Codec)
+	case c.LossyCodec != "" && !c.LossyCodec.Lossy():
+		return fmt.Errorf("%w: %s is not a lossy codec (fp16, int8)", ErrConfig, c.LossyCodec)
 	case c.Shards < 1:
 		return fmt.Errorf("%w: shards %d", ErrConfig, c.Shards)
 	}
@@ -123,17 +129,21 @@ type Elastic struct {
 	last []int64 // the result of call number done, as int64 bits
 
 	// progress accounting
-	prev       *trainer.Boundary // the step that ran last (not yet accounted)
-	pending    []state.StepRange
-	pendingG   uint64 // the global step of pending's first step
-	reported   uint64
-	skipAgree  int64 // a boundary whose agreement was done before the snapshot
-	ckptBusy   chan struct{}
-	bg         sync.WaitGroup
-	global     uint64                     // steps completed at the last stage end
-	lastCkpt   time.Time                  // when this worker last took a checkpoint
-	disturbed  time.Time                  // when a generation change began (zero: none pending)
-	Activation func(gen state.Generation) // tests: called on each ring change
+	prev      *trainer.Boundary // the step that ran last (not yet accounted)
+	pending   []state.StepRange
+	pendingG  uint64 // the global step of pending's first step
+	reported  uint64
+	skipAgree int64 // a boundary whose agreement was done before the snapshot
+	ckptBusy  chan struct{}
+	bg        sync.WaitGroup
+	global    uint64    // steps completed at the last stage end
+	lastCkpt  time.Time // when this worker last took a checkpoint
+	disturbed time.Time
+	handed    []float32 // the residual the next ring starts with (own + leavers')
+	// testHandover, if set, sees a leaver's residual as it hands it over,
+	// and a donor's before and after it takes the leavers'.
+	testHandover func(role string, before, after []float32) // when a generation change began (zero: none pending)
+	Activation   func(gen state.Generation)    // tests: called on each ring change
 }
 
 // joinBlob is the state a joining worker takes from a live peer and a
@@ -244,9 +254,14 @@ func (e *Elastic) latestNumber() uint64 {
 // openRing makes the ring of generation g on this worker's host and takes
 // g's shards.
 func (e *Elastic) openRing(g state.Generation) error {
+	var residual []float32 // this worker's error feedback goes with it
 	if e.ring != nil {
+		residual = e.ring.Residual()
 		e.ring.Close()
 		e.ring = nil
+	}
+	if e.handed != nil {
+		residual, e.handed = e.handed, nil
 	}
 	rank := g.Index(e.cfg.ID)
 	if rank < 0 {
@@ -258,11 +273,15 @@ func (e *Elastic) openRing(g state.Generation) error {
 	}
 	rc := collective.DefaultConfig()
 	rc.RingID, rc.Rank, rc.Peers, rc.Generation, rc.Codec = e.cfg.RingID, rank, peers, 2*g.Number+1, e.cfg.Codec
+	rc.LossyCodec = e.cfg.LossyCodec
 	rc.Timeout = e.cfg.OpTimeout
 	rc.Logger = e.log
 	r, err := e.cfg.Host.Ring(rc)
 	if err != nil {
 		return err
+	}
+	if residual != nil {
+		r.SetResidual(residual)
 	}
 	e.mu.Lock() // the watch reads gen
 	e.ring, e.gen = r, g
@@ -279,7 +298,9 @@ func (e *Elastic) openRing(g state.Generation) error {
 	if e.Activation != nil {
 		e.Activation(g)
 	}
+	e.bg.Add(1)
 	go func() { // best effort: lets the leader base crash generations on it
+		defer e.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = e.cfg.Coord.Activated(ctx, e.cfg.ID, g.Number)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/causalrm/causalrm/collective"
@@ -139,6 +140,9 @@ func (e *Elastic) switchTo(ctx context.Context, b trainer.Boundary, target uint6
 	joiners := false
 	for _, m := range g.Members {
 		joiners = joiners || old.Index(m.ID) < 0
+	}
+	if e.cfg.LossyCodec != "" {
+		e.handOver(ctx, old, g)
 	}
 	if joiners && donor(old, g) == e.cfg.ID {
 		blob, err := e.blob(b, true)
@@ -333,4 +337,49 @@ func (e *Elastic) checkpointDue(g uint64) bool {
 		return false
 	}
 	return time.Since(e.lastCkpt).Seconds() >= e.cfg.CheckpointSeconds
+}
+
+// handOver gives the error-feedback residual of every member leaving at
+// this switch to the donor, over the old ring, so nothing the lossy codec
+// dropped is lost: one exact int64 "broadcast" per leaver (only the leaver
+// contributes the bits), added by the donor to its own. Every member of
+// the old ring has the same residual length (they made the same float32
+// sums). A failure here loses the residuals, not the job: the next call
+// fails and reconciles.
+func (e *Elastic) handOver(ctx context.Context, old, g state.Generation) {
+	own := e.ring.Residual()
+	d := donor(old, g)
+	var before []float32
+	if d == e.cfg.ID {
+		before = append([]float32(nil), own...)
+	}
+	for _, m := range old.Members {
+		if g.Index(m.ID) >= 0 || len(own) == 0 {
+			continue
+		}
+		v := make([]int64, len(own))
+		if m.ID == e.cfg.ID {
+			for i, x := range own {
+				v[i] = int64(math.Float32bits(x))
+			}
+			if e.testHandover != nil {
+				e.testHandover("leaver", own, nil)
+			}
+		}
+		if err := e.ring.SumInt64(ctx, v); err != nil {
+			e.log.Warn("handing over a leaver's residual failed; it is lost", "leaver", m.ID, "err", err)
+			return
+		}
+		if d == e.cfg.ID {
+			for i, b := range v {
+				own[i] += math.Float32frombits(uint32(b))
+			}
+		}
+	}
+	if d == e.cfg.ID {
+		e.handed = own
+		if e.testHandover != nil {
+			e.testHandover("donor", before, own)
+		}
+	}
 }

@@ -131,12 +131,15 @@ type elasticNode struct {
 }
 
 func startNode(t *testing.T, fc *fakeCoord, id string, lis net.Listener) *elasticNode {
+	return startNodeWith(t, fc, id, lis, elasticConfig(), "")
+}
+
+func startNodeWith(t *testing.T, fc *fakeCoord, id string, lis net.Listener, cfg trainer.Config, lossy collective.Codec) *elasticNode {
 	host, err := collective.NewHost(collective.DefaultHostConfig(), lis)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := elasticConfig()
-	e, err := NewElastic(ElasticConfig{ID: id, RingID: "job", Host: host, Coord: fc, Codec: collective.CodecS2,
+	e, err := NewElastic(ElasticConfig{ID: id, RingID: "job", Host: host, Coord: fc, Codec: collective.CodecS2, LossyCodec: lossy,
 		Shards: cfg.Shards, ProgressEvery: 5, OpTimeout: 20 * time.Second, ReconfigureTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -341,5 +344,82 @@ func TestCheckpointDue(t *testing.T) {
 	time.Sleep(60 * time.Millisecond)
 	if !e.checkpointDue(15) {
 		t.Fatal("not due 60 ms after the clock started, with a 50 ms interval")
+	}
+}
+
+// With --reduce fast and the int8 codec, a worker leaving at a step
+// boundary hands its error-feedback residual to the donor, which adds it
+// to its own: nothing the codec dropped is lost.
+func TestElasticLossyLeaveHandsOverResidual(t *testing.T) {
+	fc := newFakeCoord()
+	cfg := elasticConfig()
+	cfg.Reduce = "fast"
+	lis, addrs := listeners(t, "a", "b", "c")
+	nodes := map[string]*elasticNode{}
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id] = startNodeWith(t, fc, id, lis[id], cfg, collective.CodecInt8)
+	}
+	var mu sync.Mutex
+	var before, after, leaver []float32
+	record := func(role string, b, a []float32) {
+		mu.Lock()
+		defer mu.Unlock()
+		if role == "leaver" {
+			leaver = append([]float32(nil), b...)
+			return
+		}
+		before, after = b, a
+	}
+	nodes["a"].e.testHandover, nodes["c"].e.testHandover = record, record
+	var started []float32 // what a's ring of generation 2 starts with
+	nodes["a"].e.Activation = func(g state.Generation) {
+		if g.Number == 2 {
+			mu.Lock()
+			started = nodes["a"].e.ring.Residual()
+			mu.Unlock()
+		}
+	}
+	var once sync.Once
+	fc.onReport = func(p state.Progress) {
+		if p.WorkerID == "a" && p.GlobalStep >= 25 {
+			once.Do(func() { fc.commit([]string{"a", "b"}, addrs, cfg.Shards, "leave:c") })
+		}
+	}
+	fc.commit([]string{"a", "b", "c"}, addrs, cfg.Shards, "start")
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id].run(ctx)
+	}
+	if err := <-nodes["c"].done; !errors.Is(err, ErrLeft) {
+		t.Fatalf("c: want a graceful leave, got %v", err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := <-nodes[id].done; err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	for _, n := range nodes {
+		n.e.Close()
+		n.host.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(leaver) == 0 || len(before) != len(leaver) || len(after) != len(leaver) {
+		t.Fatalf("residuals: leaver %d, donor before %d, after %d elements", len(leaver), len(before), len(after))
+	}
+	nonzero := 0
+	for i := range leaver {
+		if leaver[i] != 0 {
+			nonzero++
+		}
+		if want := before[i] + leaver[i]; after[i] != want {
+			t.Fatalf("element %d: donor has %v after the leave, want its %v + the leaver's %v", i, after[i], before[i], leaver[i])
+		}
+	}
+	if nonzero == 0 {
+		t.Fatal("the leaver's residual is all zero: the test shows nothing")
+	}
+	if fmt.Sprint(started) != fmt.Sprint(after) {
+		t.Fatal("the donor's new ring does not start with the combined residual")
 	}
 }

@@ -124,6 +124,7 @@ func submitCmd() *cobra.Command {
 		coords, jobID                       string
 		minWorkers, progressEvery, ckptEach int
 		ckptSeconds                         time.Duration
+		codec                               string
 		tok                                 tokenFlags
 		tf                                  tlsFlags
 	)
@@ -144,6 +145,9 @@ with a message naming the field.`,
 				return err
 			}
 			job.Progress = nil
+			if cmd.Flags().Changed("codec") {
+				job.Codec = codec
+			}
 			spec, err := jobSpecFor(job, jobID, minWorkers, progressEvery, ckptEach)
 			if err != nil {
 				return err
@@ -170,6 +174,7 @@ with a message naming the field.`,
 	addJobFlags(cmd, &f, true)
 	fs := cmd.Flags()
 	fs.StringVar(&coords, "coordinators", "127.0.0.1:7100", "the coordinators' gRPC addresses, host:port,...")
+	fs.StringVar(&codec, "codec", "", "all-reduce wire codec: none, s2 (default), zstd; fp16 or int8 (lossy, with --reduce fast)")
 	fs.StringVar(&jobID, "job-id", "job", "the job's id (names its rings and checkpoints)")
 	fs.IntVar(&minWorkers, "min-workers", 1, "workers that must register before training starts")
 	fs.IntVar(&progressEvery, "report-every", 10, "workers report progress (and parameter hashes) every this many steps")

@@ -127,8 +127,11 @@ func jobFromSpec(spec *state.JobSpec) (*Job, error) {
 	if job.Shards != spec.Shards {
 		return nil, fmt.Errorf("job spec %s: field \"shards\": %d, but the job's config says %d", spec.ID, spec.Shards, job.Shards)
 	}
-	if job.Reduce != "exact" {
-		return nil, fmt.Errorf("job spec %s: field \"config.reduce\": elastic training needs exact, not %q", spec.ID, job.Reduce)
+	if c := collective.Codec(job.Codec); job.Codec != "" && !c.Lossless() && !c.Lossy() {
+		return nil, fmt.Errorf("job spec %s: field \"config.codec\": %q: want none, s2, zstd, fp16 or int8", spec.ID, job.Codec)
+	}
+	if collective.Codec(job.Codec).Lossy() && job.Reduce != "fast" {
+		return nil, fmt.Errorf("job spec %s: field \"config.codec\": %s is lossy: it needs reduce: fast", spec.ID, job.Codec)
 	}
 	if err := job.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("job spec %s: field \"config\": %w", spec.ID, err)
@@ -197,7 +200,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	}
 	defer host.Close()
 	e, err := worker.NewElastic(worker.ElasticConfig{ID: id, RingID: spec.ID, Host: host, Coord: client,
-		Codec: jobCodec(job), Shards: spec.Shards, ProgressEvery: spec.ProgressEvery,
+		Codec: jobCodec(job), LossyCodec: jobLossyCodec(job), Shards: spec.Shards, ProgressEvery: spec.ProgressEvery,
 		CheckpointEvery: spec.CheckpointEverySteps, CheckpointSeconds: spec.CheckpointEverySeconds, OpTimeout: f.opTimeout, Logger: logger,
 		StepDelay: stepDelay(), Metrics: metrics})
 	if err != nil {
@@ -340,10 +343,20 @@ func waitJobEnd(ctx context.Context, c *coordinator.Client, timeout time.Duratio
 	}
 }
 
-// jobCodec is the job's wire codec (s2 unless the job names one).
+// jobCodec is the job's wire codec of the exact sums (s2 unless the job
+// names a lossless one).
 func jobCodec(job *Job) collective.Codec {
-	if job.Codec == "" {
-		return collective.CodecS2
+	if c := collective.Codec(job.Codec); c.Lossless() {
+		return c
 	}
-	return collective.Codec(job.Codec)
+	return collective.CodecS2
+}
+
+// jobLossyCodec is the codec of the float32 sums of --reduce fast, if the
+// job names a lossy one.
+func jobLossyCodec(job *Job) collective.Codec {
+	if c := collective.Codec(job.Codec); c.Lossy() {
+		return c
+	}
+	return ""
 }
