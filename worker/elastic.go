@@ -143,7 +143,7 @@ type Elastic struct {
 	// testHandover, if set, sees a leaver's residual as it hands it over,
 	// and a donor's before and after it takes the leavers'.
 	testHandover func(role string, before, after []float32) // when a generation change began (zero: none pending)
-	Activation   func(gen state.Generation)    // tests: called on each ring change
+	Activation   func(gen state.Generation)                 // tests: called on each ring change
 }
 
 // joinBlob is the state a joining worker takes from a live peer and a
