@@ -124,7 +124,7 @@ func submitCmd() *cobra.Command {
 		coords, jobID                       string
 		minWorkers, progressEvery, ckptEach int
 		ckptSeconds                         time.Duration
-		codec                               string
+		codec, registry                     string
 		tok                                 tokenFlags
 		tf                                  tlsFlags
 	)
@@ -159,7 +159,7 @@ with a message naming the field.`,
 			if err := spec.Validate(); err != nil {
 				return err
 			}
-			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "")
+			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "", withRegistry(registry))
 			if err != nil {
 				return err
 			}
@@ -175,6 +175,7 @@ with a message naming the field.`,
 	fs := cmd.Flags()
 	fs.StringVar(&coords, "coordinators", "127.0.0.1:7100", "the coordinators' gRPC addresses, host:port,...")
 	fs.StringVar(&codec, "codec", "", "all-reduce wire codec: none, s2 (default), zstd; fp16 or int8 (lossy, with --reduce fast)")
+	fs.StringVar(&registry, "registry", "", "etcd://host:port[/name]: find the leading coordinator there (instead of, or besides, --coordinators)")
 	fs.StringVar(&jobID, "job-id", "job", "the job's id (names its rings and checkpoints)")
 	fs.IntVar(&minWorkers, "min-workers", 1, "workers that must register before training starts")
 	fs.IntVar(&progressEvery, "report-every", 10, "workers report progress (and parameter hashes) every this many steps")
@@ -188,6 +189,7 @@ with a message naming the field.`,
 func statusCmd() *cobra.Command {
 	var (
 		coords string
+		reg    string
 		asJSON bool
 		tok    tokenFlags
 		tf     tlsFlags
@@ -197,7 +199,7 @@ func statusCmd() *cobra.Command {
 		Short: "Show a job's members, generation, stage, step, rows/s and last checkpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "")
+			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "", withRegistry(reg))
 			if err != nil {
 				return err
 			}
@@ -218,6 +220,7 @@ func statusCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&coords, "coordinators", "127.0.0.1:7100", "the coordinators' gRPC addresses, host:port,...")
 	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
+	fs.StringVar(&reg, "registry", "", "etcd://host:port[/name]: find the leading coordinator there (instead of, or besides, --coordinators)")
 	tok.add(fs)
 	tf.add(fs)
 	return cmd

@@ -95,6 +95,10 @@ func TestRegistryKillWorker(t *testing.T) {
 		before.Watermark.GlobalStep, st.Generation.Number, crashGen.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	<-ws["w3"].done
 	final := c.finish(out, ref)
+	// status finds the coordinators through the registry alone.
+	if o, err := run(t, "status", "--registry", reg, "--coordinators", "", "--token", c.token); err != nil || !strings.Contains(o, "done") {
+		t.Fatalf("status --registry: %v\n%s", err, o)
+	}
 	for _, id := range []string{"w1", "w2"} {
 		p := ws[id]
 		<-p.done
