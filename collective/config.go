@@ -48,6 +48,9 @@ type Config struct {
 	// LossyCodec, if set (fp16 or int8), is used by SumFloat32 instead,
 	// with error feedback. It trades exactness for bandwidth.
 	LossyCodec Codec
+	// Transport is how segments go to the successor: TransportRaw (the
+	// default; also when empty) or TransportGRPC. A host receives both.
+	Transport Transport
 	// ChunkBytes is the raw size of the chunks a part is streamed in.
 	ChunkBytes int
 	// MaxMessageBytes bounds every gRPC message sent or received.
@@ -69,6 +72,7 @@ func DefaultConfig() Config {
 	return Config{
 		RingID:          "causalrm",
 		Codec:           CodecNone,
+		Transport:       TransportRaw,
 		ChunkBytes:      256 << 10,
 		MaxMessageBytes: 8 << 20,
 		InboxSegments:   64,
@@ -106,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if c.LossyCodec != "" && !c.LossyCodec.Lossy() {
 		return bad("lossy codec %q: want empty, fp16 or int8", c.LossyCodec)
+	}
+	if c.Transport != "" && c.Transport != TransportRaw && c.Transport != TransportGRPC {
+		return bad("transport %q: want raw or grpc", c.Transport)
 	}
 	if c.ChunkBytes < 64 || c.ChunkBytes > 64<<20 {
 		return bad("ChunkBytes %d outside [64, 64 MiB]", c.ChunkBytes)

@@ -129,6 +129,7 @@ func runHostile(t *testing.T, codec Codec, tc hostileCase) {
 	cfg.Codec = codec
 	cfg.MaxMessageBytes = 16 << 10
 	cfg.Timeout = 5 * time.Second
+	cfg.Transport = TransportGRPC // its successor is the gRPC sink
 	victim, err := New(cfg, lis[1])
 	if err != nil {
 		t.Fatal(err)

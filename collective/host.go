@@ -88,6 +88,7 @@ type Host struct {
 	cfg       HostConfig
 	log       *slog.Logger
 	lis       net.Listener
+	mux       *muxListener // what gRPC serves: lis less the raw connections
 	srv       *grpc.Server
 	serveDone chan struct{}
 	closing   chan struct{}
@@ -100,6 +101,10 @@ type Host struct {
 	newest  map[string]uint64 // per ring id: the newest generation made
 	changed chan struct{}     // closed (and replaced) whenever a ring is made
 	solo    *Ring             // New's private host: its one ring takes everything
+
+	rawWG    sync.WaitGroup // the accept loop and each raw or unsniffed connection
+	rawMu    sync.Mutex
+	rawConns map[net.Conn]struct{} // nil once stopped
 
 	state  stateHolder
 	zencMu sync.Mutex
@@ -142,6 +147,8 @@ func newHost(cfg HostConfig, lis net.Listener) *Host {
 		rings:     map[ringKey]*Ring{},
 		newest:    map[string]uint64{},
 		changed:   make(chan struct{}),
+		mux:       &muxListener{Listener: lis, conns: make(chan net.Conn), done: make(chan struct{})},
+		rawConns:  map[net.Conn]struct{}{},
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
@@ -163,11 +170,14 @@ func newHost(cfg HostConfig, lis net.Listener) *Host {
 	return h
 }
 
-// start serves the host's listener.
+// start serves the host's listener: raw segment connections itself, the
+// rest with the gRPC server.
 func (h *Host) start() {
+	h.rawWG.Add(1)
+	go h.acceptLoop()
 	go func() {
 		defer close(h.serveDone)
-		if err := h.srv.Serve(h.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := h.srv.Serve(h.mux); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			h.log.Error("collective: serve", "err", err)
 		}
 	}()
@@ -387,6 +397,7 @@ func (h *Host) stop(timeout time.Duration) {
 		}
 		t.Stop()
 		<-h.serveDone
+		h.closeRawConns()
 		h.zencMu.Lock()
 		if h.zenc != nil {
 			h.zenc.Close()

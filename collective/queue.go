@@ -63,6 +63,31 @@ func (q *sendQueue) pop() (outSegment, bool) {
 	}
 }
 
+// popAll blocks until a segment is queued, then appends every queued one
+// to dst; false once closed and drained, or dead.
+func (q *sendQueue) popAll(dst []outSegment) ([]outSegment, bool) {
+	for {
+		q.mu.Lock()
+		if q.dead {
+			q.mu.Unlock()
+			return dst, false
+		}
+		if q.head < len(q.items) {
+			dst = append(dst, q.items[q.head:]...)
+			clear(q.items)
+			q.items, q.head = q.items[:0], 0
+			q.mu.Unlock()
+			return dst, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return dst, false
+		}
+		<-q.notify
+	}
+}
+
 func (q *sendQueue) close() {
 	q.mu.Lock()
 	q.closed = true

@@ -245,6 +245,10 @@ func (r *Ring) sendLoop() {
 		r.breakWith(fmt.Errorf("%w: stream to rank %d (%s): %w", ErrPeer, r.succ, addr, err))
 		r.out.abandon()
 	}
+	if r.cfg.Transport != TransportGRPC {
+		r.sendRaw(addr, fail)
+		return
+	}
 	for {
 		item, ok := r.out.pop()
 		if !ok {
@@ -655,7 +659,7 @@ func (o *op[T]) handle(it inItem) error {
 			return fmt.Errorf("%v step %d chunk %d from rank %d: %w: payload of %d bytes for %d elements",
 				s.Phase, s.Step, c, s.SenderRank, ErrShape, len(s.Payload), len(dst))
 		}
-		o.applyRawInt64(s, dst, p, c)
+		o.applyRawInt64(it.in, dst, p, c)
 		return nil
 	}
 	in := o.tmp[:hi-lo]
@@ -686,20 +690,28 @@ func (o *op[T]) handle(it inItem) error {
 	copy(o.v[lo:hi], in)
 	if step < N-2 {
 		forwarded = true
-		o.forward(s, c, hi-lo)
+		o.forward(it.in, c, hi-lo)
 	}
 	return nil
 }
 
 // forward passes an all-gather segment on to the successor, the very bytes.
-// They alias the received buffer, which is left to the garbage collector.
-func (o *op[T]) forward(s *pb.Segment, c, count int) {
-	o.send(pb.Phase_PHASE_ALL_GATHER, int(s.Step)+1, c, count, s.Payload, nil, s.Crc32C)
+// They alias the received buffer, which goes back to the pool once sent if
+// the payload is all of it (a raw frame's), else to the garbage collector.
+func (o *op[T]) forward(in *inSegment, c, count int) {
+	s := &in.seg
+	var pooled *[]byte
+	if b := in.buf; b != nil && len(*b) == len(s.Payload) && len(s.Payload) > 0 && &(*b)[0] == &s.Payload[0] {
+		pooled = b
+	}
+	in.buf = nil
+	o.send(pb.Phase_PHASE_ALL_GATHER, int(s.Step)+1, c, count, s.Payload, pooled, s.Crc32C)
 }
 
 // applyRawInt64 is handle's tail for CodecNone int64 segments, which need
 // no decode buffer.
-func (o *op[T]) applyRawInt64(s *pb.Segment, dst []int64, p, c int) {
+func (o *op[T]) applyRawInt64(in *inSegment, dst []int64, p, c int) {
+	s := &in.seg
 	seen := o.seenRS
 	if s.Phase == pb.Phase_PHASE_ALL_GATHER {
 		seen = o.seenAG
@@ -722,7 +734,7 @@ func (o *op[T]) applyRawInt64(s *pb.Segment, dst []int64, p, c int) {
 	}
 	getRaw(dst, s.Payload)
 	if step < o.r.n-2 {
-		o.forward(s, c, len(dst))
+		o.forward(in, c, len(dst))
 	}
 }
 
