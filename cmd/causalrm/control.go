@@ -123,7 +123,7 @@ func submitCmd() *cobra.Command {
 		f                                   jobFlags
 		coords, jobID                       string
 		minWorkers, progressEvery, ckptEach int
-		ckptSeconds                         time.Duration
+		ckptInterval                        time.Duration
 		codec, registry                     string
 		tok                                 tokenFlags
 		tf                                  tlsFlags
@@ -152,7 +152,7 @@ with a message naming the field.`,
 			if err != nil {
 				return err
 			}
-			spec.CheckpointEverySeconds = ckptSeconds.Seconds()
+			spec.CheckpointEverySeconds = ckptInterval.Seconds()
 			if _, err := jobFromSpec(&spec); err != nil {
 				return err
 			}
@@ -179,7 +179,7 @@ with a message naming the field.`,
 	fs.StringVar(&jobID, "job-id", "job", "the job's id (names its rings and checkpoints)")
 	fs.IntVar(&minWorkers, "min-workers", 1, "workers that must register before training starts")
 	fs.IntVar(&progressEvery, "report-every", 10, "workers report progress (and parameter hashes) every this many steps")
-	fs.DurationVar(&ckptSeconds, "checkpoint-interval", 0, "also checkpoint when this long has passed since the last one (0: off), e.g. 10m")
+	fs.DurationVar(&ckptInterval, "checkpoint-interval", 0, "also checkpoint when this long has passed since the last one (0: off), e.g. 10m")
 	fs.IntVar(&ckptEach, "checkpoint-every", 0, "checkpoint every this many steps (0: never; rounded up to a multiple of --report-every)")
 	tok.add(fs)
 	tf.add(fs)
