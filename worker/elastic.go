@@ -131,7 +131,6 @@ type Elastic struct {
 	// progress accounting
 	prev      *trainer.Boundary // the step that ran last (not yet accounted)
 	pending   []state.StepRange
-	pendingG  uint64 // the global step of pending's first step
 	reported  uint64
 	skipAgree int64 // a boundary whose agreement was done before the snapshot
 	ckptBusy  chan struct{}
