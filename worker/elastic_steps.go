@@ -86,9 +86,13 @@ func (e *Elastic) account() {
 // cannot be reached does not stop training: the ranges go with the next
 // report. A failed job does.
 func (e *Elastic) report(ctx context.Context, global uint64, stage string, epoch, step int, hash string) error {
+	now := time.Now()
 	p := state.Progress{WorkerID: e.cfg.ID, Generation: e.gen.Number, GlobalStep: global, Stage: stage,
 		Epoch: epoch, Step: step, Ranges: append([]state.StepRange(nil), e.pending...), ParamHash: hash,
-		Time: time.Now().UnixNano()}
+		Time: now.UnixNano()}
+	if !e.reportedAt.IsZero() && global > e.reported && e.tr != nil {
+		p.RowsPerSec = float64(global-e.reported) * float64(e.tr.Config().Batch) / now.Sub(e.reportedAt).Seconds()
+	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := e.cfg.Coord.ReportProgress(rctx, p); err != nil {
@@ -98,7 +102,7 @@ func (e *Elastic) report(ctx context.Context, global uint64, stage string, epoch
 		e.log.Warn("progress report failed; will send it with the next", "global_step", global, "err", err)
 		return nil
 	}
-	e.pending, e.reported = nil, global
+	e.pending, e.reported, e.reportedAt = nil, global, now
 	return nil
 }
 

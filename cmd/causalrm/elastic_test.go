@@ -333,7 +333,9 @@ func TestElasticScaleUpAndDown(t *testing.T) {
 	w1, w2 := c.startWorker("w1"), c.startWorker("w2")
 	step := uint64(20)
 	for round, ids := range [][2]string{{"w3", "w4"}, {"w5", "w6"}} {
-		c.waitStatus(fmt.Sprintf("round %d: step %d", round, step), time.Minute, atLeast(step))
+		if st := c.waitStatus(fmt.Sprintf("round %d: step %d", round, step), time.Minute, atLeast(step)); st.RowsPerSec <= 0 {
+			t.Fatalf("status shows %v rows/s while training", st.RowsPerSec)
+		}
 		a, b := c.startWorker(ids[0]), c.startWorker(ids[1])
 		st := c.waitStatus("4 members", time.Minute, members(4))
 		t.Logf("round %d: scaled up to 4 at global step %d (generation %d)", round, st.Watermark.GlobalStep, st.Generation.Number)
