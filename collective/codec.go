@@ -132,6 +132,15 @@ func asBytes[T elem](v []T) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(v)*elemSize[T]())
 }
 
+// asInt64s views b (8-byte aligned, as pooled buffers are) as int64s in
+// native byte order.
+func asInt64s(b []byte) []int64 {
+	if len(b) < 8 {
+		return nil
+	}
+	return unsafe.Slice((*int64)(unsafe.Pointer(&b[0])), len(b)/8)
+}
+
 // putRaw writes src little-endian into dst (len(dst) == len(src)*size).
 func putRaw[T elem](dst []byte, src []T) {
 	if littleEndian {

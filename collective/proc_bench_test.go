@@ -53,6 +53,9 @@ func procRank(rank int, peers []string, codec Codec, tr Transport, elems, calls 
 	cfg := DefaultConfig()
 	cfg.RingID, cfg.Rank, cfg.Peers, cfg.Generation, cfg.Codec, cfg.Transport = "bench", rank, peers, 1, codec, tr
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	if c, _ := strconv.Atoi(os.Getenv("COLLECTIVE_BENCH_CHUNK")); c > 0 { // experiments
+		cfg.ChunkBytes, cfg.MaxMessageBytes = c, max(cfg.MaxMessageBytes, 2*c+4096)
+	}
 	r, err := New(cfg, lis)
 	if err != nil {
 		return err
@@ -100,7 +103,11 @@ func BenchmarkAllReduceProcesses(b *testing.B) {
 							}
 						}()
 						for rank := 1; rank < n; rank++ {
-							c := exec.Command(os.Args[0], "-test.run=^TestBenchWorkerProcess$", "-test.count=1")
+							args := []string{"-test.run=^TestBenchWorkerProcess$", "-test.count=1"}
+							if d := os.Getenv("COLLECTIVE_BENCH_PROFILE"); d != "" { // a CPU profile per child
+								args = append(args, fmt.Sprintf("-test.cpuprofile=%s/rank%d.prof", d, rank))
+							}
+							c := exec.Command(os.Args[0], args...)
 							c.Env = append(os.Environ(), fmt.Sprintf("%s=%d,%d,%d,%s,%s", workerEnv, rank, elems, calls, codec, tr))
 							c.Stderr = os.Stderr
 							out, err := c.StdoutPipe()

@@ -1,6 +1,9 @@
 package collective
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // sendQueue is the unbounded FIFO between the op goroutine and the sender
 // goroutine. Being unbounded (it holds at most ~2x one vector per op) means
@@ -13,9 +16,28 @@ type sendQueue struct {
 	closed bool // no more pushes; pop drains what is left, then reports false
 	dead   bool // the stream failed: drop everything
 	notify chan struct{}
+	pushed uint64 // segments accepted so far
+
+	// written counts the segments the sender has handed to the kernel, in
+	// push order; wrote is signalled each time it grows. A segment whose
+	// payload aliases the caller's vector (zero-copy) is done with once
+	// written reaches its push number.
+	written atomic.Uint64
+	wrote   chan struct{}
 }
 
-func newSendQueue() *sendQueue { return &sendQueue{notify: make(chan struct{}, 1)} }
+func newSendQueue() *sendQueue {
+	return &sendQueue{notify: make(chan struct{}, 1), wrote: make(chan struct{}, 1)}
+}
+
+// markWritten records that the sender has written n more segments.
+func (q *sendQueue) markWritten(n int) {
+	q.written.Add(uint64(n))
+	select {
+	case q.wrote <- struct{}{}:
+	default:
+	}
+}
 
 func (q *sendQueue) wake() {
 	select {
@@ -24,15 +46,20 @@ func (q *sendQueue) wake() {
 	}
 }
 
-func (q *sendQueue) push(s outSegment) {
+// push queues s and returns its push number (from 1), or 0 if the queue no
+// longer takes segments.
+func (q *sendQueue) push(s outSegment) uint64 {
 	q.mu.Lock()
 	if q.closed || q.dead {
 		q.mu.Unlock()
-		return
+		return 0
 	}
 	q.items = append(q.items, s)
+	q.pushed++
+	n := q.pushed
 	q.mu.Unlock()
 	q.wake()
+	return n
 }
 
 // pop blocks until a segment is queued; false once closed and drained, or

@@ -142,6 +142,7 @@ func readFrame(br *bufio.Reader, hdr *[rawHeaderLen]byte, limit int, ringID stri
 		in.buf = buf
 		s.Payload = *buf
 	}
+	in.crc, in.hasCRC = crc32c(s.Payload), true // checked by op.handle
 	return nil
 }
 
@@ -330,7 +331,7 @@ func (h *Host) sniff(c net.Conn) {
 		}
 		conn = tc
 	}
-	br := bufio.NewReaderSize(conn, 64<<10)
+	br := bufio.NewReaderSize(conn, 16<<10) // small: payloads are read past it
 	id, gen, err := readHello(br, h.cfg.Token)
 	c.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -585,6 +586,9 @@ func (r *Ring) sendRaw(addr string, fail func(error)) {
 			r.stats.sent(s)
 		}
 		_, err := bufs.WriteTo(conn)
+		if err == nil {
+			r.out.markWritten(len(items))
+		}
 		for i := range items {
 			if items[i].pooled != nil {
 				sharedPool.Put(items[i].pooled)

@@ -415,6 +415,10 @@ func allReduce[T elem](r *Ring, ctx context.Context, name string, v []T, op pb.R
 	if err == nil {
 		err = o.run(ctx)
 	}
+	if err == nil && o.lastSeq > 0 {
+		// v is the caller's again only once the sender is done with it.
+		err = r.waitWritten(ctx, o.lastSeq)
+	}
 	if err != nil {
 		err = fmt.Errorf("collective: %s op %d on rank %d of %d (generation %d): %w",
 			name, r.seq, r.rank, r.n, r.cfg.Generation, err)
@@ -423,6 +427,14 @@ func allReduce[T elem](r *Ring, ctx context.Context, name string, v []T, op pb.R
 			Phase: pb.Phase_PHASE_ABORT, SenderRank: uint32(r.rank), AbortReason: err.Error(),
 		}})
 		r.breakWith(err)
+		if o.lastSeq > 0 {
+			wctx, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
+			if r.waitWritten(wctx, o.lastSeq) != nil {
+				r.cancel() // the write is stuck: cut the connection
+				<-r.senderDone
+			}
+			cancel()
+		}
 		return err
 	}
 	return nil
@@ -454,6 +466,14 @@ type op[T elem] struct {
 	yq, dq     []float32 // lossy scratch
 	expect     int
 	got        int
+	// zeroCopy: this rank's own part goes out in reduce-scatter step 0
+	// straight from v (CodecNone, raw transport); ownSeq is the push
+	// number of each of its chunks, which v must not be overwritten before
+	// the sender has written (the all-gather brings that part back).
+	zeroCopy bool
+	ownSeq   []uint64
+	lastSeq  uint64
+	ctx      context.Context // the call's, set by run
 }
 
 func newOp[T elem](r *Ring, v []T, redOp pb.ReduceOp, codec Codec, combine func(dst, in []T)) *op[T] {
@@ -478,6 +498,10 @@ func newOp[T elem](r *Ring, v []T, redOp pb.ReduceOp, codec Codec, combine func(
 		o.expect += o.chunks(o.mod(r.rank-1-s)) + o.chunks(o.mod(r.rank-s))
 	}
 	o.tmp = make([]T, min(o.chunkElems, n))
+	if codec == CodecNone && littleEndian && r.cfg.Transport != TransportGRPC && r.testHookOutgoing == nil {
+		o.zeroCopy = true
+		o.ownSeq = make([]uint64, o.chunks(r.rank))
+	}
 	if o.lossy {
 		if len(r.residual) != n {
 			r.residual = make([]float32, n)
@@ -502,6 +526,7 @@ func (o *op[T]) chunkRange(p, c int) (int, int) {
 }
 
 func (o *op[T]) run(ctx context.Context) error {
+	o.ctx = ctx
 	r := o.r
 	own := r.rank
 	oc := o.chunks(own)
@@ -564,14 +589,45 @@ func (o *op[T]) sendEncoded(phase pb.Phase, step, p, c int, owner bool) {
 		if owner {
 			copy(x, d)
 		}
+	} else if o.zeroCopy && phase == pb.Phase_PHASE_REDUCE_SCATTER && step == 0 {
+		b := asBytes(o.v[lo:hi])
+		seq := o.send(phase, step, c, hi-lo, b, nil, crc32c(b))
+		o.ownSeq[c], o.lastSeq = seq, seq
+		return
 	} else {
 		payload = encode(o.r.coder, o.codec, o.v[lo:hi])
 	}
 	o.send(phase, step, c, hi-lo, *payload, payload, crc32c(*payload))
 }
 
-// send queues a segment; pooled, if set, is payload's buffer in sharedPool.
-func (o *op[T]) send(phase pb.Phase, step, c, count int, payload []byte, pooled *[]byte, crc uint32) {
+// beforeOverwrite waits, if chunk c of part p went out zero-copy, until the
+// sender has written it (by then it has, normally: the all-gather of a
+// chunk follows its reduce-scatter round the ring).
+func (o *op[T]) beforeOverwrite(p, c int) error {
+	if !o.zeroCopy || p != o.r.rank {
+		return nil
+	}
+	return o.r.waitWritten(o.ctx, o.ownSeq[c])
+}
+
+// waitWritten blocks until the sender has written the segment of push
+// number seq, or has stopped.
+func (r *Ring) waitWritten(ctx context.Context, seq uint64) error {
+	for r.out.written.Load() < seq {
+		select {
+		case <-r.out.wrote:
+		case <-r.senderDone:
+			return nil // nothing reads the vector any more
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// send queues a segment and returns its push number; pooled, if set, is
+// payload's buffer in sharedPool.
+func (o *op[T]) send(phase pb.Phase, step, c, count int, payload []byte, pooled *[]byte, crc uint32) uint64 {
 	r := o.r
 	seg := &pb.Segment{
 		RingId: r.cfg.RingID, Generation: r.cfg.Generation, OpSeq: o.seq,
@@ -583,7 +639,7 @@ func (o *op[T]) send(phase pb.Phase, step, c, count int, payload []byte, pooled 
 		r.testHookOutgoing(seg)
 		pooled = nil // the hook may have swapped the payload
 	}
-	r.out.push(outSegment{seg: seg, pooled: pooled})
+	return r.out.push(outSegment{seg: seg, pooled: pooled})
 }
 
 // handle validates one received segment and applies it. Nothing of a
@@ -649,18 +705,17 @@ func (o *op[T]) handle(it inItem) error {
 	if lim := maxEncodedLen(o.codec, (hi-lo)*elemSize[T](), hi-lo); len(s.Payload) > lim {
 		return fmt.Errorf("%w: payload of %d bytes for a chunk of %d elements (limit %d)", ErrOversized, len(s.Payload), hi-lo, lim)
 	}
-	if got := crc32c(s.Payload); got != s.Crc32C {
+	if got := it.in.payloadCRC(); got != s.Crc32C {
 		return fmt.Errorf("%w: %v step %d chunk %d: crc32c %08x, header says %08x", ErrChecksum, s.Phase, s.Step, c, got, s.Crc32C)
 	}
 	if dst, ok := any(o.v[lo:hi]).([]int64); ok && o.codec == CodecNone {
-		forwarded = s.Phase == pb.Phase_PHASE_ALL_GATHER && int(s.Step) < N-2
+		// applyRawInt64 sends the buffer on (takeWhole) or leaves it.
 		// Exact int64 without a codec: add or copy straight from the payload.
 		if len(s.Payload) != 8*len(dst) {
 			return fmt.Errorf("%v step %d chunk %d from rank %d: %w: payload of %d bytes for %d elements",
 				s.Phase, s.Step, c, s.SenderRank, ErrShape, len(s.Payload), len(dst))
 		}
-		o.applyRawInt64(it.in, dst, p, c)
-		return nil
+		return o.applyRawInt64(it.in, dst, p, c)
 	}
 	in := o.tmp[:hi-lo]
 	var err error
@@ -687,6 +742,9 @@ func (o *op[T]) handle(it inItem) error {
 		}
 		return nil
 	}
+	if err := o.beforeOverwrite(p, c); err != nil {
+		return err
+	}
 	copy(o.v[lo:hi], in)
 	if step < N-2 {
 		forwarded = true
@@ -700,17 +758,12 @@ func (o *op[T]) handle(it inItem) error {
 // the payload is all of it (a raw frame's), else to the garbage collector.
 func (o *op[T]) forward(in *inSegment, c, count int) {
 	s := &in.seg
-	var pooled *[]byte
-	if b := in.buf; b != nil && len(*b) == len(s.Payload) && len(s.Payload) > 0 && &(*b)[0] == &s.Payload[0] {
-		pooled = b
-	}
-	in.buf = nil
-	o.send(pb.Phase_PHASE_ALL_GATHER, int(s.Step)+1, c, count, s.Payload, pooled, s.Crc32C)
+	o.send(pb.Phase_PHASE_ALL_GATHER, int(s.Step)+1, c, count, s.Payload, in.takeWhole(), s.Crc32C)
 }
 
 // applyRawInt64 is handle's tail for CodecNone int64 segments, which need
 // no decode buffer.
-func (o *op[T]) applyRawInt64(in *inSegment, dst []int64, p, c int) {
+func (o *op[T]) applyRawInt64(in *inSegment, dst []int64, p, c int) error {
 	s := &in.seg
 	seen := o.seenRS
 	if s.Phase == pb.Phase_PHASE_ALL_GATHER {
@@ -719,7 +772,43 @@ func (o *op[T]) applyRawInt64(in *inSegment, dst []int64, p, c int) {
 	seen[o.base[p]+c] = true
 	o.got++
 	step := int(s.Step)
-	if s.Phase == pb.Phase_PHASE_REDUCE_SCATTER {
+	if s.Phase == pb.Phase_PHASE_REDUCE_SCATTER && in.whole() {
+		// Add in place in the received buffer (ours, and checked) and send
+		// it on: one pass over the chunk instead of add, encode and copy.
+		// Only the owner (last step) keeps the sum in v; a partial sum of
+		// an earlier step is overwritten by the all-gather anyway.
+		b := s.Payload[:8*len(dst)]
+		last := step == o.r.n-2
+		if littleEndian {
+			in := asInt64s(b)
+			if last {
+				for i, x := range in {
+					x += dst[i]
+					dst[i], in[i] = x, x
+				}
+			} else {
+				for i := range in {
+					in[i] += dst[i]
+				}
+			}
+		} else {
+			le := binary.LittleEndian
+			for i := range dst {
+				x := int64(le.Uint64(b[8*i:])) + dst[i]
+				le.PutUint64(b[8*i:], uint64(x))
+				if last {
+					dst[i] = x
+				}
+			}
+		}
+		phase, next := pb.Phase_PHASE_REDUCE_SCATTER, step+1
+		if last {
+			phase, next = pb.Phase_PHASE_ALL_GATHER, 0
+		}
+		o.send(phase, next, c, len(dst), b, in.takeWhole(), crc32c(b))
+		return nil
+	}
+	if s.Phase == pb.Phase_PHASE_REDUCE_SCATTER { // a gRPC segment: its buffer goes back to the pool
 		le := binary.LittleEndian
 		b := s.Payload[:8*len(dst)]
 		for i := range dst {
@@ -730,12 +819,16 @@ func (o *op[T]) applyRawInt64(in *inSegment, dst []int64, p, c int) {
 		} else {
 			o.sendEncoded(pb.Phase_PHASE_ALL_GATHER, 0, p, c, true)
 		}
-		return
+		return nil
+	}
+	if err := o.beforeOverwrite(p, c); err != nil {
+		return err
 	}
 	getRaw(dst, s.Payload)
 	if step < o.r.n-2 {
 		o.forward(in, c, len(dst))
 	}
+	return nil
 }
 
 // segmentBytes is a segment's size on the wire (its protobuf encoding).
