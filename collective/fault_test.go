@@ -99,17 +99,20 @@ func TestHostilePeerSegments(t *testing.T) {
 		{"message over MaxMessageBytes", first(func(s *pb.Segment) { s.Payload = make([]byte, 64<<10); crc(s) }), ErrOversized},
 		{"abort", first(func(s *pb.Segment) { s.Phase = pb.Phase_PHASE_ABORT; s.AbortReason = "boom" }), ErrPeer},
 	}
-	for _, codec := range []Codec{CodecNone, CodecZstd} {
-		for _, tc := range cases {
-			if codec != CodecNone && (tc.name == "NaN" || tc.name == "infinity" || tc.name == "short payload") {
-				continue // these edit raw payload bytes
+	// Each case over both data paths: a gRPC stream and a raw connection.
+	for _, via := range []Transport{TransportGRPC, TransportRaw} {
+		for _, codec := range []Codec{CodecNone, CodecZstd} {
+			for _, tc := range cases {
+				if codec != CodecNone && (tc.name == "NaN" || tc.name == "infinity" || tc.name == "short payload") {
+					continue // these edit raw payload bytes
+				}
+				t.Run(string(via)+"/"+string(codec)+"/"+tc.name, func(t *testing.T) { runHostile(t, via, codec, tc) })
 			}
-			t.Run(string(codec)+"/"+tc.name, func(t *testing.T) { runHostile(t, codec, tc) })
 		}
 	}
 	// The same NaN through a compressed codec: encode it properly.
 	t.Run("zstd/NaN encoded", func(t *testing.T) {
-		runHostile(t, CodecZstd, hostileCase{"NaN", func(segs []*pb.Segment) []*pb.Segment {
+		runHostile(t, TransportGRPC, CodecZstd, hostileCase{"NaN", func(segs []*pb.Segment) []*pb.Segment {
 			v := make([]float64, segs[0].ElemCount)
 			v[2] = math.NaN()
 			c, _ := newCoder(1 << 20)
@@ -121,7 +124,9 @@ func TestHostilePeerSegments(t *testing.T) {
 	})
 }
 
-func runHostile(t *testing.T, codec Codec, tc hostileCase) {
+// runHostile sends the segments to the victim over via: a gRPC stream or
+// a raw connection.
+func runHostile(t *testing.T, via Transport, codec Codec, tc hostileCase) {
 	lis, addrs := loopback(t, 2)
 	snk := &sink{}
 	serveRaw(t, lis[0], snk)
@@ -170,16 +175,26 @@ func runHostile(t *testing.T, codec Codec, tc hostileCase) {
 	done := make(chan error, 1)
 	go func() { done <- victim.MaxFloat64(ctxT(t), got) }()
 
-	stream, err := rawClient(t, victim.Addr()).Segments(ctxT(t), grpc.WaitForReady(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range segs {
-		if err := stream.Send(s); err != nil {
-			break // the victim may end the stream once it failed
+	if via == TransportRaw {
+		conn, err := rawConnect(victim.Addr(), "", "test", 7, 0, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
+		defer conn.Close()
+		writeFrames(conn, segs...) // the victim may close once it failed
+		conn.(*net.TCPConn).CloseWrite()
+	} else {
+		stream, err := rawClient(t, victim.Addr()).Segments(ctxT(t), grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range segs {
+			if err := stream.Send(s); err != nil {
+				break // the victim may end the stream once it failed
+			}
+		}
+		stream.CloseSend()
 	}
-	stream.CloseSend()
 	var callErr error
 	select {
 	case callErr = <-done:
