@@ -17,10 +17,39 @@ import (
 // The classes of ring chunks (64 KiB to 1 MiB) also keep a small stash that
 // the garbage collector does not empty (sync.Pool does at every other GC,
 // and a reallocated chunk buffer costs its zeroing): at most stashBytes
-// per class.
+// per class, last in first out, so that the buffer handed out is the one
+// most likely still in cache.
 type dirtyPool struct {
 	classes [maxClass + 1]sync.Pool
-	stash   [maxClass + 1]chan *[]byte
+	stash   [maxClass + 1]stack
+}
+
+type stack struct {
+	mu   sync.Mutex
+	bufs []*[]byte // cap: the most kept
+}
+
+func (s *stack) pop() *[]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.bufs)
+	if n == 0 {
+		return nil
+	}
+	b := s.bufs[n-1]
+	s.bufs[n-1] = nil
+	s.bufs = s.bufs[:n-1]
+	return b
+}
+
+func (s *stack) push(b *[]byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.bufs) == cap(s.bufs) {
+		return false
+	}
+	s.bufs = append(s.bufs, b)
+	return true
 }
 
 const stashMin, stashMax, stashBytes = 16, 20, 16 << 20
@@ -28,7 +57,7 @@ const stashMin, stashMax, stashBytes = 16, 20, 16 << 20
 func newDirtyPool() *dirtyPool {
 	p := &dirtyPool{}
 	for c := stashMin; c <= stashMax; c++ {
-		p.stash[c] = make(chan *[]byte, stashBytes>>c)
+		p.stash[c].bufs = make([]*[]byte, 0, stashBytes>>c)
 	}
 	return p
 }
@@ -52,11 +81,9 @@ func (p *dirtyPool) Get(length int) *[]byte {
 		b := make([]byte, length)
 		return &b
 	}
-	select {
-	case b := <-p.stash[c]: // nil channel outside the stashed classes
+	if b := p.stash[c].pop(); b != nil { // none outside the stashed classes
 		*b = (*b)[:length]
 		return b
-	default:
 	}
 	if b, ok := p.classes[c].Get().(*[]byte); ok {
 		*b = (*b)[:length]
@@ -72,9 +99,7 @@ func (p *dirtyPool) Put(b *[]byte) {
 		return
 	}
 	k := bits.Len(uint(c)) - 1
-	select {
-	case p.stash[k] <- b:
-	default:
+	if !p.stash[k].push(b) {
 		p.classes[k].Put(b)
 	}
 }
