@@ -52,6 +52,9 @@ type BenchOptions struct {
 	Codecs     []Codec // lossless codecs for the all-reduce table (default none, s2, zstd)
 	Iters      int     // timed calls per case, after one warm-up (default 5)
 	ChunkBytes int     // 0: DefaultConfig's
+	// Transports are the data paths measured, each in the same run
+	// (default raw, then grpc).
+	Transports []Transport
 }
 
 func (o *BenchOptions) defaults() {
@@ -67,6 +70,9 @@ func (o *BenchOptions) defaults() {
 	if o.Iters <= 0 {
 		o.Iters = 5
 	}
+	if len(o.Transports) == 0 {
+		o.Transports = []Transport{TransportRaw, TransportGRPC}
+	}
 }
 
 // AllReduceResult is one row of the all-reduce table.
@@ -74,7 +80,9 @@ type AllReduceResult struct {
 	Ranks   int
 	Bytes   int // vector size
 	Codec   Codec
-	Seconds float64 // per call (mean of the timed calls)
+	// Transport is the data path (Config.Transport).
+	Transport Transport
+	Seconds   float64 // per call (mean of the timed calls)
 	// AlgBW is Bytes/Seconds; BusBW is AlgBW * 2(n-1)/n, the rate each rank
 	// moves data at (NCCL's bus bandwidth).
 	AlgBW, BusBW float64
@@ -101,12 +109,17 @@ func BenchAllReduce(ctx context.Context, opts BenchOptions) ([]AllReduceResult, 
 				return nil, err
 			}
 			for _, codec := range opts.Codecs {
-				res, err := benchOne(ctx, n, size, codec, opts)
-				if err != nil {
-					return nil, err
+				for _, tr := range opts.Transports {
+					o := opts
+					o.Transports = []Transport{tr}
+					res, err := benchOne(ctx, n, size, codec, o)
+					if err != nil {
+						return nil, err
+					}
+					res.Transport = tr
+					res.TCPCopyBW = float64(size) / tcp
+					out = append(out, res)
 				}
-				res.TCPCopyBW = float64(size) / tcp
-				out = append(out, res)
 			}
 		}
 	}
@@ -178,6 +191,7 @@ func runAll(rings []*Ring, fn func(rank int, r *Ring) error) error {
 func benchOne(ctx context.Context, n, size int, codec Codec, opts BenchOptions) (AllReduceResult, error) {
 	rings, err := benchRings(n, func(c *Config) {
 		c.Codec = codec
+		c.Transport = opts.Transports[0]
 		if opts.ChunkBytes > 0 {
 			c.ChunkBytes = opts.ChunkBytes
 			c.MaxMessageBytes = max(c.MaxMessageBytes, 2*opts.ChunkBytes+4096)
@@ -412,10 +426,10 @@ func RunBench(ctx context.Context, w io.Writer, opts BenchOptions) error {
 		return err
 	}
 	fmt.Fprintf(w, "ring all-reduce of int64 vectors (SumInt64, in-process ranks on 127.0.0.1, GOMAXPROCS=%d)\n", runtime.GOMAXPROCS(0))
-	fmt.Fprintf(w, "%5s %6s %-5s %9s %9s %9s %10s %11s\n", "ranks", "MiB", "codec", "ms/call", "algbw", "busbw", "wire/raw", "tcp algbw")
+	fmt.Fprintf(w, "%5s %6s %-5s %-4s %9s %9s %9s %10s %11s %7s\n", "ranks", "MiB", "codec", "path", "ms/call", "algbw", "busbw", "wire/raw", "tcp algbw", "vs tcp")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%5d %6d %-5s %9.2f %7.0fMB/s %7.0fMB/s %10.3f %9.0fMB/s\n", r.Ranks, r.Bytes>>20, r.Codec,
-			r.Seconds*1e3, r.AlgBW/1e6, r.BusBW/1e6, r.WireRatio, r.TCPCopyBW/1e6)
+		fmt.Fprintf(w, "%5d %6d %-5s %-4s %9.2f %7.0fMB/s %7.0fMB/s %10.3f %9.0fMB/s %6.0f%%\n", r.Ranks, r.Bytes>>20, r.Codec, r.Transport,
+			r.Seconds*1e3, r.AlgBW/1e6, r.BusBW/1e6, r.WireRatio, r.TCPCopyBW/1e6, 100*r.AlgBW/r.TCPCopyBW)
 	}
 	codecs, err := BenchCodecs(ctx, 1<<20)
 	if err != nil {
