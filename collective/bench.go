@@ -77,9 +77,9 @@ func (o *BenchOptions) defaults() {
 
 // AllReduceResult is one row of the all-reduce table.
 type AllReduceResult struct {
-	Ranks   int
-	Bytes   int // vector size
-	Codec   Codec
+	Ranks int
+	Bytes int // vector size
+	Codec Codec
 	// Transport is the data path (Config.Transport).
 	Transport Transport
 	Seconds   float64 // per call (mean of the timed calls)
