@@ -3,6 +3,7 @@ package collective
 import (
 	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/mem"
 )
@@ -14,15 +15,18 @@ import (
 // for before reading it, so nothing stale is ever read. Buffers are kept
 // in power-of-two classes from 256 B to 16 MiB.
 //
-// The classes of ring chunks (64 KiB to 1 MiB) also keep a small stash that
-// the garbage collector does not empty (sync.Pool does at every other GC,
-// and a reallocated chunk buffer costs its zeroing): at most stashBytes
-// per class, last in first out, so that the buffer handed out is the one
-// most likely still in cache.
+// The classes of ring chunks (64 KiB to 1 MiB) also keep a stash that the
+// garbage collector does not empty (sync.Pool does at every other GC, and a
+// reallocated chunk buffer costs its zeroing and page faults): at most
+// stashBytes in all, last in first out, so that the buffer handed out is the
+// one most likely still in cache. A ring's peak of buffers in flight (its
+// inbox, the segments queued for the successor) is what stays stashed.
 type dirtyPool struct {
 	classes [maxClass + 1]sync.Pool
 	stash   [maxClass + 1]stack
 }
+
+var stashed atomic.Int64 // bytes in the stashes
 
 type stack struct {
 	mu   sync.Mutex
@@ -39,6 +43,7 @@ func (s *stack) pop() *[]byte {
 	b := s.bufs[n-1]
 	s.bufs[n-1] = nil
 	s.bufs = s.bufs[:n-1]
+	stashed.Add(-int64(cap(*b)))
 	return b
 }
 
@@ -48,11 +53,15 @@ func (s *stack) push(b *[]byte) bool {
 	if len(s.bufs) == cap(s.bufs) {
 		return false
 	}
+	if n := int64(cap(*b)); stashed.Add(n) > stashBytes {
+		stashed.Add(-n)
+		return false
+	}
 	s.bufs = append(s.bufs, b)
 	return true
 }
 
-const stashMin, stashMax, stashBytes = 16, 20, 16 << 20
+const stashMin, stashMax, stashBytes = 16, 20, 32 << 20
 
 func newDirtyPool() *dirtyPool {
 	p := &dirtyPool{}

@@ -276,3 +276,21 @@ func TestTransportsAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeWhole: a raw frame's payload buffer is handed on (to go back to
+// the pool once sent); a payload that is part of a bigger buffer (a gRPC
+// message's) is not.
+func TestTakeWhole(t *testing.T) {
+	buf := sharedPool.Get(4096)
+	in := &inSegment{buf: buf}
+	in.seg.Payload = *buf
+	if got := in.takeWhole(); got != buf || in.buf != nil {
+		t.Fatalf("whole payload: got %p (segment keeps %p), want %p", got, in.buf, buf)
+	}
+	in = &inSegment{buf: buf}
+	in.seg.Payload = (*buf)[40:]
+	if got := in.takeWhole(); got != nil || in.buf != nil {
+		t.Fatalf("part of a buffer: got %p (segment keeps %p), want nil", got, in.buf)
+	}
+	sharedPool.Put(buf)
+}

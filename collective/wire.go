@@ -57,9 +57,9 @@ func (s *inSegment) payloadCRC() uint32 {
 // buffer is left to the garbage collector (the payload aliases it). The
 // segment no longer owns a buffer afterwards.
 func (s *inSegment) takeWhole() *[]byte {
-	b := s.buf
+	b, whole := s.buf, s.whole()
 	s.buf = nil
-	if s.whole() {
+	if whole {
 		return b
 	}
 	return nil
