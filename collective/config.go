@@ -53,7 +53,8 @@ type Config struct {
 	Transport Transport
 	// ChunkBytes is the raw size of the chunks a part is streamed in.
 	ChunkBytes int
-	// MaxMessageBytes bounds every gRPC message sent or received.
+	// MaxMessageBytes bounds every gRPC message sent or received, and
+	// every raw frame received.
 	MaxMessageBytes int
 	// InboxSegments bounds the segments buffered from the predecessor.
 	InboxSegments int

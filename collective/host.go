@@ -34,8 +34,10 @@ type HostConfig struct {
 	// set, that of every call the host's rings make to their peers.
 	ServerTLS, ClientTLS *tls.Config
 	// Token, if set, must be carried by every incoming RPC as metadata
-	// "authorization: Bearer <token>" (else codes.Unauthenticated); every
-	// outgoing call sends it. Printable ASCII, no spaces.
+	// "authorization: Bearer <token>" (else codes.Unauthenticated), and by
+	// the hello of every raw segment connection; every outgoing call and
+	// connection sends it. Printable ASCII, no spaces. ServerTLS and
+	// ClientTLS apply to the raw connections too.
 	Token string
 	// WaitForRing bounds how long an incoming stream or barrier for a
 	// generation newer than every ring the host has had waits for the ring

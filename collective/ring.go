@@ -1,5 +1,5 @@
 // Package collective is the worker-to-worker collective layer: a ring
-// all-reduce over gRPC (reduce-scatter then all-gather, each part streamed in
+// all-reduce (reduce-scatter then all-gather, each part streamed in
 // pipelined chunks) that implements trainer.Reducer, with lossless codecs for
 // the exact int64 sums and opt-in lossy float32 codecs with error feedback,
 // a barrier, and the state transfer a joining worker takes its replica from.
@@ -12,6 +12,13 @@
 // and rejects those of a generation it has had with ErrStaleGeneration. The
 // host also serves the published state snapshot, with or without a ring,
 // and optionally requires mTLS and a bearer token on every call.
+//
+// Segments go to the successor over the raw data plane by default
+// (Config.Transport): one persistent TCP (or TLS) connection carrying
+// length-prefixed binary frames, which the host tells from gRPC by its first
+// bytes on the same listener, with the same token, TLS, routing and fencing;
+// barriers and state transfer are gRPC. Transport "grpc" sends the segments
+// on a gRPC stream instead. A host receives both.
 //
 // Every rank of a ring ends a call with the same bits: int64 sums are
 // integer additions (associative, so the result is the sequential sum
