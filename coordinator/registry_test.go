@@ -3,44 +3,12 @@ package coordinator
 import (
 	"context"
 	"net"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/causalrm/causalrm/coordinator/state"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
+	"github.com/causalrm/causalrm/internal/etcdtest"
 )
-
-// startEtcd starts an embedded single-member etcd on random loopback ports
-// in a temp dir, with short election ticks so that leases of 1s are
-// granted as 1s (etcd's minimum TTL is 1.5 election timeouts). It returns
-// its client address, host:port.
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "registry-test"
-	cfg.Dir = t.TempDir()
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	cfg.UnsafeNoFsync = true
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	client, peer := freeAddr(t), freeAddr(t)
-	cu, pu := url.URL{Scheme: "http", Host: client}, url.URL{Scheme: "http", Host: peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(20 * time.Second):
-		t.Fatal("embedded etcd did not become ready")
-	}
-	return client
-}
 
 func startRegistryNode(t *testing.T, registry, raftAddr, dataDir string) *Node {
 	t.Helper()
@@ -109,7 +77,7 @@ func joinSpace(s []string) string {
 func TestRegistryLeaseLiveness(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	reg := "etcd://" + startEtcd(t) + "/job"
+	reg := "etcd://" + etcdtest.Start(t) + "/job"
 	dir, raftAddr := t.TempDir(), freeAddr(t)
 	n := startRegistryNode(t, reg, raftAddr, dir)
 	defer func() { n.Close() }()

@@ -2,47 +2,16 @@ package main
 
 import (
 	"context"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/causalrm/causalrm/coordinator"
+	"github.com/causalrm/causalrm/internal/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
-
-// startEtcd starts an embedded single-member etcd in the test process, on
-// random loopback ports in a temp dir, with short election ticks so that
-// etcd grants leases of 1s (its minimum TTL is 1.5 election timeouts). It
-// returns the client address, host:port.
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "registry-test"
-	cfg.Dir = t.TempDir()
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	cfg.UnsafeNoFsync = true
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	addrs := freeAddrs(t, 2)
-	cu, pu := url.URL{Scheme: "http", Host: addrs[0]}, url.URL{Scheme: "http", Host: addrs[1]}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(20 * time.Second):
-		t.Fatal("embedded etcd did not become ready")
-	}
-	return addrs[0]
-}
 
 // startRegistryWorker starts a worker that knows only the registry: it
 // finds the coordinators through the leader key and is kept alive by its
@@ -63,7 +32,7 @@ func (c *testCluster) startRegistryWorker(id, registry string) *proc {
 func TestRegistryKillWorker(t *testing.T) {
 	dir := t.TempDir()
 	data, ref := elasticReference(t, dir)
-	etcdAddr := startEtcd(t)
+	etcdAddr := etcdtest.Start(t)
 	reg := "etcd://" + etcdAddr + "/job"
 	c := &testCluster{t: t, dir: t.TempDir(), token: "s3cret-job-token", workers: map[string]*proc{},
 		env: []string{stepDelayEnv + "=30ms"}, coordArgs: []string{"--registry", reg}}
