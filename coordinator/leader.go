@@ -45,6 +45,10 @@ func (l *liveness) heardAny() bool {
 func (l *liveness) beat(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.beatLocked(id)
+}
+
+func (l *liveness) beatLocked(id string) {
 	l.last[id] = time.Now()
 	delete(l.broken, id)
 	l.heard = true

@@ -413,9 +413,7 @@ func (l *liveness) keyPut(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.keys[id] = true
-	l.last[id] = time.Now()
-	delete(l.broken, id)
-	l.heard = true
+	l.beatLocked(id)
 }
 
 // setUnsynced: while true (a registry term that has not read the keys

@@ -98,3 +98,17 @@ func (ch *children) supervise(ctx context.Context, stop os.Signal, grace time.Du
 	}
 	return first
 }
+
+// stageWorkers checks that n workers fit the job's virtual shards and
+// prepares the staging directory the launcher renames into job.Out on
+// success; it returns a copy of the job for the workers to change.
+func stageWorkers(job *Job, n int, force bool) (string, Job, error) {
+	if n > job.Shards {
+		return "", Job{}, fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
+	}
+	staging, err := prepareOut(job.Out, force)
+	if err != nil {
+		return "", Job{}, err
+	}
+	return staging, *job, nil
+}

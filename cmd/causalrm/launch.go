@@ -26,19 +26,15 @@ import (
 // command. The first failure or ctrl-C stops everyone; nothing is written
 // unless the job succeeds.
 func runElastic(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer) error {
-	if n > job.Shards {
-		return fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
-	}
 	if c := collective.Codec(codec); !c.Lossless() {
 		return fmt.Errorf("--codec %q: exact training takes none, s2 or zstd (fp16 and int8 need --reduce fast)", codec)
 	}
-	staging, err := prepareOut(job.Out, force)
+	staging, wjob, err := stageWorkers(job, n, force)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(staging)
 	final := job.Out
-	wjob := *job
 	wjob.Out, wjob.Codec = filepath.Join(staging, "out"), codec
 	spec, err := jobSpecFor(&wjob, "local", n, 10, 0)
 	if err != nil {

@@ -148,23 +148,19 @@ func ringStats(r *collective.Ring) string {
 // The first failure (or ctrl-C) stops every worker; all are reaped on
 // every path.
 func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer, extra ...string) error {
-	if n > job.Shards {
-		return fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
-	}
-	probe := worker.Config{Peers: make([]string, n), Shards: job.Shards, Codec: collective.Codec(codec), FastReduce: job.Reduce == "fast"}
-	if err := probe.Validate(); err != nil {
+	probe := worker.Config{Peers: make([]string, n), Shards: max(job.Shards, n), Codec: collective.Codec(codec), FastReduce: job.Reduce == "fast"}
+	if err := probe.Validate(); err != nil { // the codec; stageWorkers says what is wrong with n
 		return fmt.Errorf("--codec %s: %w", codec, err)
 	}
 	if c := collective.Codec(codec); !c.Lossless() && !c.Lossy() {
 		return fmt.Errorf("--codec %q: want none, s2, zstd, fp16 or int8", codec)
 	}
-	staging, err := prepareOut(job.Out, force)
+	staging, wjob, err := stageWorkers(job, n, force)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(staging)
 	final := job.Out
-	wjob := *job
 	wjob.Out = staging
 	jobFile := filepath.Join(staging, "job.yaml")
 	if err := writeYAML(jobFile, &wjob); err != nil {
