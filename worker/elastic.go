@@ -129,21 +129,23 @@ type Elastic struct {
 	last []int64 // the result of call number done, as int64 bits
 
 	// progress accounting
-	prev       *trainer.Boundary // the step that ran last (not yet accounted)
-	pending    []state.StepRange
-	reported   uint64
-	reportedAt time.Time
-	skipAgree  int64 // a boundary whose agreement was done before the snapshot
-	ckptBusy   chan struct{}
-	bg         sync.WaitGroup
-	global     uint64    // steps completed at the last stage end
-	lastCkpt   time.Time // when this worker last took a checkpoint
-	disturbed  time.Time
-	handed     []float32 // the residual the next ring starts with (own + leavers')
+	prev      *trainer.Boundary // the step that ran last (not yet accounted)
+	pending   []state.StepRange // steps not yet in a report that went out
+	reported  uint64            // the global step of the last report the coordinators took
+	sent      uint64            // ... of the last report sent (maybe still travelling)
+	sentAt    time.Time
+	inflight  *sending // the report travelling, not yet collected
+	skipAgree int64    // a boundary whose agreement was done before the snapshot
+	ckptBusy  chan struct{}
+	bg        sync.WaitGroup
+	global    uint64    // steps completed at the last stage end
+	lastCkpt  time.Time // when this worker last took a checkpoint
+	disturbed time.Time // when a generation change began (zero: none pending)
+	handed    []float32 // the residual the next ring starts with (own + leavers')
 	// testHandover, if set, sees a leaver's residual as it hands it over,
 	// and a donor's before and after it takes the leavers'.
-	testHandover func(role string, before, after []float32) // when a generation change began (zero: none pending)
-	Activation   func(gen state.Generation)                 // tests: called on each ring change
+	testHandover func(role string, before, after []float32)
+	Activation   func(gen state.Generation) // tests: called on each ring change
 }
 
 // joinBlob is the state a joining worker takes from a live peer and a

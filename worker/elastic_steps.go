@@ -25,7 +25,7 @@ func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
 		time.Sleep(e.cfg.StepDelay)
 	}
 	g := b.GlobalStep
-	if g > 0 && g%uint64(e.cfg.ProgressEvery) == 0 && g > e.reported {
+	if g > 0 && g%uint64(e.cfg.ProgressEvery) == 0 && g > e.sent {
 		if err := e.report(ctx, g, b.Stage, b.Epoch, b.Step, e.tr.ParamHash()); err != nil {
 			return err
 		}
@@ -49,7 +49,7 @@ func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
 func (e *Elastic) onStage(ctx context.Context, stage string, global uint64) error {
 	e.account()
 	e.global = global
-	if global > e.reported {
+	if global > e.sent {
 		return e.report(ctx, global, stage, 0, 0, "")
 	}
 	return nil
@@ -59,10 +59,15 @@ func (e *Elastic) onStage(ctx context.Context, stage string, global uint64) erro
 func (e *Elastic) Finish(ctx context.Context) error {
 	e.account()
 	global := e.global
-	if global > e.reported || len(e.pending) > 0 {
-		return e.report(ctx, global, "", 0, 0, "")
+	if err := e.collect(true); err != nil {
+		return err
 	}
-	return nil
+	if global > e.sent || len(e.pending) > 0 {
+		if err := e.report(ctx, global, "", 0, 0, ""); err != nil {
+			return err
+		}
+	}
+	return e.collect(true)
 }
 
 // account adds the step that ran last to the ranges not yet reported.
@@ -82,28 +87,82 @@ func (e *Elastic) account() {
 	e.pending = append(e.pending, state.StepRange{Stage: p.Stage, Epoch: p.Epoch, From: p.Step, To: p.Step + 1})
 }
 
-// report sends the progress since the last report. A coordinator that
-// cannot be reached does not stop training: the ranges go with the next
-// report. A failed job does.
+// sending is a progress report on its way to the coordinators.
+type sending struct {
+	p    state.Progress
+	done chan struct{}
+	err  error // set before done closes
+}
+
+// report sends the progress since the last report in the background: the
+// training does not wait for the coordinators (they are not on the step
+// path, and may be failing over). At most one report travels; while it
+// does, the steps go with a later one. A report that fails is merged into
+// the next; a failed job stops the training at the next report point.
 func (e *Elastic) report(ctx context.Context, global uint64, stage string, epoch, step int, hash string) error {
-	now := time.Now()
-	p := state.Progress{WorkerID: e.cfg.ID, Generation: e.gen.Number, GlobalStep: global, Stage: stage,
-		Epoch: epoch, Step: step, Ranges: append([]state.StepRange(nil), e.pending...), ParamHash: hash,
-		Time: now.UnixNano()}
-	if !e.reportedAt.IsZero() && global > e.reported && e.tr != nil {
-		p.RowsPerSec = float64(global-e.reported) * float64(e.tr.Config().Batch) / now.Sub(e.reportedAt).Seconds()
+	if err := e.collect(false); err != nil {
+		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := e.cfg.Coord.ReportProgress(rctx, p); err != nil {
-		if errors.Is(err, state.ErrJobFailed) {
-			return err
-		}
-		e.log.Warn("progress report failed; will send it with the next", "global_step", global, "err", err)
+	if e.inflight != nil {
 		return nil
 	}
-	e.pending, e.reported, e.reportedAt = nil, global, now
+	now := time.Now()
+	p := state.Progress{WorkerID: e.cfg.ID, Generation: e.gen.Number, GlobalStep: global, Stage: stage,
+		Epoch: epoch, Step: step, Ranges: e.pending, ParamHash: hash, Time: now.UnixNano()}
+	if !e.sentAt.IsZero() && global > e.sent && e.tr != nil {
+		p.RowsPerSec = float64(global-e.sent) * float64(e.tr.Config().Batch) / now.Sub(e.sentAt).Seconds()
+	}
+	s := &sending{p: p, done: make(chan struct{})}
+	e.inflight, e.pending, e.sent, e.sentAt = s, nil, global, now
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		defer close(s.done)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		s.err = e.cfg.Coord.ReportProgress(rctx, s.p)
+	}()
 	return nil
+}
+
+// collect takes the outcome of the report in flight, waiting for it if
+// wait: taken, its steps are done with; failed, they go with the next.
+func (e *Elastic) collect(wait bool) error {
+	s := e.inflight
+	if s == nil {
+		return nil
+	}
+	if wait {
+		<-s.done
+	} else {
+		select {
+		case <-s.done:
+		default:
+			return nil
+		}
+	}
+	e.inflight = nil
+	switch {
+	case s.err == nil:
+		e.reported = s.p.GlobalStep
+	case errors.Is(s.err, state.ErrJobFailed):
+		return s.err
+	default:
+		e.log.Warn("progress report failed; will send it with the next", "global_step", s.p.GlobalStep, "err", s.err)
+		e.pending = append(append([]state.StepRange(nil), s.p.Ranges...), e.pending...)
+	}
+	return nil
+}
+
+// unreported are the steps no report the coordinators took has covered
+// yet (a snapshot carries them, so its restorer reports them again; the
+// coordinators drop what they already have).
+func (e *Elastic) unreported() []state.StepRange {
+	var out []state.StepRange
+	if e.inflight != nil {
+		out = append(out, e.inflight.p.Ranges...)
+	}
+	return append(out, e.pending...)
 }
 
 // agree is the boundary's one small all-reduce: the newest generation any
@@ -192,10 +251,21 @@ func (e *Elastic) checkpoint(b trainer.Boundary) error {
 	}
 	e.lastCkpt = time.Now()
 	rec := state.CheckpointRecord{GlobalStep: b.GlobalStep, Stage: b.Stage, Epoch: b.Epoch, Step: b.Step}
+	rep := e.inflight // the report of this boundary, sent just before
 	e.bg.Add(1)
 	go func() {
 		defer e.bg.Done()
 		defer func() { <-e.ckptBusy }()
+		// A checkpoint past the committed progress would leave a hole in
+		// the step log when a restart rewinds to it: store it only once
+		// the coordinators took this boundary's report.
+		if rep != nil {
+			<-rep.done
+			if rep.err != nil || rep.p.GlobalStep != rec.GlobalStep {
+				e.log.Warn("checkpoint dropped: its progress report was not taken", "global_step", rec.GlobalStep)
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		start := time.Now()
@@ -220,7 +290,7 @@ func (e *Elastic) blob(b trainer.Boundary, agreed bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	hdr, err := json.Marshal(joinBlob{Done: e.done, Pending: e.pending, Reported: e.reported, Agreed: agreed,
+	hdr, err := json.Marshal(joinBlob{Done: e.done, Pending: e.unreported(), Reported: e.reported, Agreed: agreed,
 		GlobalKey: b.GlobalStep})
 	if err != nil {
 		return nil, err
@@ -257,7 +327,7 @@ func (e *Elastic) restore(data []byte) error {
 	if err := e.tr.Restore(snap); err != nil {
 		return err
 	}
-	e.done, e.pending, e.reported, e.prev = jb.Done, jb.Pending, jb.Reported, nil
+	e.done, e.pending, e.reported, e.sent, e.prev = jb.Done, jb.Pending, jb.Reported, jb.Reported, nil
 	e.skipAgree = -1
 	if jb.Agreed {
 		e.skipAgree = int64(jb.GlobalKey)
