@@ -138,7 +138,6 @@ type Elastic struct {
 	skipAgree int64    // a boundary whose agreement was done before the snapshot
 	ckptBusy  chan struct{}
 	bg        sync.WaitGroup
-	global    uint64    // steps completed at the last stage end
 	lastCkpt  time.Time // when this worker last took a checkpoint
 	disturbed time.Time // when a generation change began (zero: none pending)
 	handed    []float32 // the residual the next ring starts with (own + leavers')
@@ -154,7 +153,6 @@ type joinBlob struct {
 	Done      uint64            `json:"done"`
 	Last      []int64           `json:"-"`
 	Pending   []state.StepRange `json:"pending"`
-	PendingG  uint64            `json:"pending_global"`
 	Reported  uint64            `json:"reported"`
 	Agreed    bool              `json:"agreed"`
 	Snapshot  []byte            `json:"-"`

@@ -48,7 +48,6 @@ func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
 // accounted and reported.
 func (e *Elastic) onStage(ctx context.Context, stage string, global uint64) error {
 	e.account()
-	e.global = global
 	if global > e.sent {
 		return e.report(ctx, global, stage, 0, 0, "")
 	}
@@ -58,7 +57,7 @@ func (e *Elastic) onStage(ctx context.Context, stage string, global uint64) erro
 // Finish accounts and reports the last step of the job.
 func (e *Elastic) Finish(ctx context.Context) error {
 	e.account()
-	global := e.global
+	global := e.tr.GlobalStep()
 	if err := e.collect(true); err != nil {
 		return err
 	}
