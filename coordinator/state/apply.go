@@ -355,8 +355,14 @@ func (s *State) reportProgress(c Command) error {
 			s.Recent = append([]HashAt(nil), s.Recent[n:]...)
 		}
 	} else {
+		// An empty hash is no hash (a stage-end report has none): only two
+		// hashes of the same step can disagree, and the first hash given
+		// for a step is the one later reports are held to.
 		i := sort.Search(len(s.Recent), func(i int) bool { return s.Recent[i].GlobalStep >= p.GlobalStep })
-		if i < len(s.Recent) && s.Recent[i].GlobalStep == p.GlobalStep && s.Recent[i].ParamHash != p.ParamHash {
+		if i < len(s.Recent) && s.Recent[i].GlobalStep == p.GlobalStep && s.Recent[i].ParamHash == "" && p.ParamHash != "" {
+			s.Recent[i].ParamHash, s.Recent[i].WorkerID = p.ParamHash, p.WorkerID
+		}
+		if i < len(s.Recent) && s.Recent[i].GlobalStep == p.GlobalStep && p.ParamHash != "" && s.Recent[i].ParamHash != p.ParamHash {
 			h := s.Recent[i]
 			return s.failJob(fmt.Sprintf("divergent parameter hashes at global step %d: worker %s has %s, worker %s has %s",
 				p.GlobalStep, h.WorkerID, h.ParamHash, p.WorkerID, p.ParamHash), c.Time)

@@ -430,3 +430,32 @@ func TestRebalanceProperty(t *testing.T) {
 		}
 	}
 }
+
+// A report without a hash (a stage end) does not disagree with one that
+// has it, and the first hash given for a step is what later ones must match.
+func TestProgressEmptyHash(t *testing.T) {
+	s := running(t)
+	rep := func(w string, gs uint64, hash string, rs ...StepRange) error {
+		_, err := s.Apply(Command{Op: OpReportProgress, Time: 10, Progress: &Progress{WorkerID: w, Generation: 1, GlobalStep: gs, Stage: "ps", ParamHash: hash, Ranges: rs}})
+		return err
+	}
+	if err := rep("a", 10, "", StepRange{"ps", 1, 0, 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep("b", 10, "h10", StepRange{"ps", 1, 0, 10}); err != nil {
+		t.Fatalf("a hash after no hash: %v", err)
+	}
+	if s.Status.Phase == JobFailed {
+		t.Fatalf("job failed: %s", s.Status.Message)
+	}
+	if h := s.Recent[len(s.Recent)-1]; h.GlobalStep != 10 || h.ParamHash != "h10" || h.WorkerID != "b" {
+		t.Fatalf("the first hash given for step 10 is not the one kept: %+v", h)
+	}
+	s = running(t)
+	if err := rep("a", 10, "h10", StepRange{"ps", 1, 0, 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep("b", 10, ""); err != nil || s.Status.Phase == JobFailed {
+		t.Fatalf("no hash after a hash: %v %s", err, s.Status.Message)
+	}
+}
