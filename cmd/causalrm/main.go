@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -26,8 +27,17 @@ func main() {
 			}
 		}
 	}
+	if dir := os.Getenv("CAUSALRM_TRACE_DIR"); dir != "" {
+		// Developer aid: an execution trace per process (go tool trace).
+		if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("trace-%d.out", os.Getpid()))); err == nil {
+			if trace.Start(f) == nil {
+				defer trace.Stop()
+			}
+		}
+	}
 	err := newRoot().ExecuteContext(ctx)
 	pprof.StopCPUProfile()
+	trace.Stop()
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			fmt.Fprintln(os.Stderr, "causalrm: interrupted; nothing was written")
