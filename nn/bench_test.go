@@ -115,3 +115,18 @@ func BenchmarkStepPhases(b *testing.B) {
 	b.ReportMetric(per(tg), "grad-ms")
 	b.ReportMetric(per(ta), "adam-ms")
 }
+
+// BenchmarkAdam is one update of the paper's reward model (1.07M
+// parameters), the per-step optimizer cost every replica pays.
+func BenchmarkAdam(b *testing.B) {
+	const n = 4096*256 + 256 + 256*64 + 64 + 64 + 1
+	p, g := make([]float32, n), make([]float32, n)
+	for i := range p {
+		p[i], g[i] = float32(i%97)*1e-3, float32(i%89-44)*1e-4
+	}
+	a := NewAdam(n, 5e-4, 1e-6)
+	b.SetBytes(int64(n) * 4)
+	for b.Loop() {
+		a.Update(p, g)
+	}
+}
