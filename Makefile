@@ -3,6 +3,9 @@ GO       ?= go
 TAGS     ?= openblas
 BIN      := bin/causalrm
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Go 1.26's simd/archsimd (AVX2 kernels for hot element loops, same bits as
+# the scalar ones: nn/adam_simd.go). GOEXPERIMENT= builds without them.
+export GOEXPERIMENT ?= simd
 
 .PHONY: setup build test test-race test-purego vet bench bench-go demo clean image manifests validate-manifests
 
@@ -15,13 +18,14 @@ build:
 vet:
 	$(GO) vet -tags '$(TAGS)' ./...
 
-# The test command CI runs: the two BLAS builds train identical models, every
-# package with the OpenBLAS backend, then the numerical packages again with
-# the pure-Go backend (the exactness claims are per backend).
+# The test command CI runs: the two builds (OpenBLAS + SIMD kernels, pure Go
+# without them) train identical models, every package with the first, then
+# the numerical packages again with the second (the exactness claims are per
+# backend).
 test: vet
 	scripts/crossblas.sh
 	$(GO) test -tags '$(TAGS)' -count=1 ./...
-	$(GO) test -count=1 ./nn/... ./trainer/...
+	GOEXPERIMENT= $(GO) test -count=1 ./nn/... ./trainer/...
 	$(GO) test -race -count=1 ./nn/... ./trainer/... ./worker/...
 
 # Everything under the race detector (pure-Go BLAS; collective takes ~1 min).

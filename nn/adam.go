@@ -17,30 +17,42 @@ func NewAdam(n int, lr, wd float64) *Adam {
 		M: make([]float32, n), V: make([]float32, n)}
 }
 
+// adamStep holds one update's float32 constants.
+type adamStep struct {
+	stepSize, invSqrtBC2, b1, b2, wd, eps float32
+}
+
 // Update applies one step to params in place. Element-wise, so it gives the
 // same bits on every replica.
 func (a *Adam) Update(params, grad []float32) {
 	a.Step++
 	bc1 := 1 - math.Pow(a.Beta1, float64(a.Step))
 	bc2 := 1 - math.Pow(a.Beta2, float64(a.Step))
-	stepSize := float32(a.LR / bc1)
-	invSqrtBC2 := float32(1 / math.Sqrt(bc2))
-	b1, b2 := float32(a.Beta1), float32(a.Beta2)
-	wd, eps := float32(a.WeightDecay), float32(a.Eps)
+	c := adamStep{
+		stepSize:   float32(a.LR / bc1),
+		invSqrtBC2: float32(1 / math.Sqrt(bc2)),
+		b1:         float32(a.Beta1), b2: float32(a.Beta2),
+		wd: float32(a.WeightDecay), eps: float32(a.Eps),
+	}
 	parallelFor(len(params), func(lo, hi int) {
-		// Re-slicing to one length lets the compiler drop bounds checks.
-		p := params[lo:hi]
-		gr, ms, vs := grad[lo:hi:hi], a.M[lo:hi:hi], a.V[lo:hi:hi]
-		gr, ms, vs = gr[:len(p)], ms[:len(p)], vs[:len(p)]
-		for i := range p {
-			g := gr[i] + wd*p[i]
-			m := ms[i] + (1-b1)*(g-ms[i])
-			v := b2*vs[i] + (1-b2)*g*g
-			ms[i], vs[i] = m, v
-			denom := float32(math.Sqrt(float64(v)))*invSqrtBC2 + eps
-			p[i] -= stepSize * m / denom
-		}
+		adamKernel(&c, params[lo:hi], grad[lo:hi], a.M[lo:hi], a.V[lo:hi])
 	})
+}
+
+// adamScalar is the reference element loop. Every operation is a separately
+// rounded IEEE float32 operation (the explicit conversions forbid fusing
+// into FMAs), so a vector kernel doing the same operations in the same order
+// gives the same bits.
+func adamScalar(c *adamStep, p, gr, ms, vs []float32) {
+	gr, ms, vs = gr[:len(p)], ms[:len(p)], vs[:len(p)]
+	for i := range p {
+		g := gr[i] + float32(c.wd*p[i])
+		m := ms[i] + float32((1-c.b1)*(g-ms[i]))
+		v := float32(c.b2*vs[i]) + float32(float32((1-c.b2)*g)*g)
+		ms[i], vs[i] = m, v
+		denom := float32(float32(math.Sqrt(float64(v)))*c.invSqrtBC2) + c.eps
+		p[i] -= float32(c.stepSize*m) / denom
+	}
 }
 
 // Clone copies the optimizer state.

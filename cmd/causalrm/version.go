@@ -16,7 +16,7 @@ var version = "dev"
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version, Go toolchain and BLAS backend",
+		Short: "Print the version, Go toolchain, BLAS backend and SIMD kernels",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rev := ""
@@ -27,8 +27,8 @@ func versionCmd() *cobra.Command {
 					}
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "causalrm %s%s\ngo: %s %s/%s\nblas: %s\n", version, rev,
-				runtime.Version(), runtime.GOOS, runtime.GOARCH, nn.Backend())
+			fmt.Fprintf(cmd.OutOrStdout(), "causalrm %s%s\ngo: %s %s/%s\nblas: %s\nsimd: %s\n", version, rev,
+				runtime.Version(), runtime.GOOS, runtime.GOARCH, nn.Backend(), nn.SIMD())
 			return nil
 		},
 	}
