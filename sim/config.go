@@ -41,6 +41,15 @@ type Config struct {
 	// function of x. Real embeddings predict human ratings loosely, so
 	// larger values are the more realistic ones.
 	RatingNoise float64
+
+	// NoiseSpread makes the rating noise differ between the latent
+	// clusters (topics): cluster c's std is RatingNoise*exp(NoiseSpread*xi_c)
+	// with xi_c ~ N(0,1) fixed by the seed. 0 (the default) is the same
+	// noise everywhere. Raters agree on some topics and split on others;
+	// where they split, rating-driven selection shifts the observed label
+	// rate of a region more, so selection distorts the ranking across
+	// regions, not only the level.
+	NoiseSpread float64
 }
 
 // Defaults for the optional fields.
@@ -114,6 +123,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sim: Levels must be >= 2, got %d", c.Levels)
 	case !(c.RatingNoise >= 0) || math.IsInf(c.RatingNoise, 0):
 		return fmt.Errorf("sim: RatingNoise must be a finite value >= 0, got %v", c.RatingNoise)
+	case !(c.NoiseSpread >= 0) || c.NoiseSpread > 3:
+		return fmt.Errorf("sim: NoiseSpread must be in [0, 3], got %v", c.NoiseSpread)
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ type world struct {
 	a          []float64   // Dim x Latent, row-major
 	u, v, w    []float64   // unit score directions in latent space
 	thresholds []float64   // Levels-1 ascending score cut points
+	noise      []float64   // per-cluster rating noise std
 }
 
 func newWorld(cfg Config) *world {
@@ -44,6 +45,12 @@ func newWorld(cfg Config) *world {
 		w.a[i] = scale * rng.NormFloat64()
 	}
 	w.u, w.v, w.w = unitVec(rng, L), unitVec(rng, L), unitVec(rng, L)
+	// Its own stream, so NoiseSpread = 0 leaves every other draw unchanged.
+	nrng := newRand(cfg.Seed, streamNoise)
+	w.noise = make([]float64, cfg.Clusters)
+	for c := range w.noise {
+		w.noise[c] = cfg.RatingNoise * math.Exp(cfg.NoiseSpread*nrng.NormFloat64())
+	}
 
 	// Thresholds at equal quantiles of the score on a fixed-size sample, so the
 	// levels are about equally populated and do not depend on TrainRows.
@@ -51,8 +58,8 @@ func newWorld(cfg Config) *world {
 	z := make([]float64, L)
 	scores := make([]float64, calibRows)
 	for i := range scores {
-		w.latent(crng, z)
-		scores[i] = w.score(crng, z)
+		c := w.latent(crng, z)
+		scores[i] = w.score(crng, z, c)
 	}
 	slices.Sort(scores)
 	for l := 1; l < cfg.Levels; l++ {
@@ -75,22 +82,25 @@ func unitVec(rng *rand.Rand, n int) []float64 {
 	return v
 }
 
-// latent draws z from the mixture (equal weights, unit covariance).
-func (w *world) latent(rng *rand.Rand, z []float64) {
-	mu := w.means[rng.IntN(len(w.means))]
+// latent draws z from the mixture (equal weights, unit covariance) and
+// returns its component.
+func (w *world) latent(rng *rand.Rand, z []float64) int {
+	c := rng.IntN(len(w.means))
+	mu := w.means[c]
 	for k := range z {
 		z[k] = mu[k] + rng.NormFloat64()
 	}
+	return c
 }
 
 // score is the noisy, non-linear quality of latent point z: a saturating
 // trend, a quadratic bump and an oscillating interaction, so a linear model on
 // x cannot recover it.
-func (w *world) score(rng *rand.Rand, z []float64) float64 {
+func (w *world) score(rng *rand.Rand, z []float64, cluster int) float64 {
 	sd := math.Sqrt(1 + clusterSpread*clusterSpread)
 	h1, h2, h3 := dot(w.u, z)/sd, dot(w.v, z)/sd, dot(w.w, z)/sd
 	s := math.Tanh(2*h1) + 0.5*(h2*h2-1) + 0.5*math.Sin(2*h3*h1)
-	return s + w.cfg.RatingNoise*rng.NormFloat64()
+	return s + w.noise[cluster]*rng.NormFloat64()
 }
 
 func dot(a, b []float64) float64 {
@@ -110,12 +120,12 @@ func (w *world) sample(name string, n int, rng *rand.Rand) *shard.Split {
 	}
 	z := make([]float64, L)
 	for i := 0; i < n; i++ {
-		w.latent(rng, z)
+		c := w.latent(rng, z)
 		x := s.X[i*D : (i+1)*D]
 		for j := range x {
 			x[j] = float32(dot(w.a[j*L:(j+1)*L], z) + embedNoise*rng.NormFloat64())
 		}
-		sc := w.score(rng, z)
+		sc := w.score(rng, z, c)
 		level := 0
 		for level < len(w.thresholds) && sc > w.thresholds[level] {
 			level++

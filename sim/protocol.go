@@ -23,6 +23,7 @@ const (
 	streamCalib   = 11 // latent sample that fixes the rating thresholds
 	streamTrain   = 12 // training-part rows of Generate
 	streamTest    = 13 // test rows of Generate
+	streamNoise   = 14 // per-cluster rating noise scales (NoiseSpread)
 )
 
 // ValFraction is the share of the training part that step 1 moves to validation.

@@ -83,6 +83,7 @@ labels, for diagnostics.`,
 	fs.IntVar(&cfg.Latent, "latent", cfg.Latent, "rank of the latent structure")
 	fs.IntVar(&cfg.Clusters, "clusters", cfg.Clusters, "mixture components")
 	fs.IntVar(&cfg.Levels, "levels", cfg.Levels, "rating levels")
+	fs.Float64Var(&cfg.NoiseSpread, "noise-spread", 0, "spread of the rating noise across latent clusters: cluster c's std is rating-noise*exp(spread*N(0,1)) (0: the same everywhere)")
 	fs.Float64Var(&cfg.RatingNoise, "rating-noise", sim.DefaultRatingNoise, "std of the noise between the embedding's latent score and the rating (larger: x predicts the rating less well)")
 	fs.StringVar(&out, "out", "", "output file (.safetensors)")
 	fs.StringVar(&from, "from", "", "apply the protocol to this fully labelled file (needs a rating column) instead of generating")
