@@ -418,3 +418,39 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNoiseSpread: the spread changes only the ratings (and what follows
+// from them), never the embeddings; without it every cluster has the same
+// rating noise, with it the noise differs between clusters; a bad value is
+// refused by name.
+func TestNoiseSpread(t *testing.T) {
+	c := small()
+	c.TrainRows = 4000
+	flat := gen(t, c)
+	c.NoiseSpread = 1.5
+	spread := gen(t, c)
+	if !reflect.DeepEqual(flat.Train.X, spread.Train.X) || !reflect.DeepEqual(flat.Test.X, spread.Test.X) {
+		t.Fatal("NoiseSpread changed the embeddings")
+	}
+	if reflect.DeepEqual(flat.Train.Rating, spread.Train.Rating) {
+		t.Fatal("NoiseSpread changed no rating")
+	}
+	w0 := newWorld(small().withDefaults())
+	c1 := small()
+	c1.NoiseSpread = 1.5
+	w1 := newWorld(c1.withDefaults())
+	lo, hi := math.Inf(1), 0.0
+	for i, s := range w1.noise {
+		if w0.noise[i] != w0.cfg.RatingNoise {
+			t.Fatalf("spread 0: cluster %d noise %v, want %v", i, w0.noise[i], w0.cfg.RatingNoise)
+		}
+		lo, hi = min(lo, s), max(hi, s)
+	}
+	if hi/lo < 3 {
+		t.Fatalf("spread 1.5: cluster noise from %v to %v, want a ratio of at least 3", lo, hi)
+	}
+	c.NoiseSpread = -1
+	if _, err := Generate(c); err == nil || !strings.Contains(err.Error(), "NoiseSpread") {
+		t.Fatalf("negative spread: %v", err)
+	}
+}
