@@ -196,11 +196,7 @@ func (e *Engine) forwardExact(x []float32, rows []int32) []float64 {
 	e.x = grow(e.x, m*d)
 	parallelFor(m, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			src := x[int(rows[i])*d : int(rows[i]+1)*d]
-			dst := e.x[i*d : (i+1)*d]
-			for j, v := range src {
-				dst[j] = float64(v) * inv[j]
-			}
+			widenScaledK(e.x[i*d:(i+1)*d], x[int(rows[i])*d:int(rows[i]+1)*d], inv)
 		}
 	})
 	e.f = grow(e.f, m)
@@ -392,9 +388,7 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 		c := e.gemm
 		BLAS().Dgemm(blas.Trans, blas.NoTrans, out, in, m, 1, e.qd, out, qa, in, 0, c, in)
 		parallelFor(out, func(lo, hi int) {
-			for i, v := range c[lo*in : hi*in] {
-				dw[lo*in+i] = int64(v)
-			}
+			toInt64K(dw[lo*in:hi*in], c[lo*in:hi*in])
 		})
 		clear(db)
 		for i := 0; i < m; i++ {
@@ -425,9 +419,7 @@ func (e *Engine) Grad(sum []int64, maxima []float64, scale float64, grad []float
 			zs := pow2(dzExp[l][k])
 			row := sum[wo[l]+k*in : wo[l]+(k+1)*in]
 			g := grad[wo[l]+k*in : wo[l]+(k+1)*in]
-			for j, v := range row {
-				g[j] = float32(float64(v) * zs * as[j] * scale)
-			}
+			narrowScaledK(g, row, zs, as, scale)
 			grad[bo[l]+k] = float32(float64(sum[bo[l]+k]) * zs * scale)
 		}
 	}
