@@ -145,12 +145,7 @@ func (e *Engine) quantWeights() {
 				wr, qr := w[k*in:(k+1)*in], q[k*in:(k+1)*in]
 				mx := 0.0
 				if cs != nil {
-					cs := cs[:len(wr)]
-					for j, v := range wr {
-						if a := math.Abs(float64(v)) * cs[j]; a > mx || a != a {
-							mx = a
-						}
-					}
+					mx = maxAbsScaledK(wr, cs)
 				} else {
 					for _, v := range wr {
 						if a := math.Abs(float64(v)); a > mx || a != a {
@@ -162,10 +157,7 @@ func (e *Engine) quantWeights() {
 				exps[k] = ex
 				inv := pow2(-ex)
 				if cs != nil {
-					cs, qr := cs[:len(wr)], qr[:len(wr)]
-					for j, v := range wr {
-						qr[j] = rint(float64(v) * cs[j] * inv)
-					}
+					quantScaledK(qr, wr, cs, inv)
 				} else {
 					for j, v := range wr {
 						qr[j] = rint(float64(v) * inv)

@@ -7,3 +7,7 @@ func toInt64K(dst []int64, src []float64)                         { toInt64(dst,
 func narrowScaledK(dst []float32, src []int64, a float64, b []float64, c float64) {
 	narrowScaled(dst, src, a, b, c)
 }
+func maxAbsScaledK(src []float32, scale []float64) float64 { return maxAbsScaled(src, scale) }
+func quantScaledK(dst []float64, src []float32, scale []float64, inv float64) {
+	quantScaled(dst, src, scale, inv)
+}

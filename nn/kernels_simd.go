@@ -67,3 +67,45 @@ func narrowScaledK(dst []float32, src []int64, a float64, b []float64, c float64
 	}
 	narrowScaled(dst[n:], src[n:], a, b[n:], c)
 }
+
+func maxAbsScaledK(src []float32, scale []float64) float64 {
+	if !haveAVX2 {
+		return maxAbsScaled(src, scale)
+	}
+	scale = scale[:len(src)]
+	n := len(src) &^ 3
+	abs := archsimd.BroadcastInt64x4(0x7fffffffffffffff)
+	mx := archsimd.BroadcastFloat64x4(0)
+	nan := false
+	for j := 0; j < n; j += 4 {
+		a := archsimd.LoadFloat32x4Slice(src[j:]).ConvertToFloat64().AsInt64x4().And(abs).AsFloat64x4().
+			Mul(archsimd.LoadFloat64x4Slice(scale[j:]))
+		if a.IsNaN().ToBits() != 0 {
+			nan = true
+			break
+		}
+		mx = mx.Max(a)
+	}
+	if nan {
+		return maxAbsScaled(src, scale)
+	}
+	var lanes [4]float64
+	mx.StoreSlice(lanes[:])
+	m := max(lanes[0], lanes[1], lanes[2], lanes[3])
+	return max(m, maxAbsScaled(src[n:], scale[n:])) // NaN if the tail has one
+}
+
+func quantScaledK(dst []float64, src []float32, scale []float64, inv float64) {
+	if !haveAVX2 {
+		quantScaled(dst, src, scale, inv)
+		return
+	}
+	dst, scale = dst[:len(src)], scale[:len(src)]
+	n := len(src) &^ 3
+	iv, magic := archsimd.BroadcastFloat64x4(inv), archsimd.BroadcastFloat64x4(roundMagic)
+	for j := 0; j < n; j += 4 {
+		archsimd.LoadFloat32x4Slice(src[j:]).ConvertToFloat64().Mul(archsimd.LoadFloat64x4Slice(scale[j:])).Mul(iv).
+			Add(magic).Sub(magic).StoreSlice(dst[j:])
+	}
+	quantScaled(dst[n:], src[n:], scale[n:], inv)
+}

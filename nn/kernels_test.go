@@ -45,6 +45,26 @@ func TestExactKernelsMatchScalar(t *testing.T) {
 			}
 		}
 
+		wq, wantQ := make([]float64, n), make([]float64, n)
+		inv := pow2(-(rng.IntN(30) + 10))
+		quantScaledK(wq, x, sc, inv)
+		quantScaled(wantQ, x, sc, inv)
+		for j := range wq {
+			if math.Float64bits(wq[j]) != math.Float64bits(wantQ[j]) {
+				t.Fatalf("quantScaled n=%d [%d]: %v, want %v", n, j, wq[j], wantQ[j])
+			}
+		}
+		if g, w := maxAbsScaledK(x, sc), maxAbsScaled(x, sc); g != w {
+			t.Fatalf("maxAbsScaled n=%d: %v, want %v", n, g, w)
+		}
+		for _, at := range []int{0, n / 2, n - 1} { // a NaN anywhere makes the maximum NaN
+			xn := append([]float32(nil), x...)
+			xn[at] = float32(math.NaN())
+			if g := maxAbsScaledK(xn, sc); !math.IsNaN(g) {
+				t.Fatalf("maxAbsScaled n=%d with a NaN at %d: %v", n, at, g)
+			}
+		}
+
 		iv := ints(n)
 		fv := make([]float64, n)
 		for i, v := range iv {
