@@ -76,7 +76,9 @@ prints rows/s and the ratio Go / PyTorch.
 
 "all rows" runs every row of the batch through forward and backward passes,
 the arithmetic of the masked PyTorch loss; "skip o=0" is what training does
-for causalrm-ips: rows without feedback carry no loss and are skipped.`,
+for causalrm-ips: rows without feedback carry no loss and are skipped.
+With --workers N, N worker processes (one thread each, the static ring) are
+timed the same two ways against PyTorch DDP (gloo, N processes, every row).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, log := cmd.Context(), cmd.ErrOrStderr()
@@ -129,12 +131,18 @@ for causalrm-ips: rows without feedback carry no loss and are skipped.`,
 			}
 			if workers > 0 {
 				for _, mode := range []string{"exact", "fast"} {
-					rps, err := benchCluster(cmd, data, workers, mode, steps)
-					if err != nil {
-						return err
-					}
 					torch := runTorchDDP(python, ddpScript, data, workers, steps, log)
-					table = append(table, benchRow{Threads: workers, Mode: fmt.Sprintf("%s, %d workers", mode, workers), GoRows: rps, Torch: torch})
+					for _, skip := range []bool{false, true} {
+						rps, err := benchCluster(cmd, data, workers, mode, steps, skip)
+						if err != nil {
+							return err
+						}
+						label := fmt.Sprintf("%s, %d workers", mode, workers)
+						if skip {
+							label += ", skip o=0"
+						}
+						table = append(table, benchRow{Threads: workers, Mode: label, GoRows: rps, Torch: torch})
+					}
 				}
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -166,7 +174,7 @@ for causalrm-ips: rows without feedback carry no loss and are skipped.`,
 
 // benchCluster times reward-stage steps with n worker processes (one
 // thread each) over the ring; "threads" in its table row is the worker count.
-func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps int) (float64, error) {
+func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps int, skip bool) (float64, error) {
 	dir, err := os.MkdirTemp("", "causalrm-bench-cluster-")
 	if err != nil {
 		return 0, err
@@ -175,7 +183,11 @@ func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps int
 	job := &Job{Config: trainer.DefaultConfig(), Data: DataSpec{Train: data}, Out: filepath.Join(dir, "out")}
 	job.Reduce, job.Threads, job.Propensity = mode, 1, "given"
 	job.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
-	if err := runCluster(cmd.Context(), job, n, "none", true, io.Discard, cmd.ErrOrStderr(), "--bench-steps", strconv.Itoa(steps)); err != nil {
+	args := []string{"--bench-steps", strconv.Itoa(steps)}
+	if skip {
+		args = append(args, "--bench-skip-unobserved")
+	}
+	if err := runCluster(cmd.Context(), job, n, "none", true, io.Discard, cmd.ErrOrStderr(), args...); err != nil {
 		return 0, err
 	}
 	var r struct {
@@ -185,7 +197,7 @@ func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps int
 	if err == nil {
 		err = json.Unmarshal(raw, &r)
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "%d workers %-5s %8.0f rows/s\n", n, mode, r.RowsPerS)
+	fmt.Fprintf(cmd.ErrOrStderr(), "%d workers %-5s skip o=0 %-5v %8.0f rows/s\n", n, mode, skip, r.RowsPerS)
 	return r.RowsPerS, err
 }
 

@@ -26,6 +26,7 @@ import (
 func workerCmd() *cobra.Command {
 	var f jobFlags
 	var rank, listenFD, benchSteps int
+	var benchSkip bool
 	var peers, codec, listen string
 	var gen uint64
 	var ef elasticFlags
@@ -74,7 +75,7 @@ starts and supervises these on 127.0.0.1.`,
 			if err != nil {
 				return fmt.Errorf("worker %d: listen: %w", rank, err)
 			}
-			return runWorker(cmd.Context(), job, rank, addrs, gen, collective.Codec(codec), lis, benchSteps, cmd.ErrOrStderr())
+			return runWorker(cmd.Context(), job, rank, addrs, gen, collective.Codec(codec), lis, benchSteps, benchSkip, cmd.ErrOrStderr())
 		},
 	}
 	addJobFlags(cmd, &f, true)
@@ -87,6 +88,8 @@ starts and supervises these on 127.0.0.1.`,
 	fs.Uint64Var(&gen, "generation", 1, "membership generation")
 	fs.IntVar(&benchSteps, "bench-steps", 0, "instead of training, time this many reward-stage steps and write bench.json (bench train --workers)")
 	_ = fs.MarkHidden("bench-steps")
+	fs.BoolVar(&benchSkip, "bench-skip-unobserved", false, "with --bench-steps: skip the rows without feedback, as training does")
+	_ = fs.MarkHidden("bench-skip-unobserved")
 	fs.StringVar(&ef.coordinators, "coordinators", "", "elastic mode: the coordinators' gRPC addresses, host:port,...")
 	fs.StringVar(&ef.id, "id", "", "elastic mode: this worker's id (default hostname-pid; a Kubernetes pod name)")
 	fs.StringVar(&ef.advertise, "advertise", "", "elastic mode: the address peers dial (default: the --listen address; set it when listening on 0.0.0.0)")
@@ -103,7 +106,7 @@ starts and supervises these on 127.0.0.1.`,
 
 // runWorker starts this rank (its rows, the ring, the agreed grid), trains,
 // and (rank 0) writes the outputs into job.Out, which the launcher created.
-func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint64, codec collective.Codec, lis net.Listener, benchSteps int, log io.Writer) error {
+func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint64, codec collective.Codec, lis net.Listener, benchSteps int, benchSkip bool, log io.Writer) error {
 	start := time.Now()
 	if rank != 0 {
 		job.Progress = nil
@@ -116,7 +119,7 @@ func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint
 	}
 	defer w.Close()
 	if benchSteps > 0 {
-		return benchWorker(ctx, job, w, rank, benchSteps)
+		return benchWorker(ctx, job, w, rank, benchSteps, benchSkip)
 	}
 	if os.Getenv(faultEnv) == strconv.Itoa(rank) {
 		return fmt.Errorf("worker %d: fault injected by %s", rank, faultEnv)
@@ -227,8 +230,9 @@ func signalAll(procs []*exec.Cmd, sig os.Signal) {
 }
 
 // benchWorker times reward-stage steps across the ring (every row through
-// the passes, like the PyTorch DDP script) and rank 0 writes bench.json.
-func benchWorker(ctx context.Context, job *Job, w *worker.Worker, rank, steps int) error {
+// the passes, like the PyTorch DDP script, or with skip only the rows with
+// feedback, as training does) and rank 0 writes bench.json.
+func benchWorker(ctx context.Context, job *Job, w *worker.Worker, rank, steps int, skip bool) error {
 	tr, err := trainer.New(job.Config, w.Data, w.Ring, w.XExp)
 	if err != nil {
 		return err
@@ -236,7 +240,7 @@ func benchWorker(ctx context.Context, job *Job, w *worker.Worker, rank, steps in
 	if err := tr.Own(w.Own); err != nil {
 		return err
 	}
-	rps, err := tr.BenchReward(ctx, causal.CausalIPS, 3, steps, false)
+	rps, err := tr.BenchReward(ctx, causal.CausalIPS, 3, steps, skip)
 	if err != nil {
 		return err
 	}
