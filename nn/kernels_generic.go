@@ -2,6 +2,9 @@
 
 package nn
 
+// Without GOEXPERIMENT=simd (or off amd64) the kernels are the scalar
+// references of kernels.go.
+
 func widenScaledK(dst []float64, src []float32, scale []float64) { widenScaled(dst, src, scale) }
 func toInt64K(dst []int64, src []float64)                        { toInt64(dst, src) }
 func narrowScaledK(dst []float32, src []int64, a float64, b []float64, c float64) {
