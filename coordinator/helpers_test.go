@@ -129,3 +129,30 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// startSolo starts a bootstrapped single-node group on raftAddr (and a
+// free gRPC port) with mut applied to its config, and waits for it to lead.
+func startSolo(t *testing.T, raftAddr, dataDir string, mut func(*Config)) *Node {
+	t.Helper()
+	cfg := testConfig("solo")
+	cfg.RaftAddr = raftAddr
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GRPCListener = l
+	cfg.DataDir = dataDir
+	cfg.Bootstrap = true
+	mut(&cfg)
+	n, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.WaitLeader(ctx); err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	return n
+}

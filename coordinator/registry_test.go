@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -12,28 +11,10 @@ import (
 
 func startRegistryNode(t *testing.T, registry, raftAddr, dataDir string) *Node {
 	t.Helper()
-	cfg := testConfig("solo")
-	cfg.RaftAddr = raftAddr
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.GRPCListener = l
-	cfg.DataDir = dataDir
-	cfg.Bootstrap = true
-	cfg.Registry = registry
-	cfg.RegistryLeaderTTL = time.Second
-	n, err := Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.WaitLeader(ctx); err != nil {
-		n.Close()
-		t.Fatal(err)
-	}
-	return n
+	return startSolo(t, raftAddr, dataDir, func(c *Config) {
+		c.Registry = registry
+		c.RegistryLeaderTTL = time.Second
+	})
 }
 
 func TestParseRegistry(t *testing.T) {

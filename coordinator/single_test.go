@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,27 +22,7 @@ import (
 
 func startSingle(t *testing.T, dataDir, token string) *Node {
 	t.Helper()
-	cfg := testConfig("solo")
-	cfg.RaftAddr = freeAddr(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.GRPCListener = l
-	cfg.DataDir = dataDir
-	cfg.Bootstrap = true
-	cfg.Token = token
-	n, err := Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.WaitLeader(ctx); err != nil {
-		n.Close()
-		t.Fatal(err)
-	}
-	return n
+	return startSolo(t, freeAddr(t), dataDir, func(c *Config) { c.Token = token })
 }
 
 func TestAuthAndRefusals(t *testing.T) {
