@@ -30,6 +30,17 @@ import (
 // stage exactly once.
 
 // proc is one child process of a test cluster.
+// waitExited waits for each process to exit and fails on an unclean exit.
+func waitExited(t *testing.T, ps ...*proc) {
+	t.Helper()
+	for _, p := range ps {
+		<-p.done
+		if p.err != nil {
+			t.Fatalf("%s: %v", p.name, p.err)
+		}
+	}
+}
+
 type proc struct {
 	name string
 	args []string
@@ -455,12 +466,7 @@ func TestElasticCoordinatorLeaderKill(t *testing.T) {
 	}
 	c.startCoordinator(i)
 	c.finish(out, ref)
-	for _, p := range []*proc{w1, w2} {
-		<-p.done
-		if p.err != nil {
-			t.Fatalf("worker %s: %v", p.name, p.err)
-		}
-	}
+	waitExited(t, w1, w2)
 }
 
 // Every worker killed (kill -9) after a checkpoint: new workers resume
@@ -519,12 +525,7 @@ func TestElasticRestartFromCheckpoint(t *testing.T) {
 	})
 	t.Logf("restarted in generation %d, rewinds %+v", st.Generation.Number, st.Rewinds)
 	c.finish(out, ref)
-	for _, p := range []*proc{w5, w6} {
-		<-p.done
-		if p.err != nil {
-			t.Fatalf("worker %s: %v", p.name, p.err)
-		}
-	}
+	waitExited(t, w5, w6)
 }
 
 // Refusals: a wrong job token, a malformed job spec, a report or an
@@ -704,10 +705,5 @@ func TestElasticLeaderPartitionedFromWorkers(t *testing.T) {
 	}
 	c.proxies[i].partition(false)
 	c.finish(out, ref)
-	for _, p := range []*proc{w1, w2} {
-		<-p.done
-		if p.err != nil {
-			t.Fatalf("worker %s: %v", p.name, p.err)
-		}
-	}
+	waitExited(t, w1, w2)
 }
