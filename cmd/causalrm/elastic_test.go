@@ -41,6 +41,16 @@ func waitExited(t *testing.T, ps ...*proc) {
 	}
 }
 
+// logSurvivors waits for the surviving workers to exit cleanly and logs
+// the pauses each generation change caused them.
+func logSurvivors(t *testing.T, ps ...*proc) {
+	t.Helper()
+	waitExited(t, ps...)
+	for _, p := range ps {
+		t.Logf("survivor %s pauses: %v", p.name, pauses(p.log.String()))
+	}
+}
+
 type proc struct {
 	name string
 	args []string
@@ -420,14 +430,7 @@ func TestElasticKillWorkers(t *testing.T) {
 	c.waitStatus("progress with w5", time.Minute, atLeast(st.Watermark.GlobalStep+15))
 	t.Logf("kill -9 of two workers of four at once: next committed step %v after the kill", c.killAndMeasure(2, ws["w2"], ws["w3"]))
 	c.finish(out, ref)
-	for _, id := range []string{"w1", "w5"} {
-		p := ws[id]
-		<-p.done
-		if p.err != nil {
-			t.Fatalf("survivor %s: %v", id, p.err)
-		}
-		t.Logf("survivor %s pauses: %v", id, pauses(p.log.String()))
-	}
+	logSurvivors(t, ws["w1"], ws["w5"])
 }
 
 func (c *testCluster) coordinatorIndex(id string) int {

@@ -68,14 +68,7 @@ func TestRegistryKillWorker(t *testing.T) {
 	if o, err := run(t, "status", "--registry", reg, "--coordinators", "", "--token", c.token); err != nil || !strings.Contains(o, "done") {
 		t.Fatalf("status --registry: %v\n%s", err, o)
 	}
-	for _, id := range []string{"w1", "w2"} {
-		p := ws[id]
-		<-p.done
-		if p.err != nil {
-			t.Fatalf("survivor %s: %v", id, p.err)
-		}
-		t.Logf("survivor %s pauses: %v", id, pauses(p.log.String()))
-	}
+	logSurvivors(t, ws["w1"], ws["w2"])
 	if final.Generation.Number != st.Generation.Number {
 		t.Fatalf("generations after the crash one: %d (%s)", final.Generation.Number, final.Generation.Cause)
 	}
