@@ -3,6 +3,7 @@ module github.com/causalrm/causalrm
 go 1.26.8
 
 require (
+	github.com/ebitengine/purego v0.11.3
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/raft v1.7.3
 	github.com/hashicorp/raft-boltdb/v2 v2.3.1

@@ -12,6 +12,7 @@ import (
 	"io"
 
 	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/nn"
 )
 
 // ErrConfig reports an invalid training configuration.
@@ -43,6 +44,10 @@ type Config struct {
 	Threads      int       `yaml:"threads" json:"threads"`
 	ScoreChunk   int       `yaml:"-" json:"-"`
 	Progress     io.Writer `yaml:"-" json:"-"`
+	// Runners makes each model's runner (nil: the CPU engine). A worker
+	// sets it from its --device; it is not part of the job, since exact
+	// mode gives the same bits on every device.
+	Runners nn.RunnerFactory `yaml:"-" json:"-"`
 	ProgressEach int       `yaml:"-" json:"-"` // epochs between progress lines (default 1)
 }
 

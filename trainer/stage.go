@@ -143,7 +143,7 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 
 // evalLoss is the stage's validation loss with the current parameters,
 // summed exactly across holders.
-func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (float64, error) {
+func (t *Trainer) evalLoss(ctx context.Context, eng nn.Runner, st *stage) (float64, error) {
 	va := t.ds.Val
 	v := make([]int64, 4) // loss sum, active rows, class-1 part, class-0 part
 	chunk := t.scoreChunk()
@@ -160,6 +160,9 @@ func (t *Trainer) evalLoss(ctx context.Context, eng *nn.Engine, st *stage) (floa
 			}
 			xr = va.XRows(act, xr)
 			f := eng.Forward(va.X, xr)
+			if err := eng.Err(); err != nil {
+				return err
+			}
 			for i, r := range act {
 				if st.valParts != nil {
 					wa, wb := st.valParts(r, f[i])
@@ -199,7 +202,7 @@ func (t *Trainer) scoreChunk() int {
 // every holder (bit for bit: each row has exactly one owner), so later
 // stages may read any row whatever the ownership is then.
 func (t *Trainer) score(ctx context.Context, model *nn.MLP, s *shard.Split, fn func(float64) float64) ([]float64, error) {
-	eng, err := nn.NewEngine(model, t.cfg.Reduce == "exact", t.XExp, t.cfg.Batch)
+	eng, err := t.newRunner(model)
 	if err != nil {
 		return nil, err
 	}
@@ -231,11 +234,11 @@ func (t *Trainer) score(ctx context.Context, model *nn.MLP, s *shard.Split, fn f
 }
 
 // ScoreWith runs an engine over every row of a split in chunks.
-func ScoreWith(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, fn func(float64) float64) ([]float64, error) {
+func ScoreWith(ctx context.Context, eng nn.Runner, s *shard.Split, chunk int, fn func(float64) float64) ([]float64, error) {
 	return scoreRows(ctx, eng, s, chunk, fn, nil)
 }
 
-func scoreRows(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, fn func(float64) float64, owned []bool) ([]float64, error) {
+func scoreRows(ctx context.Context, eng nn.Runner, s *shard.Split, chunk int, fn func(float64) float64, owned []bool) ([]float64, error) {
 	out := make([]float64, s.N)
 	rows := make([]int32, 0, chunk)
 	var xr []int32
@@ -254,6 +257,9 @@ func scoreRows(ctx context.Context, eng *nn.Engine, s *shard.Split, chunk int, f
 		}
 		xr = s.XRows(rows, xr)
 		f := eng.Forward(s.X, xr)
+		if err := eng.Err(); err != nil {
+			return nil, fmt.Errorf("scoring %s: %w", s.Name, err)
+		}
 		for i, v := range f {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
 				return nil, fmt.Errorf("scoring %s row %d: %w logit", s.Name, rows[i], nn.ErrNonFinite)
@@ -314,7 +320,7 @@ func (t *Trainer) progress(st *stage, epoch int, train, val float64, es *causal.
 // stepper holds one stage's model, engine, optimizer and step buffers.
 type stepper struct {
 	model *nn.MLP
-	eng   *nn.Engine
+	eng   nn.Runner
 	opt   *nn.Adam
 	exact bool
 	vec   []int64 // partial gradient, loss sum, active rows
@@ -337,7 +343,7 @@ func (t *Trainer) stageStepper(st *stage) (*stepper, error) {
 
 func (t *Trainer) newStepper(model *nn.MLP) (*stepper, error) {
 	exact := t.cfg.Reduce == "exact"
-	eng, err := nn.NewEngine(model, exact, t.XExp, t.cfg.Batch)
+	eng, err := t.newRunner(model)
 	if err != nil {
 		return nil, err
 	}
@@ -350,6 +356,16 @@ func (t *Trainer) newStepper(model *nn.MLP) (*stepper, error) {
 		sp.p32 = make([]float32, P)
 	}
 	return sp, nil
+}
+
+// newRunner makes a model's runner on the configured device (the CPU
+// engine by default).
+func (t *Trainer) newRunner(model *nn.MLP) (nn.Runner, error) {
+	mk := t.cfg.Runners
+	if mk == nil {
+		mk = nn.CPURunner
+	}
+	return mk(model, t.cfg.Reduce == "exact", t.XExp, t.cfg.Batch)
 }
 
 // trainStep is one optimizer step over a batch (indices into st.rows). It
@@ -439,6 +455,9 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 		sums := make([]int64, 3)
 		input := func() error {
 			fwd()
+			if err := sp.eng.Err(); err != nil {
+				return err
+			}
 			sums[0], sums[1], sums[2] = 0, 0, int64(len(sp.act))
 			for i, r := range sp.act {
 				wa, wb := st.parts(r, f[i])
@@ -457,7 +476,7 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 		input := func() error {
 			dz()
 			mx = append(mx[:0], localMx...)
-			return nil
+			return sp.eng.Err()
 		}
 		if err := reduce(ctx, input, func() error { return t.red.MaxFloat64(ctx, mx) }); err != nil {
 			return 0, false, err
@@ -466,7 +485,7 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 		input := func() error {
 			der()
 			sp.eng.PartialFast(sp.dldf, sp.p32)
-			return nil
+			return sp.eng.Err()
 		}
 		if err := reduce(ctx, input, func() error { return t.red.SumFloat32(ctx, sp.p32) }); err != nil {
 			return 0, false, err
