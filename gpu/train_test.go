@@ -35,7 +35,6 @@ func trainOn(t *testing.T, runners nn.RunnerFactory, reduce string) []float32 {
 	return res.Model.Params
 }
 
-
 // TestTrainingSameBitsOnDevice: the whole pipeline (propensity, noise and
 // imputation stages, scoring, the reward stage with early stopping) on a
 // device trains the CPU's exact model, bit for bit.

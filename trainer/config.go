@@ -40,15 +40,15 @@ type Config struct {
 	// risk's two class parts at zero, in the style of nnPU (Kiryo et al.
 	// 2017): risk = max(0, sum wa*l(f,1)) + max(0, sum wb*l(f,0)), and a part
 	// below zero contributes no gradient. Off by default.
-	NonNegative  bool      `yaml:"nonnegative,omitempty" json:"nonnegative,omitempty"`
-	Threads      int       `yaml:"threads" json:"threads"`
-	ScoreChunk   int       `yaml:"-" json:"-"`
-	Progress     io.Writer `yaml:"-" json:"-"`
+	NonNegative bool      `yaml:"nonnegative,omitempty" json:"nonnegative,omitempty"`
+	Threads     int       `yaml:"threads" json:"threads"`
+	ScoreChunk  int       `yaml:"-" json:"-"`
+	Progress    io.Writer `yaml:"-" json:"-"`
 	// Runners makes each model's runner (nil: the CPU engine). A worker
 	// sets it from its --device; it is not part of the job, since exact
 	// mode gives the same bits on every device.
-	Runners nn.RunnerFactory `yaml:"-" json:"-"`
-	ProgressEach int       `yaml:"-" json:"-"` // epochs between progress lines (default 1)
+	Runners      nn.RunnerFactory `yaml:"-" json:"-"`
+	ProgressEach int              `yaml:"-" json:"-"` // epochs between progress lines (default 1)
 }
 
 // DefaultConfig holds the authors' defaults (CAUSALRM.md section 2).
