@@ -24,7 +24,11 @@ type Engine struct {
 
 	wo, bo      []int
 	bufs        *buffers
-	paramsValid bool
+	paramsValid bool // the device's parameters are the host's (no Touch since the upload)
+	wqValid     bool // exact: the quantized weights are of the device's parameters
+	keep        bool // Resident: the gradient stays on the device
+	opt         *nn.Adam
+	hostStale   bool // Resident: the device holds newer parameters and moments than the host
 	m           int
 	f           []float64
 	f32         []float32
@@ -48,6 +52,9 @@ type buffers struct {
 	cs     Ptr   // exact: their column scales
 	maxima Ptr   // exact: the gradient maxima, float64
 	exps   Ptr   // exact: the grid exponents Partial uses, int32
+	grad32 Ptr   // Resident, exact: the float32 gradient
+	ms, vs Ptr   // Resident: Adam's moments
+	bad    Ptr   // Resident, fast: index of the first non-finite gradient element
 
 	rowsCap int   // rows the per-row buffers below hold
 	rows    Ptr   // int32 row indices
@@ -133,6 +140,9 @@ func (e *Engine) allocFixed(xexp []int) error {
 		maxW, maxIn = max(maxW, out*in), max(maxIn, in)
 		nMax += out
 		nExp += out
+		if l == 0 {
+			nExp += in // XExp, after the rest
+		}
 		if l > 0 {
 			nMax += in
 			nExp += in
@@ -234,9 +244,10 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-// Touch says the parameters changed: they are uploaded (and quantized)
-// again before the next pass.
-func (e *Engine) Touch() { e.paramsValid = false }
+// Touch says the host's parameters (and, once Step has run, Adam's
+// moments) changed: they are uploaded (and quantized) again before the
+// next pass.
+func (e *Engine) Touch() { e.paramsValid, e.hostStale = false, false }
 
 // Err is the first device failure.
 func (e *Engine) Err() error { return e.err }

@@ -234,6 +234,29 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 		for t, x := range v {
 			dst[t%cols] += x
 		}
+	case "grad_exact":
+		out, in := n(5), n(6)
+		g, sum := view[float32](h, p(0), out*in), view[int64](h, p(1), out*in)
+		dz, a := view[int32](h, p(2), out), view[int32](h, p(3), in)
+		for t := range g {
+			g[t] = float32(float64(sum[t]) * pow2(dz[t/in]) * pow2(a[t%in]) * f64(4))
+		}
+	case "grad_bias":
+		out := n(4)
+		g, sum, dz := view[float32](h, p(0), out), view[int64](h, p(1), out), view[int32](h, p(2), out)
+		for k := range g {
+			g[k] = float32(float64(sum[k]) * pow2(dz[k]) * f64(3))
+		}
+	case "scale_f32":
+		g, src, s, bad := view[float32](h, p(0), n(4)), view[float32](h, p(1), n(4)), args[2].(float32), view[int32](h, p(3), 1)
+		for t, v := range src {
+			if math.Float32bits(v)&0x7f800000 == 0x7f800000 && int32(t) < bad[0] {
+				bad[0] = int32(t)
+			}
+			g[t] = v * s
+		}
+	case "adam":
+		hostAdam(h, args)
 	default:
 		return fmt.Errorf("gpu: host emulation has no kernel %s", kernel)
 	}
@@ -375,5 +398,26 @@ func hostFwdFast(z, anext, bias []float32, slope float32, m, out int) {
 				anext[t] = slope * v
 			}
 		}
+	}
+}
+
+// hostAdam is kernels.cu's adam: nn's adamScalar, one rounding per
+// operation (the conversions forbid fused multiply-adds).
+func hostAdam(h *Host, args []any) {
+	n := int(args[10].(int32))
+	p, g := view[float32](h, args[0].(Ptr), n), view[float32](h, args[1].(Ptr), n)
+	ms, vs := view[float32](h, args[2].(Ptr), n), view[float32](h, args[3].(Ptr), n)
+	c := make([]float32, 6)
+	for i := range c {
+		c[i] = args[4+i].(float32)
+	}
+	stepSize, invSqrtBC2, b1, b2, wd, eps := c[0], c[1], c[2], c[3], c[4], c[5]
+	for i := range p {
+		gi := g[i] + float32(wd*p[i])
+		m := ms[i] + float32((1-b1)*(gi-ms[i]))
+		v := float32(b2*vs[i]) + float32(float32((1-b2)*gi)*gi)
+		ms[i], vs[i] = m, v
+		denom := float32(float32(math.Sqrt(float64(v)))*invSqrtBC2) + eps
+		p[i] = p[i] - float32(stepSize*m)/denom
 	}
 }

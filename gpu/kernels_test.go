@@ -203,6 +203,10 @@ func TestKernelsMatchHost(t *testing.T) {
 		{"to_int64", flat, m * d, []any{&buf{make([]int64, m*d)}, &buf{integers}, int32(m * d)}},
 		{"col_sum_i64", col, d, []any{&buf{make([]int64, d)}, &buf{integers}, int32(m), int32(d)}},
 		{"fwd_fast", flat, m * out, []any{&buf{to32(edgy(rng, m*out, false))}, &buf{to32(poison64(m * out))}, &buf{to32(edgy(rng, out, false))}, float32(0.01), int32(m), int32(out)}},
+		{"grad_exact", flat, out * d, []any{&buf{to32(poison64(out * d))}, &buf{i64(integers[:out*d])}, &buf{ints(rng, out, -70, 20)}, &buf{ints(rng, d, -30, 30)}, 1.0 / 3, int32(out), int32(d)}},
+		{"grad_bias", flat, out, []any{&buf{to32(poison64(out))}, &buf{i64(integers[:out])}, &buf{ints(rng, out, -70, 20)}, 1.0 / 7, int32(out)}},
+		{"scale_f32", flat, m * d, []any{&buf{to32(poison64(m * d))}, &buf{to32(v)}, float32(1.0 / 3), &buf{[]int32{math.MaxInt32}}, int32(m * d)}},
+		{"adam", flat, m * d, []any{&buf{to32(edgy(rng, m*d, false))}, &buf{to32(edgy(rng, m*d, false))}, &buf{to32(edgy(rng, m*d, false))}, &buf{absf(to32(edgy(rng, m*d, false)))}, float32(5e-4 / 0.1), float32(1 / math.Sqrt(0.001)), float32(0.9), float32(0.999), float32(1e-6), float32(1e-8), int32(m * d)}},
 		{"bwd_fast", flat, m * d, []any{&buf{to32(vClean)}, &buf{to32(edgy(rng, m*d, false))}, float32(0.01), int32(m * d)}},
 	}
 	for i, c := range cases {
@@ -217,6 +221,21 @@ func TestKernelsMatchHost(t *testing.T) {
 			}
 		})
 	}
+}
+
+func i64(v []float64) []int64 {
+	o := make([]int64, len(v))
+	for i, x := range v {
+		o[i] = int64(x)
+	}
+	return o
+}
+
+func absf(v []float32) []float32 {
+	for i, x := range v {
+		v[i] = float32(math.Abs(float64(x)))
+	}
+	return v
 }
 
 func elem(v any, i int) any {

@@ -9,12 +9,17 @@ import "math"
 // quantizes every layer's weights onto their row grids (nn's
 // quantWeights; layer 0 scaled by 2^XExp first).
 func (e *Engine) syncParams(k *launcher) {
-	if e.paramsValid {
-		return
-	}
 	b := e.bufs
-	k.do(func() error { return upload(e.b, b.params, e.mlp.Params) })
-	if e.exact {
+	if !e.paramsValid {
+		k.do(func() error { return upload(e.b, b.params, e.mlp.Params) })
+		if e.opt != nil {
+			k.do(func() error { return firstErr(upload(e.b, b.ms, e.opt.M), upload(e.b, b.vs, e.opt.V)) })
+		}
+		if k.err == nil {
+			e.paramsValid, e.wqValid = true, false
+		}
+	}
+	if e.exact && !e.wqValid {
 		for l := 0; l < e.layers(); l++ {
 			in, out := e.dims[l], e.dims[l+1]
 			_, wb := e.ref.FwdBits(l)
@@ -24,9 +29,9 @@ func (e *Engine) syncParams(k *launcher) {
 			}
 			k.run("quant_wrows", perRow, out, b.wq[l], b.wexp[l], e.wPtr(l), cs, int32(out), int32(in), int32(wb))
 		}
-	}
-	if k.err == nil {
-		e.paramsValid = true
+		if k.err == nil {
+			e.wqValid = true
+		}
 	}
 }
 
@@ -160,28 +165,17 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 	if e.err != nil {
 		return e.err
 	}
-	dzExp, aExp, err := e.ref.Grids(maxima)
-	if err != nil {
+	if err := e.gridExps(maxima); err != nil {
 		return err
 	}
 	if e.m == 0 {
-		clear(dst)
-		return nil
+		if !e.keep {
+			clear(dst)
+			return nil
+		}
+		return e.zeroGradient()
 	}
 	m, L, b := e.m, e.layers(), e.bufs
-	// The exponents, in one upload: dz's per layer, then the inputs' of
-	// layers >= 1 (layer 0's input is already on its grid).
-	e.exps = e.exps[:0]
-	for l := 0; l < L; l++ {
-		for _, x := range dzExp[l] {
-			e.exps = append(e.exps, int32(x))
-		}
-	}
-	for l := 1; l < L; l++ {
-		for _, x := range aExp[l] {
-			e.exps = append(e.exps, int32(x))
-		}
-	}
 	e.fail(e.dev.do(func() error {
 		k := &launcher{b: e.b}
 		k.do(func() error { return upload(e.b, b.exps, e.exps) })
@@ -203,10 +197,34 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 			k.run("to_int64", flat, out*in, b.grad+Ptr(8*e.wo[l]), b.gemm, int32(out*in))
 			k.run("col_sum_i64", perCol, out, b.grad+Ptr(8*e.bo[l]), b.qd, int32(m), int32(out))
 		}
-		k.do(func() error { return download(e.b, dst[:len(e.mlp.Params)], b.grad) })
+		if !e.keep {
+			k.do(func() error { return download(e.b, dst[:len(e.mlp.Params)], b.grad) })
+		}
 		return k.err
 	}))
 	return e.err
+}
+
+// gridExps fills e.exps from reduced maxima, in b.exps's layout: dz's
+// exponents per layer, the inputs' of layers >= 1, then XExp.
+func (e *Engine) gridExps(maxima []float64) error {
+	dzExp, aExp, err := e.ref.Grids(maxima)
+	if err != nil {
+		return err
+	}
+	L := e.layers()
+	e.exps = e.exps[:0]
+	for l := 0; l < L; l++ {
+		for _, x := range dzExp[l] {
+			e.exps = append(e.exps, int32(x))
+		}
+	}
+	for l := 0; l < L; l++ {
+		for _, x := range aExp[(l+1)%L] { // layers 1..L-1, then 0 (XExp)
+			e.exps = append(e.exps, int32(x))
+		}
+	}
+	return nil
 }
 
 // PartialFast writes the float32 partial gradient sum of the rows of the
@@ -216,7 +234,11 @@ func (e *Engine) PartialFast(dldf []float64, dst []float32) {
 		return
 	}
 	if e.m == 0 {
-		clear(dst)
+		if !e.keep {
+			clear(dst)
+			return
+		}
+		e.fail(e.zeroGradient())
 		return
 	}
 	m, L, b := e.m, e.layers(), e.bufs
@@ -244,7 +266,9 @@ func (e *Engine) PartialFast(dldf []float64, dst []float32) {
 			k.do(func() error { return e.b.Sgemm(false, false, m, in, out, b.dz[l], out, e.wPtr(l), in, b.dz[l-1], in) })
 			k.run("bwd_fast", flat, m*in, b.dz[l-1], b.z[l-1], slope, int32(m*in))
 		}
-		k.do(func() error { return download(e.b, dst[:len(e.mlp.Params)], b.grad) })
+		if !e.keep {
+			k.do(func() error { return download(e.b, dst[:len(e.mlp.Params)], b.grad) })
+		}
 		return k.err
 	}))
 }

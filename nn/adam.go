@@ -25,18 +25,32 @@ type adamStep struct {
 // Update applies one step to params in place. Element-wise, so it gives the
 // same bits on every replica.
 func (a *Adam) Update(params, grad []float32) {
+	c := a.advance()
+	parallelFor(len(params), func(lo, hi int) {
+		adamKernel(&c, params[lo:hi], grad[lo:hi], a.M[lo:hi], a.V[lo:hi])
+	})
+}
+
+// advance counts a step and returns its constants.
+func (a *Adam) advance() adamStep {
 	a.Step++
 	bc1 := 1 - math.Pow(a.Beta1, float64(a.Step))
 	bc2 := 1 - math.Pow(a.Beta2, float64(a.Step))
-	c := adamStep{
+	return adamStep{
 		stepSize:   float32(a.LR / bc1),
 		invSqrtBC2: float32(1 / math.Sqrt(bc2)),
 		b1:         float32(a.Beta1), b2: float32(a.Beta2),
 		wd: float32(a.WeightDecay), eps: float32(a.Eps),
 	}
-	parallelFor(len(params), func(lo, hi int) {
-		adamKernel(&c, params[lo:hi], grad[lo:hi], a.M[lo:hi], a.V[lo:hi])
-	})
+}
+
+// Advance counts a step, as Update does, and returns the float32
+// constants of its element loop (adamScalar's, in order: step size,
+// 1/sqrt(bias correction 2), beta1, beta2, weight decay, eps), for a
+// device that runs that loop itself.
+func (a *Adam) Advance() [6]float32 {
+	c := a.advance()
+	return [6]float32{c.stepSize, c.invSqrtBC2, c.b1, c.b2, c.wd, c.eps}
 }
 
 // adamScalar is the reference element loop. Every operation is a separately

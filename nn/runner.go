@@ -18,6 +18,26 @@ type Runner interface {
 	Err() error
 }
 
+// Resident is a Runner that can keep the gradient, the parameters and
+// Adam's moments on its device between steps, when nothing outside the
+// process needs the gradient (one process, no all-reduce). The trainer
+// then calls Keep once, Step instead of Grad and Adam.Update, and Sync
+// before it reads the model's parameters.
+type Resident interface {
+	Runner
+	// Keep makes Partial and PartialFast leave the gradient on the device
+	// (dst is not written).
+	Keep()
+	// Step turns the last partial gradient into the gradient (exact: on
+	// the grids of maxima, times scale, as Grad does; fast: times scale,
+	// failing with ErrNonFinite on a NaN or Inf) and applies Adam with
+	// opt's constants (opt.Advance), as Adam.Update does, on the device.
+	Step(opt *Adam, maxima []float64, scale float64) error
+	// Sync copies the parameters and Adam's moments back into the model
+	// and opt.
+	Sync(opt *Adam) error
+}
+
 // RunnerFactory makes the runner of a model; exact, xexp and batch are as
 // for NewEngine.
 type RunnerFactory func(m *MLP, exact bool, xexp []int, batch int) (Runner, error)

@@ -108,6 +108,11 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 			t.globalStep++
 		}
 		trainLoss := trainSum / float64(steps)
+		if sp.res != nil {
+			if err := sp.res.Sync(sp.opt); err != nil { // the host reads the parameters below
+				return nil, err
+			}
+		}
 		valLoss, err := t.evalLoss(ctx, sp.eng, st)
 		if err != nil {
 			return nil, err
@@ -321,6 +326,9 @@ func (t *Trainer) progress(st *stage, epoch int, train, val float64, es *causal.
 type stepper struct {
 	model *nn.MLP
 	eng   nn.Runner
+	res   nn.Resident // set when the device keeps the gradient and runs Adam
+	mx    []float64   // the last step's reduced maxima, and its 1/normaliser
+	scale float64
 	opt   *nn.Adam
 	exact bool
 	vec   []int64 // partial gradient, loss sum, active rows
@@ -355,6 +363,17 @@ func (t *Trainer) newStepper(model *nn.MLP) (*stepper, error) {
 	if !exact {
 		sp.p32 = make([]float32, P)
 	}
+	// One process and no step hook: nothing outside needs the gradient,
+	// so a device that can keep it runs the optimizer too.
+	if r, ok := eng.(nn.Resident); ok && t.stepHook == nil {
+		if _, local := t.red.(Local); local {
+			r.Keep()
+			if err := r.Err(); err != nil {
+				return nil, err
+			}
+			sp.res = r
+		}
+	}
 	return sp, nil
 }
 
@@ -374,6 +393,9 @@ func (t *Trainer) trainStep(ctx context.Context, st *stage, sp *stepper, batch [
 	loss, ok, err := t.batchGradient(ctx, st, sp, batch)
 	if err != nil || !ok {
 		return loss, ok, err
+	}
+	if sp.res != nil {
+		return loss, true, sp.res.Step(sp.opt, sp.mx, sp.scale)
 	}
 	sp.opt.Update(sp.model.Params, sp.grad)
 	sp.eng.Touch()
@@ -514,7 +536,9 @@ func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, bat
 	if norm == 0 {
 		return 0, false, nil // no row carries loss in this batch: no update
 	}
-	if sp.exact {
+	if sp.res != nil {
+		sp.mx, sp.scale = mx, 1/norm // Step takes it from here, on the device
+	} else if sp.exact {
 		if err := sp.eng.Grad(sp.vec[:P], mx, 1/norm, sp.grad); err != nil {
 			return 0, false, err
 		}

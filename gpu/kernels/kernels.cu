@@ -19,6 +19,9 @@
 #define NCTAID_X gridDim.x
 #define SHARED __shared__
 #define FABS(x) fabs(x)
+#define SQRT(x) sqrt(x)
+#define F32BITS(x) __float_as_uint(x)
+#define ATOMIC_MIN(p, v) atomicMin((p), (v))
 #else // clang -x cuda -nocudainc: no CUDA headers, only the builtins
 #define __global__ __attribute__((global))
 #define __device__ __attribute__((device))
@@ -33,6 +36,9 @@
 #define NCTAID_X __nvvm_read_ptx_sreg_nctaid_x()
 #define FABS(x) __builtin_fabs(x)
 #define __syncthreads() __nvvm_bar_sync(0)
+#define SQRT(x) __builtin_sqrt(x)
+#define F32BITS(x) __builtin_bit_cast(unsigned, (x))
+#define ATOMIC_MIN(p, v) __nvvm_atom_min_gen_i((p), (v))
 #endif
 
 #define GSTRIDE_LOOP(i, n) \
@@ -259,5 +265,46 @@ extern "C" __global__ void col_sum_f32(float* dst, const float* v, int rows, int
 	if (TID_Y == 0 && k < cols) {
 		for (int y = 1; y < 8; y++) s += red[y][TID_X];
 		dst[k] = s;
+	}
+}
+
+// grad_exact: g[k,j] = float32(double(sum[k,j]) * 2^dzexp[k] * 2^aexp[j] *
+// scale), the three products in that order (nn narrowScaled): a weight
+// gradient off its grids.
+extern "C" __global__ void grad_exact(float* g, const long long* sum, const int* dzexp, const int* aexp, double scale, int out, int in) {
+	GSTRIDE_LOOP(t, (long long)out * in) {
+		long long k = t / in, j = t % in;
+		g[t] = (float)((double)sum[t] * pow2(dzexp[k]) * pow2(aexp[j]) * scale);
+	}
+}
+
+// grad_bias: g[k] = float32(double(sum[k]) * 2^dzexp[k] * scale).
+extern "C" __global__ void grad_bias(float* g, const long long* sum, const int* dzexp, double scale, int out) {
+	GSTRIDE_LOOP(k, out) { g[k] = (float)((double)sum[k] * pow2(dzexp[k]) * scale); }
+}
+
+// scale_f32: g = src * s, and *bad = the least index of a NaN or Inf in
+// src (fast mode's gradient; *bad starts at INT_MAX).
+extern "C" __global__ void scale_f32(float* g, const float* src, float s, int* bad, int n) {
+	GSTRIDE_LOOP(t, n) {
+		float v = src[t];
+		if ((F32BITS(v) & 0x7f800000u) == 0x7f800000u) ATOMIC_MIN(bad, (int)t);
+		g[t] = v * s;
+	}
+}
+
+// adam: one torch.optim.Adam step (L2 weight decay in the gradient), each
+// float32 operation rounded on its own in nn adamScalar's order; c holds
+// its constants: step size, 1/sqrt(bias correction 2), beta1, beta2,
+// weight decay, eps.
+extern "C" __global__ void adam(float* p, const float* g, float* ms, float* vs, float stepSize, float invSqrtBC2, float b1, float b2, float wd, float eps, int n) {
+	GSTRIDE_LOOP(i, n) {
+		float gi = g[i] + wd * p[i];
+		float m = ms[i] + (1.0f - b1) * (gi - ms[i]);
+		float v = b2 * vs[i] + ((1.0f - b2) * gi) * gi;
+		ms[i] = m;
+		vs[i] = v;
+		float denom = (float)SQRT((double)v) * invSqrtBC2 + eps;
+		p[i] = p[i] - (stepSize * m) / denom;
 	}
 }
