@@ -6,7 +6,10 @@ lr 5e-4 with L2 weight decay 1e-6, batch 512) with the causalrm-ips loss the
 way the authors' scripts do: a forward pass over the whole batch and the
 observation mask applied in the loss. Reads the same safetensors file the Go
 side trains on and prints one JSON line with the measured rows/s.
-Run it with Debian's /usr/bin/python3 (python3-torch + OpenBLAS).
+Run it with Debian's /usr/bin/python3 (python3-torch + OpenBLAS), or with
+--device cuda[:N] on a GPU (a CUDA build of torch): the model and every data
+tensor then live on the device, and the clock is read after
+torch.cuda.synchronize(), so the timed steps have finished on the GPU.
 """
 import argparse
 import json
@@ -71,14 +74,23 @@ def main():
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--rho01", type=float, default=0.1)
     ap.add_argument("--rho10", type=float, default=0.2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    X, o, y, p = load_rows(args.data)
-    model = make_model(X.shape[1])
+    dev = torch.device(args.device)
+    on_gpu = dev.type == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        raise SystemExit("--device %s: torch %s has no usable CUDA" % (args.device, torch.__version__))
+    X, o, y, p = (t.to(dev) for t in load_rows(args.data))
+    model = make_model(X.shape[1]).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-6)
     n = X.shape[0]
     g = torch.Generator().manual_seed(0)
+
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize(dev)
 
     def step(idx):
         xb, ob, yb, pb = X[idx], o[idx], y[idx], p[idx]
@@ -88,18 +100,23 @@ def main():
         loss.backward()
         opt.step()
 
-    perm = torch.randperm(n, generator=g)
+    perm = torch.randperm(n, generator=g).to(dev)
     def batch(i):
         lo = (i * args.batch) % max(n - args.batch, 1)
         return perm[lo:lo + args.batch]
     for i in range(args.warmup):
         step(batch(i))
+    sync()
     t0 = time.perf_counter()
     for i in range(args.steps):
         step(batch(args.warmup + i))
+    sync()
     el = time.perf_counter() - t0
-    print(json.dumps({"rows_per_s": args.steps * args.batch / el, "steps": args.steps,
-                      "threads": args.threads, "torch": torch.__version__, "seconds": el}))
+    name = str(dev)
+    if on_gpu:
+        name += " " + torch.cuda.get_device_name(dev)
+    print(json.dumps({"rows_per_s": args.steps * args.batch / el, "steps": args.steps, "batch": args.batch,
+                      "threads": args.threads, "device": name, "torch": torch.__version__, "seconds": el}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -65,7 +66,8 @@ func benchTrainCmd() *cobra.Command {
 	var rows, dim, steps, warmup int
 	var threadList []int
 	var python, script, data, ddpScript string
-	var workers int
+	var workers, batch int
+	var dev deviceFlags
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train the paper's reward model (d=4096, 256, 64, batch 512) in Go and in PyTorch, print rows/s",
@@ -78,10 +80,21 @@ prints rows/s and the ratio Go / PyTorch.
 the arithmetic of the masked PyTorch loss; "skip o=0" is what training does
 for causalrm-ips: rows without feedback carry no loss and are skipped.
 With --workers N, N worker processes (one thread each, the static ring) are
-timed the same two ways against PyTorch DDP (gloo, N processes, every row).`,
+timed the same two ways against PyTorch DDP (gloo, N processes, every row).
+
+With --device cuda (or cuda:N) both sides train on that GPU: the Go engine
+through the CUDA driver and cuBLAS, PyTorch with its tensors on the device
+(a CUDA build of torch). --threads still sets the Go host side's (and
+PyTorch's CPU) threads.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, log := cmd.Context(), cmd.ErrOrStderr()
+			// The device first: a missing GPU fails before the data is made.
+			devName, err := benchDevice(&dev)
+			if err != nil {
+				return err
+			}
+			onGPU, torchDevice := dev.onGPU(), canonicalDevice(dev.device)
 			if data == "" {
 				dir, err := os.MkdirTemp("", "causalrm-bench-")
 				if err != nil {
@@ -102,7 +115,7 @@ timed the same two ways against PyTorch DDP (gloo, N processes, every row).`,
 			}
 			var table []benchRow
 			for _, th := range threadList {
-				torch := runTorch(python, script, data, th, steps, warmup, log)
+				torch := runTorch(python, script, data, th, steps, warmup, batch, torchDevice, onGPU, log)
 				for _, mode := range []string{"exact", "fast"} {
 					for _, skip := range []bool{false, true} {
 						ds, err := shard.Load(shard.LoadSpec{Train: data})
@@ -110,13 +123,9 @@ timed the same two ways against PyTorch DDP (gloo, N processes, every row).`,
 							return err
 						}
 						c := trainer.DefaultConfig()
-						c.Reduce, c.Threads, c.Propensity = mode, th, "given"
+						c.Reduce, c.Threads, c.Propensity, c.Batch = mode, th, "given", batch
 						c.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
-						tr, err := trainer.New(c, ds, nil, nil)
-						if err != nil {
-							return err
-						}
-						rps, err := tr.BenchReward(ctx, causal.CausalIPS, warmup, steps, skip)
+						rps, err := benchInProcess(ctx, c, ds, &dev, warmup, steps, skip)
 						if err != nil {
 							return err
 						}
@@ -131,9 +140,9 @@ timed the same two ways against PyTorch DDP (gloo, N processes, every row).`,
 			}
 			if workers > 0 {
 				for _, mode := range []string{"exact", "fast"} {
-					torch := runTorchDDP(python, ddpScript, data, workers, steps, log)
+					torch := runTorchDDP(python, ddpScript, data, workers, steps, batch, torchDevice, log)
 					for _, skip := range []bool{false, true} {
-						rps, err := benchCluster(cmd, data, workers, mode, steps, skip)
+						rps, err := benchCluster(cmd, data, workers, mode, steps, batch, &dev, skip)
 						if err != nil {
 							return err
 						}
@@ -146,7 +155,7 @@ timed the same two ways against PyTorch DDP (gloo, N processes, every row).`,
 				}
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintf(cmd.OutOrStdout(), "reward model %d-256-64-1, batch 512, blas %s\n", dim, nn.Backend())
+			fmt.Fprintf(cmd.OutOrStdout(), "reward model %d-256-64-1, batch %d, blas %s, device %s\n", dim, batch, nn.Backend(), devName)
 			fmt.Fprintln(w, "threads\tmode\tGo rows/s\tPyTorch rows/s\tGo / PyTorch\t")
 			for _, r := range table {
 				ratio := "n/a"
@@ -169,25 +178,69 @@ timed the same two ways against PyTorch DDP (gloo, N processes, every row).`,
 	fs.StringVar(&data, "data", "", "use this file instead of generating rows")
 	fs.IntVar(&workers, "workers", 0, "also time N worker processes (1 thread each) against PyTorch DDP (gloo) with N processes")
 	fs.StringVar(&ddpScript, "ddp-script", "bench/torch_ddp.py", "PyTorch DDP baseline script")
+	fs.IntVar(&batch, "batch", 512, "rows per step (global batch with --workers)")
+	dev.add(fs)
+	fs.Lookup("device").Usage = "where both sides train: cpu, cuda or cuda:N (a CUDA GPU; PyTorch needs a CUDA build); --threads still sets the host threads"
 	return cmd
+}
+
+// benchDevice checks --device (a GPU must open) and names it for the
+// table: "cpu", or the GPU's description.
+func benchDevice(dev *deviceFlags) (string, error) {
+	if strings.Contains(dev.device, ",") {
+		return "", fmt.Errorf("--device %q: bench train takes one device", dev.device)
+	}
+	info, err := dev.probe([]string{dev.device})
+	if err != nil {
+		return "", err
+	}
+	if s, ok := info[dev.device]; ok {
+		if dev.tf32 {
+			s += ", TF32 in fast mode"
+		}
+		return s, nil
+	}
+	return "cpu", nil
+}
+
+// benchInProcess times reward-stage steps in this process on --device.
+// A GPU is opened for the one case and closed after it, so that the
+// embeddings of one case do not stay on the device through the next.
+func benchInProcess(ctx context.Context, c trainer.Config, ds *shard.Dataset, dev *deviceFlags, warmup, steps int, skip bool) (float64, error) {
+	runners, closeDev, err := dev.open()
+	if err != nil {
+		return 0, err
+	}
+	defer closeDev()
+	c.Runners = runners
+	tr, err := trainer.New(c, ds, nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	return tr.BenchReward(ctx, causal.CausalIPS, warmup, steps, skip)
 }
 
 // benchCluster times reward-stage steps with n worker processes (one
 // thread each) over the ring; "threads" in its table row is the worker count.
-func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps int, skip bool) (float64, error) {
+func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps, batch int, dev *deviceFlags, skip bool) (float64, error) {
 	dir, err := os.MkdirTemp("", "causalrm-bench-cluster-")
 	if err != nil {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
 	job := &Job{Config: trainer.DefaultConfig(), Data: DataSpec{Train: data}, Out: filepath.Join(dir, "out")}
-	job.Reduce, job.Threads, job.Propensity = mode, 1, "given"
+	job.Reduce, job.Threads, job.Propensity, job.Batch = mode, 1, "given", batch
 	job.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
 	args := []string{"--bench-steps", strconv.Itoa(steps)}
 	if skip {
 		args = append(args, "--bench-skip-unobserved")
 	}
-	if err := runCluster(cmd.Context(), job, n, "none", true, io.Discard, cmd.ErrOrStderr(), args...); err != nil {
+	devs, err := assignDevices(dev.device, n)
+	if err != nil {
+		return 0, err
+	}
+	wd := &workerDevices{flags: dev, devs: devs}
+	if err := runCluster(cmd.Context(), job, n, "none", wd, true, io.Discard, cmd.ErrOrStderr(), args...); err != nil {
 		return 0, err
 	}
 	var r struct {
@@ -201,17 +254,19 @@ func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps int
 	return r.RowsPerS, err
 }
 
-// runTorchDDP runs the PyTorch DDP (gloo) baseline with n processes.
-func runTorchDDP(python, script, data string, n, steps int, log io.Writer) float64 {
+// runTorchDDP runs the PyTorch DDP (gloo) baseline with n processes on
+// device.
+func runTorchDDP(python, script, data string, n, steps, batch int, device string, log io.Writer) float64 {
 	if python == "" {
 		return 0
 	}
 	rps, err := runPythonBench(log, []string{"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1"},
-		python, script, "--data", data, "--workers", strconv.Itoa(n), "--threads", "1", "--steps", strconv.Itoa(steps))
+		python, script, "--data", data, "--workers", strconv.Itoa(n), "--threads", "1", "--steps", strconv.Itoa(steps),
+		"--batch", strconv.Itoa(batch), "--device", device)
 	if err != nil {
 		return 0
 	}
-	fmt.Fprintf(log, "%d workers pytorch DDP gloo %8.0f rows/s\n", n, rps)
+	fmt.Fprintf(log, "%d workers pytorch DDP gloo on %s %8.0f rows/s\n", n, device, rps)
 	return rps
 }
 
@@ -219,23 +274,29 @@ func runTorchDDP(python, script, data string, n, steps int, log io.Writer) float
 // note on the log) when it cannot run. Debian's torch runs its GEMMs in
 // OpenBLAS, whose own thread pool competes with torch's: with more than one
 // thread we try OpenBLAS at 1 thread and at the same count and keep the
-// faster, so the baseline is PyTorch at its best on this machine.
-func runTorch(python, script, data string, threads, steps, warmup int, log io.Writer) float64 {
+// faster, so the baseline is PyTorch at its best on this machine. On a GPU
+// (onGPU) the GEMMs are cuBLAS's and one run is enough.
+func runTorch(python, script, data string, threads, steps, warmup, batch int, device string, onGPU bool, log io.Writer) float64 {
 	if python == "" {
 		return 0
 	}
 	best := 0.0
 	blasThreads := []int{threads}
-	if threads > 1 {
+	if threads > 1 && !onGPU {
 		blasThreads = []int{1, threads}
 	}
 	for _, bt := range blasThreads {
 		rps, err := runPythonBench(log, []string{"OMP_NUM_THREADS=" + strconv.Itoa(threads), "OPENBLAS_NUM_THREADS=" + strconv.Itoa(bt)},
-			python, script, "--data", data, "--threads", strconv.Itoa(threads), "--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup))
+			python, script, "--data", data, "--threads", strconv.Itoa(threads), "--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup),
+			"--batch", strconv.Itoa(batch), "--device", device)
 		if err != nil {
 			return 0
 		}
-		fmt.Fprintf(log, "threads %d pytorch (openblas threads %d) %8.0f rows/s\n", threads, bt, rps)
+		if onGPU {
+			fmt.Fprintf(log, "threads %d pytorch on %s %8.0f rows/s\n", threads, device, rps)
+		} else {
+			fmt.Fprintf(log, "threads %d pytorch (openblas threads %d) %8.0f rows/s\n", threads, bt, rps)
+		}
 		best = max(best, rps)
 	}
 	return best

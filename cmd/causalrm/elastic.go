@@ -141,9 +141,10 @@ func jobFromSpec(spec *state.JobSpec) (*Job, error) {
 
 // runElasticWorker is `causalrm worker --coordinators ...`: it registers,
 // takes the job from the coordinators, joins (from scratch, a checkpoint
-// or a live peer), trains, and leaves at a step boundary on SIGTERM. The
-// member of rank 0 at the end writes the outputs and reports the result.
-func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log io.Writer) error {
+// or a live peer), trains on its --device, and leaves at a step boundary on
+// SIGTERM. The member of rank 0 at the end writes the outputs and reports
+// the result.
+func runElasticWorker(parent context.Context, f *elasticFlags, dev *deviceFlags, quiet bool, log io.Writer) error {
 	// SIGTERM is a graceful leave, not a cancellation: detach from the
 	// root's signal context and handle the signals here.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
@@ -152,6 +153,12 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	if err != nil {
 		return err
 	}
+	// The device first: a worker that cannot open its GPU never joins.
+	runners, closeDev, err := dev.open()
+	if err != nil {
+		return err
+	}
+	defer closeDev()
 	metrics, stopMetrics, err := startWorkerMetrics(f.metricsAddr, logger)
 	if err != nil {
 		return err
@@ -175,6 +182,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, quiet bool, log i
 	if err != nil {
 		return err
 	}
+	job.Runners = runners
 	if quiet {
 		job.Progress = nil
 	} else {

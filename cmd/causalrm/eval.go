@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/gpu"
 	"github.com/causalrm/causalrm/internal/safetensors"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
@@ -21,6 +22,7 @@ func evalCmd() *cobra.Command {
 	var modelPath, data, split, scores string
 	var exact bool
 	var threads int
+	var dev deviceFlags
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Score a file with a saved reward model; metrics when it has clean labels",
@@ -30,6 +32,9 @@ func evalCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelPath == "" || data == "" {
 				return fmt.Errorf("--model and --data are required")
+			}
+			if _, err := gpu.ParseDevice(dev.device); err != nil {
+				return fmt.Errorf("--device: %w", err)
 			}
 			model, xexp, fc, err := nn.Load(modelPath)
 			if err != nil {
@@ -51,7 +56,15 @@ func evalCmd() *cobra.Command {
 			if xexp != nil {
 				nn.QuantizeX(s.X, s.D, xexp)
 			}
-			eng, err := nn.NewEngine(model, exact && xexp != nil, xexp, 512)
+			runners, closeDev, err := dev.open()
+			if err != nil {
+				return err
+			}
+			defer closeDev()
+			if runners == nil {
+				runners = nn.CPURunner
+			}
+			eng, err := runners(model, exact && xexp != nil, xexp, 512)
 			if err != nil {
 				return err
 			}
@@ -92,5 +105,6 @@ func evalCmd() *cobra.Command {
 	cmd.Flags().StringVar(&scores, "scores", "", "write id and reward per row to this JSONL file")
 	cmd.Flags().BoolVar(&exact, "exact", true, "use the exact forward pass (same bits as training)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "threads (0: all cores)")
+	dev.add(cmd.Flags())
 	return cmd
 }

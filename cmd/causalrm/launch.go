@@ -23,9 +23,9 @@ import (
 // runElastic is `train --workers N` with exact reduction: an embedded
 // single-node coordinator (raft in memory) on 127.0.0.1 and N elastic
 // worker processes, exactly what a multi-node job runs, supervised by this
-// command. The first failure or ctrl-C stops everyone; nothing is written
+// command; worker i runs on its device of devs (nil: the CPU). The first failure or ctrl-C stops everyone; nothing is written
 // unless the job succeeds.
-func runElastic(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer) error {
+func runElastic(ctx context.Context, job *Job, n int, codec string, devs *workerDevices, force bool, stdout, log io.Writer) error {
 	if c := collective.Codec(codec); !c.Lossless() {
 		return fmt.Errorf("--codec %q: exact training takes none, s2 or zstd (fp16 and int8 need --reduce fast)", codec)
 	}
@@ -80,7 +80,7 @@ func runElastic(ctx context.Context, job *Job, n int, codec string, force bool, 
 		if job.Progress == nil || i > 0 {
 			args = append(args, "--quiet")
 		}
-		return args
+		return append(args, devs.args(i)...)
 	}, nil)
 	if err != nil {
 		return err

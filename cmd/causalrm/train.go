@@ -29,6 +29,7 @@ func trainCmd() *cobra.Command {
 	var f jobFlags
 	var workers int
 	var codec string
+	var dev deviceFlags
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train a CausalRM reward model (all stages) and write it with its metrics and report",
@@ -48,12 +49,30 @@ coordinator and N worker processes (the elastic runtime of a multi-node job)
 sum their integer gradients with a ring all-reduce and train the same bits.
 With --reduce fast and a lossy codec the workers form a static ring, each
 holding the embeddings of its virtual shards only. Outputs appear all at once when training
-succeeds; a failed or interrupted run writes nothing.`,
+succeeds; a failed or interrupted run writes nothing.
+
+With --device cuda (or cuda:N) the model's passes run on a CUDA GPU, found at
+run time (the CUDA driver and cuBLAS; --cuda-libs or $CAUSALRM_CUDA_LIBS name
+a directory to search too). In exact mode the GPU trains the CPU's bits; in
+fast mode it differs in the last bits, and --tf32 trades more precision for
+speed. With --workers, --device may list one device per worker, assigned in
+turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
+--device cuda,cpu gives worker 0 the GPU and worker 1 the CPU.`,
 		Example: `  causalrm simulate --out data.safetensors
   causalrm train --data data.safetensors --out runs/demo
-  causalrm train --config job.yaml --method causalrm-dr --seed 3`,
+  causalrm train --config job.yaml --method causalrm-dr --seed 3
+  causalrm train --data data.safetensors --out runs/gpu --device cuda
+  causalrm train --data data.safetensors --out runs/two --workers 2 --device cuda:0,cuda:1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// A typo in --device fails before anything else.
+			if workers <= 0 && strings.Contains(dev.device, ",") {
+				return fmt.Errorf("--device %q: a list of devices (one per worker, in turn) needs --workers", dev.device)
+			}
+			devs, err := assignDevices(dev.device, max(workers, 1))
+			if err != nil {
+				return err
+			}
 			job, err := resolveJob(cmd, &f)
 			if err != nil {
 				return err
@@ -61,18 +80,32 @@ succeeds; a failed or interrupted run writes nothing.`,
 			if job.Out == "" {
 				job.Out = filepath.Join("runs", fmt.Sprintf("%s-seed%d", job.Method, job.Seed))
 			}
-			if workers > 0 && job.Reduce == "exact" && collective.Codec(codec).Lossless() {
-				return runElastic(cmd.Context(), job, workers, codec, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
-			}
 			if workers > 0 {
-				return runCluster(cmd.Context(), job, workers, codec, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				// The workers open their own devices; check the GPUs
+				// here so that a missing one fails before any starts.
+				if _, err := dev.probe(devs); err != nil {
+					return err
+				}
+				wd := &workerDevices{flags: &dev, devs: devs}
+				if job.Reduce == "exact" && collective.Codec(codec).Lossless() {
+					return runElastic(cmd.Context(), job, workers, codec, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				}
+				return runCluster(cmd.Context(), job, workers, codec, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
+			runners, closeDev, err := dev.open()
+			if err != nil {
+				return err
+			}
+			defer closeDev()
+			job.Runners = runners
 			return runTrain(cmd.Context(), job, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	addJobFlags(cmd, &f, true)
 	cmd.Flags().IntVar(&workers, "workers", 0, "train with N worker processes on 127.0.0.1 (ring all-reduce); 0: in this process")
 	cmd.Flags().StringVar(&codec, "codec", "none", "with --workers: all-reduce wire codec none, s2, zstd (exact), or fp16, int8 (lossy with error feedback, needs --reduce fast)")
+	dev.add(cmd.Flags())
+	cmd.Flags().Lookup("device").Usage = deviceUsage + "; with --workers a comma-separated list, one device per worker in turn (--workers 2 --device cuda,cpu: worker 0 on the GPU, worker 1 on the CPU)"
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"runtime/debug"
 
@@ -14,10 +15,14 @@ import (
 var version = "dev"
 
 func versionCmd() *cobra.Command {
-	return &cobra.Command{
+	var cudaLibs string
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the version, Go toolchain, BLAS backend and SIMD kernels",
-		Args:  cobra.NoArgs,
+		Short: "Print the version, Go toolchain, BLAS backend, SIMD kernels and GPU",
+		Long: `Prints the version, the Go toolchain, the BLAS backend, the SIMD kernels,
+and GPU 0 with the CUDA driver and cuBLAS found (or why there is none: the
+binary runs on the CPU without them).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rev := ""
 			if bi, ok := debug.ReadBuildInfo(); ok {
@@ -29,7 +34,11 @@ func versionCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "causalrm %s%s\ngo: %s %s/%s\nblas: %s\nsimd: %s\n", version, rev,
 				runtime.Version(), runtime.GOOS, runtime.GOARCH, nn.Backend(), nn.SIMD())
+			fmt.Fprintln(cmd.OutOrStdout(), probeLine(cudaLibs))
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&cudaLibs, "cuda-libs", os.Getenv(cudaLibsEnv),
+		"directory searched for libcuda.so.1 and libcublas.so.N after the standard names (default $"+cudaLibsEnv+")")
+	return cmd
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/collective"
+	"github.com/causalrm/causalrm/gpu"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/trainer"
 	"github.com/causalrm/causalrm/worker"
@@ -30,6 +31,7 @@ func workerCmd() *cobra.Command {
 	var peers, codec, listen string
 	var gen uint64
 	var ef elasticFlags
+	var dev deviceFlags
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run one training worker (elastic with --coordinators, or of a static ring)",
@@ -45,20 +47,32 @@ stops at once). The worker of rank 0 at the end writes the outputs.
 Without it (static): it loads the embeddings of its virtual shards only,
 joins the ring all-reduce with its --peers and trains the job given by the
 flags; rank 0 writes the outputs to --out. 'causalrm train --workers N'
-starts and supervises these on 127.0.0.1.`,
+starts and supervises these on 127.0.0.1.
+
+Either way --device cuda (or cuda:N) runs the model's passes on that GPU;
+the job's result does not depend on it in exact mode.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := gpu.ParseDevice(dev.device); err != nil {
+				return fmt.Errorf("--device: %w", err)
+			}
 			if ef.coordinators != "" || ef.registry != "" {
 				ef.listen = listen
 				if ef.listen == "" {
 					ef.listen = "127.0.0.1:0"
 				}
-				return runElasticWorker(cmd.Context(), &ef, f.quiet, cmd.ErrOrStderr())
+				return runElasticWorker(cmd.Context(), &ef, &dev, f.quiet, cmd.ErrOrStderr())
 			}
 			job, err := resolveJob(cmd, &f)
 			if err != nil {
 				return err
 			}
+			runners, closeDev, err := dev.open()
+			if err != nil {
+				return fmt.Errorf("worker %d: %w", rank, err)
+			}
+			defer closeDev()
+			job.Runners = runners
 			addrs := strings.Split(peers, ",")
 			if rank < 0 || rank >= len(addrs) {
 				return fmt.Errorf("--rank %d outside the %d peers", rank, len(addrs))
@@ -101,6 +115,7 @@ starts and supervises these on 127.0.0.1.`,
 	fs.StringVar(&ef.logFormat, "log-format", "text", "elastic mode: "+logFormatUsage)
 	ef.token.add(fs)
 	ef.tls.add(fs)
+	dev.add(fs)
 	return cmd
 }
 
@@ -146,11 +161,11 @@ func ringStats(r *collective.Ring) string {
 	return fmt.Sprintf("%d ops, %.1f MB sent, %.1f MB received", s.Ops, float64(s.BytesSent)/1e6, float64(s.BytesRecv)/1e6)
 }
 
-// runCluster starts n worker processes on 127.0.0.1 with the resolved job,
-// supervises them, and commits rank 0's outputs when all of them succeed.
-// The first failure (or ctrl-C) stops every worker; all are reaped on
-// every path.
-func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, stdout, log io.Writer, extra ...string) error {
+// runCluster starts n worker processes on 127.0.0.1 with the resolved job
+// (worker i on its device of devs; nil: the CPU), supervises them, and
+// commits rank 0's outputs when all of them succeed. The first failure (or
+// ctrl-C) stops every worker; all are reaped on every path.
+func runCluster(ctx context.Context, job *Job, n int, codec string, devs *workerDevices, force bool, stdout, log io.Writer, extra ...string) error {
 	probe := worker.Config{Peers: make([]string, n), Shards: max(job.Shards, n), Codec: collective.Codec(codec), FastReduce: job.Reduce == "fast"}
 	if err := probe.Validate(); err != nil { // the codec; stageWorkers says what is wrong with n
 		return fmt.Errorf("--codec %s: %w", codec, err)
@@ -186,6 +201,7 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, force bool, 
 		if job.Progress == nil {
 			args = append(args, "--quiet")
 		}
+		args = append(args, devs.args(i)...)
 		return append(args, extra...)
 	}, func(i int) []*os.File {
 		f, err := lis[i].File()
