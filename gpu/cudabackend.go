@@ -77,3 +77,11 @@ func (c *cudaBackend) Launch(kernel string, grid, block [3]uint32, args ...any) 
 	}
 	return c.d.Launch(f, grid, block, 0, cuda.Pack(args...))
 }
+
+// sync waits for the device's stream (a no-op off CUDA): for timings.
+func (d *Device) sync() error {
+	if c, ok := d.b.(*cudaBackend); ok {
+		return c.d.Sync()
+	}
+	return nil
+}

@@ -63,6 +63,7 @@ type buffers struct {
 	dz      []Ptr // d loss / d z per layer
 	qa, qd  Ptr   // exact: quantized operands
 	rexp    Ptr   // exact: row exponents, int32
+	part    Ptr   // fast: column sums per 256 rows, float32
 	perRow  []Ptr // the allocations that depend on rowsCap
 }
 
@@ -206,6 +207,11 @@ func (e *Engine) reserve(m int) error {
 			return err
 		}
 	}
+	if !e.exact {
+		if b.part, err = take((m+255)/256*maxDim, 4); err != nil {
+			return err
+		}
+	}
 	if e.exact {
 		if b.qa, err = take(m*maxDim, 8); err != nil {
 			return err
@@ -283,6 +289,11 @@ func perCol(cols int) ([3]uint32, [3]uint32) {
 	return [3]uint32{uint32(max((cols+31)/32, 1)), 1, 1}, [3]uint32{32, 8, 1}
 }
 
+// perColRows is col_maxabs's and col_sum_i64's: 32 columns by 256 rows a block.
+func perColRows(rows, cols int) ([3]uint32, [3]uint32) {
+	return [3]uint32{uint32(max((cols+31)/32, 1)), uint32(max((rows+255)/256, 1)), 1}, [3]uint32{32, 8, 1}
+}
+
 // launcher issues kernels and stops at the first error.
 type launcher struct {
 	b   Backend
@@ -295,6 +306,12 @@ func (k *launcher) run(name string, geo func(int) ([3]uint32, [3]uint32), n int,
 	}
 	g, bl := geo(n)
 	k.err = k.b.Launch(name, g, bl, args...)
+}
+
+func (k *launcher) grid(name string, grid, block [3]uint32, args ...any) {
+	if k.err == nil {
+		k.err = k.b.Launch(name, grid, block, args...)
+	}
 }
 
 func (k *launcher) do(f func() error) {

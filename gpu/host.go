@@ -162,6 +162,9 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 	if grid[0] == 0 || block[0] == 0 {
 		return fmt.Errorf("gpu: kernel %s launched on an empty grid %v x %v", kernel, grid, block)
 	}
+	if (kernel == "col_maxabs" || kernel == "col_sum_i64" || kernel == "col_sum_f32") && int(grid[1])*256 < int(args[2].(int32)) {
+		return fmt.Errorf("gpu: kernel %s: grid %v covers %d of %d rows", kernel, grid, grid[1]*256, args[2].(int32))
+	}
 	p := func(i int) Ptr { return args[i].(Ptr) }
 	n := func(i int) int { return int(args[i].(int32)) }
 	f64 := func(i int) float64 { return args[i].(float64) }
@@ -199,6 +202,8 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 	case "col_maxabs":
 		rows, cols := n(2), n(3)
 		hostColMaxAbs(view[float64](h, p(0), cols), view[float64](h, p(1), rows*cols), rows, cols)
+	case "zero64":
+		clear(view[int64](h, p(0), n(1)))
 	case "quant_cols":
 		rows, cols := n(3), n(4)
 		q, v, ex := view[float64](h, p(0), rows*cols), view[float64](h, p(1), rows*cols), view[int32](h, p(2), cols)
@@ -213,7 +218,6 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 	case "col_sum_i64":
 		rows, cols := n(2), n(3)
 		dst, q := view[int64](h, p(0), cols), view[float64](h, p(1), rows*cols)
-		clear(dst)
 		for t, v := range q {
 			dst[t%cols] += int64(v)
 		}
@@ -229,10 +233,21 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 		}
 	case "col_sum_f32":
 		rows, cols := n(2), n(3)
-		dst, v := view[float32](h, p(0), cols), view[float32](h, p(1), rows*cols)
-		clear(dst)
+		chunks := (rows + 255) / 256
+		part, v := view[float32](h, p(0), chunks*cols), view[float32](h, p(1), rows*cols)
+		clear(part)
 		for t, x := range v {
-			dst[t%cols] += x
+			part[t/cols/256*cols+t%cols] += x
+		}
+	case "col_sum_f32_fin":
+		chunks, cols := n(2), n(3)
+		dst, part := view[float32](h, p(0), cols), view[float32](h, p(1), chunks*cols)
+		for k := range dst {
+			s := float32(0)
+			for c := range chunks {
+				s += part[c*cols+k]
+			}
+			dst[k] = s
 		}
 	case "grad_exact":
 		out, in := n(5), n(6)
@@ -377,11 +392,15 @@ func hostBwdExact(da []float64, rexp []int32, cs, zp []float64, slope float64, m
 	}
 }
 
+// hostColMaxAbs combines into dst, as the kernel's atomic maximum does.
 func hostColMaxAbs(dst, v []float64, rows, cols int) {
 	for j := range cols {
-		mx := 0.0
+		mx := dst[j]
 		for i := range rows {
 			mx = maxSticky(mx, math.Abs(v[i*cols+j]))
+		}
+		if mx != mx {
+			mx = math.Float64frombits(0x7ff8000000000000)
 		}
 		dst[j] = mx
 	}

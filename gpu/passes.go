@@ -139,14 +139,18 @@ func (e *Engine) Maxima(dldf []float64) []float64 {
 			k.do(func() error { return e.b.Dgemm(false, false, m, in, out, b.qd, out, b.wqc, in, b.dz[l-1], in) })
 			k.run("bwd_exact", flat, m*in, b.dz[l-1], b.rexp, b.cs, b.z[l-1], e.slope, int32(m), int32(in))
 		}
+		k.run("zero64", flat, len(out), b.maxima, int32(len(out)))
 		off := 0
+		colMax := func(v Ptr, cols int) {
+			g, bl := perColRows(m, cols)
+			k.grid("col_maxabs", g, bl, b.maxima+Ptr(8*off), v, int32(m), int32(cols))
+			off += cols
+		}
 		for l := 0; l < L; l++ {
-			k.run("col_maxabs", perCol, e.dims[l+1], b.maxima+Ptr(8*off), b.dz[l], int32(m), int32(e.dims[l+1]))
-			off += e.dims[l+1]
+			colMax(b.dz[l], e.dims[l+1])
 		}
 		for l := 1; l < L; l++ {
-			k.run("col_maxabs", perCol, e.dims[l], b.maxima+Ptr(8*off), b.a[l], int32(m), int32(e.dims[l]))
-			off += e.dims[l]
+			colMax(b.a[l], e.dims[l])
 		}
 		k.do(func() error { return download(e.b, out, b.maxima) })
 		return k.err
@@ -179,6 +183,7 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 	e.fail(e.dev.do(func() error {
 		k := &launcher{b: e.b}
 		k.do(func() error { return upload(e.b, b.exps, e.exps) })
+		k.run("zero64", flat, len(e.mlp.Params), b.grad, int32(len(e.mlp.Params))) // the bias sums add into it
 		dzOff, aOff := 0, 0
 		for l := 0; l < L; l++ {
 			aOff += e.dims[l+1]
@@ -195,7 +200,8 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 			}
 			k.do(func() error { return e.b.Dgemm(true, false, out, in, m, b.qd, out, qa, in, b.gemm, in) })
 			k.run("to_int64", flat, out*in, b.grad+Ptr(8*e.wo[l]), b.gemm, int32(out*in))
-			k.run("col_sum_i64", perCol, out, b.grad+Ptr(8*e.bo[l]), b.qd, int32(m), int32(out))
+			g, bl := perColRows(m, out)
+			k.grid("col_sum_i64", g, bl, b.grad+Ptr(8*e.bo[l]), b.qd, int32(m), int32(out))
 		}
 		if !e.keep {
 			k.do(func() error { return download(e.b, dst[:len(e.mlp.Params)], b.grad) })
@@ -259,7 +265,9 @@ func (e *Engine) PartialFast(dldf []float64, dst []float32) {
 			k.do(func() error {
 				return e.b.Sgemm(true, false, out, in, m, b.dz[l], out, a, in, b.grad+Ptr(4*e.wo[l]), in)
 			})
-			k.run("col_sum_f32", perCol, out, b.grad+Ptr(4*e.bo[l]), b.dz[l], int32(m), int32(out))
+			g, bl := perColRows(m, out)
+			k.grid("col_sum_f32", g, bl, b.part, b.dz[l], int32(m), int32(out))
+			k.run("col_sum_f32_fin", flat, out, b.grad+Ptr(4*e.bo[l]), b.part, int32(g[1]), int32(out))
 			if l == 0 {
 				break
 			}

@@ -44,7 +44,7 @@ grep -E '^(--- |ok|FAIL|PASS)' "$OUT/cuda-test.log" | grep -v '^    ' | head -30
 ( cd gpu && T 240 "../$B/gpu.test" -test.count=1 -test.v ) >"$OUT/gpu-test.log" 2>&1 || fail=1
 grep -E '^(--- |ok|FAIL|PASS)|no CUDA' "$OUT/gpu-test.log" | head -60
 T 60 "$B/cuda.test" -test.run '^$' -test.bench Launch -test.benchtime 5000x 2>&1 | grep -E 'Benchmark'
-( cd gpu && T 120 "../$B/gpu.test" -test.run '^$' -test.bench Resident -test.benchtime 300x 2>&1 ) | grep -E 'Benchmark' | tee "$OUT/step-bench.txt"
+( cd gpu && T 120 "../$B/gpu.test" -test.run '^$' -test.bench 'Resident|GEMM' -test.benchtime 200x 2>&1 ) | grep -E 'Benchmark' | tee "$OUT/step-bench.txt"
 
 step "train: GPU, CPU and a mixed ring give the same bytes"
 D=$(mktemp -d)
@@ -66,9 +66,9 @@ else
 fi
 
 step "bench train --device cuda (Go on the GPU against PyTorch on the GPU)"
-for batch in 512 8192; do
+for batch in 512 8192 512 8192; do
 	T 200 "$B/causalrm" bench train --device cuda --python "$PY" --script bench/torch_reward.py \
-		--rows 16384 --batch $batch --steps 200 --threads "$(nproc)" 2>"$OUT/bench-$batch.err" | tee "$OUT/bench-$batch.txt" || { fail=1; tail -5 "$OUT/bench-$batch.err"; }
+		--rows 16384 --batch $batch --steps 200 --threads "$(nproc)" 2>>"$OUT/bench-$batch.err" | tee -a "$OUT/bench-$batch.txt" || { fail=1; tail -5 "$OUT/bench-$batch.err"; }
 done
 echo
 echo "gpu-check: $([[ $fail == 0 ]] && echo PASS || echo FAIL)"

@@ -16,12 +16,15 @@
 #define NTID_X blockDim.x
 #define NTID_Y blockDim.y
 #define CTAID_X blockIdx.x
+#define CTAID_Y blockIdx.y
 #define NCTAID_X gridDim.x
 #define SHARED __shared__
 #define FABS(x) fabs(x)
 #define SQRT(x) sqrt(x)
 #define F32BITS(x) __float_as_uint(x)
 #define ATOMIC_MIN(p, v) atomicMin((p), (v))
+#define ATOMIC_MAX64(p, v) atomicMax((p), (v))
+#define ATOMIC_ADD64(p, v) atomicAdd((unsigned long long*)(p), (unsigned long long)(v))
 #else // clang -x cuda -nocudainc: no CUDA headers, only the builtins
 #define __global__ __attribute__((global))
 #define __device__ __attribute__((device))
@@ -33,12 +36,15 @@
 #define NTID_X __nvvm_read_ptx_sreg_ntid_x()
 #define NTID_Y __nvvm_read_ptx_sreg_ntid_y()
 #define CTAID_X __nvvm_read_ptx_sreg_ctaid_x()
+#define CTAID_Y __nvvm_read_ptx_sreg_ctaid_y()
 #define NCTAID_X __nvvm_read_ptx_sreg_nctaid_x()
 #define FABS(x) __builtin_fabs(x)
 #define __syncthreads() __nvvm_bar_sync(0)
 #define SQRT(x) __builtin_sqrt(x)
 #define F32BITS(x) __builtin_bit_cast(unsigned, (x))
 #define ATOMIC_MIN(p, v) __nvvm_atom_min_gen_i((p), (v))
+#define ATOMIC_MAX64(p, v) __nvvm_atom_max_gen_ll((p), (v))
+#define ATOMIC_ADD64(p, v) __nvvm_atom_add_gen_ll((p), (v))
 #endif
 
 #define GSTRIDE_LOOP(i, n) \
@@ -193,19 +199,25 @@ extern "C" __global__ void bwd_exact(double* da, const int* rexp, const double* 
 	}
 }
 
-// col_maxabs: dst[j] = max_i |v[i,j]|, a NaN wins (nn colMaxAbs). Block
-// (32, 8): 32 columns, 8 row lanes.
+// col_maxabs: dst[j] = max(dst[j], max_i |v[i,j]|), a NaN wins (nn
+// colMaxAbs, with dst zeroed first). Block (32, 8): 32 columns, 8 row
+// lanes; blockIdx.y takes 256 rows. Blocks combine with a 64-bit atomic
+// max on the bits: non-negative doubles order as their bit patterns, and
+// a NaN's (0x7ff8...) is above every number's, so the result is the same
+// maximum in any order.
 extern "C" __global__ void col_maxabs(double* dst, const double* v, int rows, int cols) {
 	SHARED double red[8][33];
 	int j = CTAID_X * 32 + TID_X;
+	int i0 = CTAID_Y * 256, i1 = i0 + 256 < rows ? i0 + 256 : rows;
 	double mx = 0.0;
 	if (j < cols)
-		for (int i = TID_Y; i < rows; i += 8) mx = max_sticky(mx, FABS(v[(long long)i * cols + j]));
+		for (int i = i0 + TID_Y; i < i1; i += 8) mx = max_sticky(mx, FABS(v[(long long)i * cols + j]));
 	red[TID_Y][TID_X] = mx;
 	__syncthreads();
 	if (TID_Y == 0 && j < cols) {
 		for (int y = 1; y < 8; y++) mx = max_sticky(mx, red[y][TID_X]);
-		dst[j] = mx;
+		if (mx != mx) mx = DOUBLE_OF(0x7ff8000000000000LL); // one NaN for all
+		ATOMIC_MAX64((long long*)&dst[j], BITS_OF(mx));
 	}
 }
 
@@ -221,20 +233,27 @@ extern "C" __global__ void to_int64(long long* dst, const double* src, int n) {
 	GSTRIDE_LOOP(t, n) { dst[t] = (long long)src[t]; }
 }
 
-// col_sum_i64: dst[k] = sum_i int64(q[i,k]); int64 sums are exact in any
-// order. Block (32, 8).
+// col_sum_i64: dst[k] += sum_i int64(q[i,k]) (dst zeroed first); int64
+// sums (wrapping, as Go's) are exact in any order. Block (32, 8);
+// blockIdx.y takes 256 rows and adds its sums atomically.
 extern "C" __global__ void col_sum_i64(long long* dst, const double* q, int rows, int cols) {
 	SHARED long long red[8][33];
 	int k = CTAID_X * 32 + TID_X;
+	int i0 = CTAID_Y * 256, i1 = i0 + 256 < rows ? i0 + 256 : rows;
 	long long s = 0;
 	if (k < cols)
-		for (int i = TID_Y; i < rows; i += 8) s += (long long)q[(long long)i * cols + k];
+		for (int i = i0 + TID_Y; i < i1; i += 8) s += (long long)q[(long long)i * cols + k];
 	red[TID_Y][TID_X] = s;
 	__syncthreads();
 	if (TID_Y == 0 && k < cols) {
 		for (int y = 1; y < 8; y++) s += red[y][TID_X];
-		dst[k] = s;
+		ATOMIC_ADD64(&dst[k], s);
 	}
+}
+
+// zero64: p[0..n) = 0 (8-byte words), before the atomic reductions.
+extern "C" __global__ void zero64(long long* p, int n) {
+	GSTRIDE_LOOP(t, n) { p[t] = 0; }
 }
 
 // fwd_fast: z += bias[k]; anext = LeakyReLU(z) unless NULL (float32).
@@ -253,17 +272,29 @@ extern "C" __global__ void bwd_fast(float* da, const float* zp, float slope, int
 	}
 }
 
-// col_sum_f32: dst[k] = sum_i v[i,k] (fast mode's bias gradient).
-extern "C" __global__ void col_sum_f32(float* dst, const float* v, int rows, int cols) {
+// col_sum_f32: part[blockIdx.y, k] = sum of v[i,k] over blockIdx.y's 256
+// rows (fast mode's bias gradient, first pass). Block (32, 8).
+extern "C" __global__ void col_sum_f32(float* part, const float* v, int rows, int cols) {
 	SHARED float red[8][33];
 	int k = CTAID_X * 32 + TID_X;
+	int i0 = CTAID_Y * 256, i1 = i0 + 256 < rows ? i0 + 256 : rows;
 	float s = 0;
 	if (k < cols)
-		for (int i = TID_Y; i < rows; i += 8) s += v[(long long)i * cols + k];
+		for (int i = i0 + TID_Y; i < i1; i += 8) s += v[(long long)i * cols + k];
 	red[TID_Y][TID_X] = s;
 	__syncthreads();
 	if (TID_Y == 0 && k < cols) {
 		for (int y = 1; y < 8; y++) s += red[y][TID_X];
+		part[(long long)CTAID_Y * cols + k] = s;
+	}
+}
+
+// col_sum_f32_fin: dst[k] = the chunks' sums of column k, added in chunk
+// order (the same bits on every run).
+extern "C" __global__ void col_sum_f32_fin(float* dst, const float* part, int chunks, int cols) {
+	GSTRIDE_LOOP(k, cols) {
+		float s = 0;
+		for (int c = 0; c < chunks; c++) s += part[(long long)c * cols + k];
 		dst[k] = s;
 	}
 }
