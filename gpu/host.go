@@ -235,9 +235,23 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 		rows, cols := n(2), n(3)
 		chunks := (rows + 255) / 256
 		part, v := view[float32](h, p(0), chunks*cols), view[float32](h, p(1), rows*cols)
-		clear(part)
-		for t, x := range v {
-			part[t/cols/256*cols+t%cols] += x
+		// The kernel's order: 8 lanes each sum every 8th row of the
+		// block's 256, then lane 0 adds the other lanes' sums in order.
+		for c := range chunks {
+			i0, i1 := c*256, min(c*256+256, rows)
+			for k := range cols {
+				var lane [8]float32
+				for y := range lane {
+					for i := i0 + y; i < i1; i += 8 {
+						lane[y] += v[i*cols+k]
+					}
+				}
+				s := lane[0]
+				for _, x := range lane[1:] {
+					s += x
+				}
+				part[c*cols+k] = s
+			}
 		}
 	case "col_sum_f32_fin":
 		chunks, cols := n(2), n(3)

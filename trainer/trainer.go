@@ -405,6 +405,12 @@ func (t *Trainer) BenchReward(ctx context.Context, m causal.Method, warmup, step
 		}
 		rows += len(batch)
 	}
+	if sp.res != nil {
+		// A device may still be running the last steps: wait for them.
+		if err := sp.res.Sync(sp.opt); err != nil {
+			return 0, err
+		}
+	}
 	return float64(rows) / time.Since(start).Seconds(), nil
 }
 
