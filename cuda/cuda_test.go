@@ -108,19 +108,25 @@ func trans(t bool) blas.Transpose {
 	return blas.NoTrans
 }
 
+// storedDims are the rows and columns of A and B as stored, for
+// C (m x n) = op(A) op(B) over k.
+func storedDims(tA, tB bool, m, n, k int) (ra, ca, rb, cb int) {
+	ra, ca, rb, cb = m, k, k, n
+	if tA {
+		ra, ca = k, m
+	}
+	if tB {
+		rb, cb = n, k
+	}
+	return ra, ca, rb, cb
+}
+
 func TestColMajorArgs(t *testing.T) {
 	const m, n, k = 5, 7, 3
 	seed := uint64(1)
 	for _, tA := range []bool{false, true} {
 		for _, tB := range []bool{false, true} {
-			ra, ca := m, k
-			if tA {
-				ra, ca = k, m
-			}
-			rb, cb := k, n
-			if tB {
-				rb, cb = n, k
-			}
+			ra, ca, rb, cb := storedDims(tA, tB, m, n, k)
 			lda, ldb, ldc := ca+2, cb+3, n+1
 			a, b := intMatrix(ra, ca, lda, &seed), intMatrix(rb, cb, ldb, &seed)
 			c := intMatrix(m, n, ldc, &seed)

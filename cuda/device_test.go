@@ -89,14 +89,7 @@ func TestDeviceRoundTrip(t *testing.T) {
 	const m, n, k = 37, 53, 29
 	for _, tA := range []bool{false, true} {
 		for _, tB := range []bool{false, true} {
-			ra, ca := m, k
-			if tA {
-				ra, ca = k, m
-			}
-			rb, cb := k, n
-			if tB {
-				rb, cb = n, k
-			}
+			ra, ca, rb, cb := storedDims(tA, tB, m, n, k)
 			lda, ldb, ldc := ca+3, cb+1, n+2
 			seed := rng.Uint64()
 			a, b, c := intMatrix(ra, ca, lda, &seed), intMatrix(rb, cb, ldb, &seed), intMatrix(m, n, ldc, &seed)

@@ -117,16 +117,16 @@ func trans(t bool) blas.Transpose {
 	return blas.NoTrans
 }
 
-// gemmSizes are the element counts of row-major op(A), op(B) and C.
+// gemmSizes are the element counts that row-major A, B and C span.
 func gemmSizes(tA, tB bool, m, n, k, lda, ldb, ldc int) (int, int, int) {
-	ra, rb := m, k
+	ra, ca, rb, cb := m, k, k, n // A and B as stored
 	if tA {
-		ra = k
+		ra, ca = k, m
 	}
 	if tB {
-		rb = n
+		rb, cb = n, k
 	}
-	return (ra-1)*lda + map[bool]int{false: k, true: m}[tA], (rb-1)*ldb + map[bool]int{false: n, true: k}[tB], (m-1)*ldc + n
+	return (ra-1)*lda + ca, (rb-1)*ldb + cb, (m-1)*ldc + n
 }
 
 func (h *Host) Dgemm(tA, tB bool, m, n, k int, a Ptr, lda int, b Ptr, ldb int, c Ptr, ldc int) error {
@@ -357,11 +357,7 @@ func hostFwdExact(z, anext []float64, rexp, wexp []int32, bias []float32, slope 
 		v := float64(z[t]*rs*pow2(wexp[k])) + float64(bias[k])
 		z[t] = v
 		if anext != nil {
-			if v > 0 {
-				anext[t] = v
-			} else {
-				anext[t] = slope * v
-			}
+			anext[t] = leaky(v, slope)
 		}
 	}
 }
@@ -420,16 +416,20 @@ func hostColMaxAbs(dst, v []float64, rows, cols int) {
 	}
 }
 
+// leaky is LeakyReLU, as the kernels write it.
+func leaky[T float32 | float64](v, slope T) T {
+	if v > 0 {
+		return v
+	}
+	return slope * v
+}
+
 func hostFwdFast(z, anext, bias []float32, slope float32, m, out int) {
 	for t := range m * out {
 		v := z[t] + bias[t%out]
 		z[t] = v
 		if anext != nil {
-			if v > 0 {
-				anext[t] = v
-			} else {
-				anext[t] = slope * v
-			}
+			anext[t] = leaky(v, slope)
 		}
 	}
 }
