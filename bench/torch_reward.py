@@ -56,7 +56,7 @@ def make_model(d):
 
 
 def causalrm_ips_loss(f, ob, yb, pb, r01, r10):
-    """o * lt(f, y) / p averaged over the batch (CAUSALRM.md section 4)."""
+    """o * lt(f, y) / p averaged over the batch (docs/method.md, "The estimators")."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     D = max(1 - r01 - r10, 1e-6)
     l1 = bce(f, torch.ones_like(f), reduction="none")

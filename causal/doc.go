@@ -1,5 +1,4 @@
-// Package causal holds the statistical core of CausalRM (see
-// shared/CAUSALRM.md): the per-row losses of every estimator with their
+// Package causal holds the statistical core of CausalRM (docs/method.md): the per-row losses of every estimator with their
 // analytic gradients, the anchor-point flip-rate estimator, early stopping and
 // the evaluation metrics.
 //

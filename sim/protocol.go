@@ -68,7 +68,7 @@ func Levels(ratings ...[]float32) (levels []float64, median float64) {
 }
 
 // Apply turns a fully labelled dataset into observational feedback by steps
-// 1-6 of CAUSALRM.md section 6. full.Train (and full.Val, if given) must have a
+// 1-6 of docs/method.md ("The semi-synthetic protocol"). full.Train (and full.Val, if given) must have a
 // Rating column; full.Test must have Rating or R. full is not modified; the
 // result's Test shares X with full.Test (read-only), everything else is new.
 //

@@ -45,7 +45,7 @@ func toF64(v []float32) []float64 {
 
 // The gradient the training step computes, for every estimator, equals
 // central finite differences of the batch loss written out from
-// CAUSALRM.md's table over a plain float64 forward pass.
+// the estimator table of docs/method.md over a plain float64 forward pass.
 func TestBatchGradientMatchesFiniteDifferences(t *testing.T) {
 	ctx := context.Background()
 	ds := smallData(t, 400, 10, 3)

@@ -2,7 +2,7 @@
 // virtual shards, loads the embeddings of their rows only, joins the ring
 // all-reduce, and agrees with its peers on everything that must be global
 // (the embeddings' fixed-point grid) before training starts. The training
-// itself is the trainer's stage loop over the ring (DESIGN.md, "One
+// itself is the trainer's stage loop over the ring (docs/design.md, "One
 // trainer, two reducers").
 package worker
 

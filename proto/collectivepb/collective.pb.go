@@ -1,4 +1,4 @@
-// The worker-to-worker collective API of causalrm (DESIGN.md, "One trainer,
+// The worker-to-worker collective API of causalrm (docs/design.md, "One trainer,
 // two reducers"): ring all-reduce segments, a barrier, and the state transfer
 // a joining worker uses to take parameters and Adam moments from a live peer.
 //
