@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # the scalar ones: nn/adam_simd.go). GOEXPERIMENT= builds without them.
 export GOEXPERIMENT ?= simd
 
-.PHONY: setup build test test-race test-purego vet bench bench-go demo clean image manifests validate-manifests
+.PHONY: setup build test test-race test-purego vet bench bench-go demo clean image manifests validate-manifests fuzz fuzz-short reliability mutants
 
 setup:
 	scripts/setup.sh
@@ -27,6 +27,25 @@ test: vet
 	$(GO) test -tags '$(TAGS)' -count=1 ./...
 	GOEXPERIMENT= $(GO) test -count=1 ./nn/... ./trainer/...
 	$(GO) test -race -count=1 ./nn/... ./trainer/... ./worker/...
+	scripts/fuzz.sh 10s
+
+# Hostile input (docs/reliability.md). Every fuzz target for FUZZTIME each
+# (crashers land in testdata/fuzz/ and are replayed by go test from then on):
+FUZZTIME ?= 10m
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+fuzz-short:
+	scripts/fuzz.sh 10s
+
+# Regenerate the bad-input table of docs/reliability.md from its test.
+reliability:
+	CAUSALRM_WRITE_RELIABILITY=1 $(GO) test -tags '$(TAGS)' -count=1 -run TestBadInputTable ./cmd/causalrm
+
+# 5,000 random byte mutants of a safetensors, a Parquet and a JSONL file.
+MUTANT_SEED ?= 1
+mutants:
+	scripts/mutants.sh $(MUTANT_SEED)
 
 # Everything under the race detector (pure-Go BLAS; collective takes ~1 min).
 test-race:

@@ -377,7 +377,10 @@ func decode[T elem](c *coder, codec Codec, dst []T, payload []byte) error {
 		}
 		unshuffle(dst, b)
 	case CodecZstd:
-		b, err := c.zdec.DecodeAll(payload, c.buf(raw)[:0])
+		// Capped at raw (the decoder is WithDecodeAllCapLimit): a frame
+		// that decodes to more fails as soon as it outgrows the chunk,
+		// whatever the scratch buffer's capacity.
+		b, err := c.zdec.DecodeAll(payload, c.buf(raw)[:0:raw])
 		if err != nil {
 			return fmt.Errorf("%w: zstd: %v", ErrShape, err)
 		}

@@ -86,7 +86,9 @@ func appendFrame(dst []byte, s *pb.Segment) []byte {
 
 // readFrame reads one frame into in (its payload in a sharedPool buffer).
 // A length prefix over limit is ErrOversized (nothing is allocated for it),
-// an inconsistent frame errWire; io.EOF only at a frame boundary.
+// an inconsistent frame errWire; io.EOF only at a frame boundary. Only the
+// payload's buffer (pooled) is taken before its bytes arrive, of a length
+// checked against limit; the abort reason grows as it is read.
 func readFrame(br *bufio.Reader, hdr *[rawHeaderLen]byte, limit int, ringID string, in *inSegment) error {
 	if _, err := io.ReadFull(br, hdr[:4]); err != nil {
 		return err
@@ -106,6 +108,11 @@ func readFrame(br *bufio.Reader, hdr *[rawHeaderLen]byte, limit int, ringID stri
 	payLen := total - (rawHeaderLen - 4) - idLen - abortLen
 	if payLen < 0 {
 		return fmt.Errorf("%w: frame of %d bytes with %d+%d bytes of names", errWire, total, idLen, abortLen)
+	}
+	// A ring id is peeked in the reader's buffer; one longer than a hello
+	// can carry names no ring this connection can reach.
+	if idLen > rawHelloMax || idLen > int64(br.Size()) {
+		return fmt.Errorf("%w: ring id of %d bytes", errWire, idLen)
 	}
 	s := &in.seg
 	*s = pb.Segment{
@@ -127,9 +134,13 @@ func readFrame(br *bufio.Reader, hdr *[rawHeaderLen]byte, limit int, ringID stri
 		br.Discard(int(idLen))
 	}
 	if abortLen > 0 {
-		b := make([]byte, abortLen)
-		if _, err := io.ReadFull(br, b); err != nil {
+		// Grown as it arrives: the length is only checked against limit.
+		b, err := io.ReadAll(io.LimitReader(br, abortLen))
+		if err != nil {
 			return noEOF(err)
+		}
+		if int64(len(b)) != abortLen {
+			return io.ErrUnexpectedEOF
 		}
 		s.AbortReason = string(b)
 	}

@@ -223,11 +223,19 @@ func (c *Client) moveOn(err error) (immediate bool) {
 
 // do runs fn against the leader, following not-leader answers and retrying
 // unavailable ones until ctx ends or the call's Timeout passes.
+//
+// A connection that fails for a TLS mismatch (a certificate the other side
+// does not trust, a plaintext client and a TLS server, or the reverse) is
+// diagnosed once per address (tlsCheck); when every known address has such
+// a problem, do returns it at once instead of retrying until the timeout.
 func (c *Client) do(ctx context.Context, fn func(context.Context, pb.CoordinatorClient) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	backoff := 20 * time.Millisecond
 	err := errNoCoordinator
+	probed := map[string]bool{}
+	var tlsErr error // the first TLS mismatch found
+	tlsBad := 0      // addresses with one
 	for tries := 0; ; tries++ {
 		if addr := c.current(); addr != "" {
 			cc, cerr := c.conn(addr)
@@ -237,6 +245,17 @@ func (c *Client) do(ctx context.Context, fn func(context.Context, pb.Coordinator
 			err = fn(ctx, pb.NewCoordinatorClient(cc))
 			if err == nil || !retryable(err) {
 				return fromStatus(err)
+			}
+			if !probed[addr] && handshakeFailure(err) {
+				probed[addr] = true
+				if terr := c.tlsCheck(ctx, addr, err); terr != nil {
+					if tlsErr == nil {
+						tlsErr = terr
+					}
+					if tlsBad++; tlsBad >= c.known() {
+						return tlsErr
+					}
+				}
 			}
 			if c.moveOn(err) {
 				continue
@@ -251,6 +270,9 @@ func (c *Client) do(ctx context.Context, fn func(context.Context, pb.Coordinator
 		}
 		select {
 		case <-ctx.Done():
+			if tlsErr != nil {
+				return fmt.Errorf("coordinator: %w (last error: %v; %v)", ctx.Err(), fromStatus(err), tlsErr)
+			}
 			return fmt.Errorf("coordinator: %w (last error: %v)", ctx.Err(), fromStatus(err))
 		case <-time.After(backoff):
 		}

@@ -8,7 +8,7 @@ import (
 
 // The exact mode keeps every sum an integer below 2^53 so that a float64
 // GEMM computes it exactly in any order, blocking or thread count
-// (DESIGN.md, "Making exactness cheap"). Values are put on power-of-two
+// (docs/exactness.md). Values are put on power-of-two
 // grids: q = round(v / 2^e) with |q| <= 2^bits.
 
 // XBits is the grid of the embeddings: |x / 2^e_col| <= 2^XBits.
@@ -47,15 +47,19 @@ func rint(v float64) float64 { return (v + roundMagic) - roundMagic }
 func pow2(e int) float64 { return math.Ldexp(1, e) }
 
 // ColumnExps returns, for each of d columns of row-major x, the grid
-// exponent that puts the column's largest magnitude at 2^XBits.
+// exponent that puts the column's largest magnitude at 2^XBits (none when
+// d < 1).
 func ColumnExps(d int, xs ...[]float32) []int {
 	return ExpsFromMax(ColumnMaxAbs(d, xs...))
 }
 
 // ColumnMaxAbs is the largest magnitude of each of d columns of row-major
 // x. Holders of different rows max-reduce it and call ExpsFromMax, so they
-// agree on the grid.
+// agree on the grid. d < 1 gives no columns (nil).
 func ColumnMaxAbs(d int, xs ...[]float32) []float64 {
+	if d < 1 {
+		return nil
+	}
 	maxAbs := make([]float64, d)
 	for _, x := range xs {
 		for i := 0; i+d <= len(x); i += d {
@@ -81,7 +85,11 @@ func ExpsFromMax(maxAbs []float64) []int {
 // QuantizeX rounds x (row-major, d columns) in place onto the per-column
 // grids of exps, saturating at +-2^XBits (only rows outside the data the
 // grids were made from can saturate). The results are exact float32s.
+// d < 1 leaves x as it is.
 func QuantizeX(x []float32, d int, exps []int) {
+	if d < 1 {
+		return
+	}
 	inv := make([]float64, d)
 	scale := make([]float64, d)
 	for j, e := range exps {

@@ -1,4 +1,4 @@
-// Package nn is the reward-model MLP of CAUSALRM.md section 2 on
+// Package nn is the reward-model MLP of docs/method.md ("Models") on
 // gorgonia.org/tensor: forward and analytic backward passes (an exact
 // fixed-point form and a plain float32 form), PyTorch-default
 // initialisation, Adam with L2 weight decay, and safetensors save/load.
@@ -26,23 +26,114 @@ type Config struct {
 // DefaultConfig is the paper's reward model for embeddings of dimension d.
 func DefaultConfig(d int) Config { return Config{Dims: []int{d, 256, 64, 1}, Slope: 0.01} }
 
-// Validate checks the shape.
+// Size limits of a model. A config or a model file beyond them is refused
+// by Validate before anything of that size is allocated: every process of a
+// job holds several copies of the parameters (weights, gradient, Adam's two
+// moments) and activations of batch x width.
+const (
+	// MaxWidth bounds every dimension: the input and each layer's units.
+	MaxWidth = 1 << 16
+	// MaxLayers bounds the number of linear layers.
+	MaxLayers = 64
+	// MaxParams bounds the parameter count: 2^28 is 1 GiB of float32 per
+	// copy.
+	MaxParams = 1 << 28
+	// MaxActivations bounds rows x (sum of the dimensions) of one pass:
+	// 4 GiB of float32 per copy.
+	MaxActivations = 1 << 30
+)
+
+// Validate checks the shape and the size limits. The error names the part
+// of the shape at fault: the input dimension, hidden[i] or the output.
 func (c Config) Validate() error {
 	if len(c.Dims) < 2 {
 		return fmt.Errorf("%w: dims %v: need at least input and output", ErrConfig, c.Dims)
 	}
+	if l := len(c.Dims) - 1; l > MaxLayers {
+		return fmt.Errorf("%w: %s: %d linear layers, more than the limit of %d", ErrConfig, c.describe(), l, MaxLayers)
+	}
 	for i, d := range c.Dims {
 		if d < 1 {
-			return fmt.Errorf("%w: dims[%d] = %d", ErrConfig, i, d)
+			return fmt.Errorf("%w: %s = %d: want >= 1", ErrConfig, c.dimName(i), d)
 		}
 	}
 	if c.Dims[len(c.Dims)-1] != 1 {
 		return fmt.Errorf("%w: last dim must be 1 (a scalar logit), got %d", ErrConfig, c.Dims[len(c.Dims)-1])
 	}
+	if p := ParamCount(c.Dims); p > MaxParams {
+		return fmt.Errorf("%w: %s: %s parameters, more than the limit of %d (1 GiB of float32 per copy)",
+			ErrConfig, c.describe(), FormatCount(p), MaxParams)
+	}
+	for i, d := range c.Dims {
+		if d > MaxWidth {
+			return fmt.Errorf("%w: %s = %d: more than the limit of %d", ErrConfig, c.dimName(i), d, MaxWidth)
+		}
+	}
 	if c.Slope < 0 || c.Slope >= 1 || math.IsNaN(c.Slope) {
 		return fmt.Errorf("%w: leaky_slope %v not in [0,1)", ErrConfig, c.Slope)
 	}
 	return nil
+}
+
+// CheckRows refuses a pass over rows rows whose activations (rows x the sum
+// of the dimensions) exceed MaxActivations. c must be valid.
+func (c Config) CheckRows(rows int) error {
+	sum := 0.0
+	for _, d := range c.Dims {
+		sum += float64(d)
+	}
+	if a := float64(rows) * sum; a > MaxActivations {
+		return fmt.Errorf("%w: %s: %d rows per pass are %s activations, more than the limit of %d (4 GiB of float32)",
+			ErrConfig, c.describe(), rows, FormatCount(a), MaxActivations)
+	}
+	return nil
+}
+
+// ParamCount is the parameter count of an MLP of the given dimensions
+// (weights and biases), in float64 so that any int dimensions give a
+// finite count without overflow.
+func ParamCount(dims []int) float64 {
+	n := 0.0
+	for l := 0; l+1 < len(dims); l++ {
+		n += float64(dims[l+1])*float64(dims[l]) + float64(dims[l+1])
+	}
+	return n
+}
+
+// FormatCount writes a count briefly: 268435456 below 10^9, else 4.1e12.
+func FormatCount(v float64) string {
+	if v < 1e9 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	e := int(math.Floor(math.Log10(v)))
+	m := v / math.Pow(10, float64(e))
+	if m >= 9.95 {
+		m, e = m/10, e+1
+	}
+	return fmt.Sprintf("%.1fe%d", m, e)
+}
+
+// dimName names Dims[i] for messages.
+func (c Config) dimName(i int) string {
+	switch i {
+	case 0:
+		return "input dimension"
+	case len(c.Dims) - 1:
+		return "output dimension"
+	}
+	return fmt.Sprintf("hidden[%d]", i-1)
+}
+
+// describe names the shape for messages: hidden [256 64] (input dimension 4096).
+func (c Config) describe() string {
+	if len(c.Dims) < 2 {
+		return fmt.Sprintf("dims %v", c.Dims)
+	}
+	hidden := c.Dims[1 : len(c.Dims)-1]
+	if len(hidden) > 8 {
+		return fmt.Sprintf("%d hidden layers (input dimension %d)", len(hidden), c.Dims[0])
+	}
+	return fmt.Sprintf("hidden %v (input dimension %d)", hidden, c.Dims[0])
 }
 
 // Layers is the number of linear layers.

@@ -54,7 +54,16 @@ type Run struct {
 	StageEpochs      map[string]int
 	Test             map[string]float64 // metric name (r2, mae, rmse, auroc, pearson, ...) -> value
 	Notes            []string
-	Elapsed          time.Duration
+	// Warnings are the run's degenerate conditions (data or training),
+	// shown first.
+	Warnings []Warning
+	Elapsed  time.Duration
+}
+
+// Warning is one warning of a run: its kind and what it means.
+type Warning struct {
+	Kind    string
+	Message string
 }
 
 // Metric keys in the order the paper's tables use, with their display names.
@@ -159,6 +168,14 @@ func renderRun(run *Run, curveFiles []string, calib string) string {
 	fmt.Fprintf(&b, "- Seed: %d\n", run.Seed)
 	fmt.Fprintf(&b, "- Elapsed: %s\n", run.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&b, "- Observed share of rows (o = 1): %.2f%%\n\n", 100*run.ObservedShare)
+
+	if len(run.Warnings) > 0 {
+		b.WriteString("## Warnings\n\n")
+		for _, w := range run.Warnings {
+			fmt.Fprintf(&b, "- **%s**: %s\n", w.Kind, strings.ReplaceAll(w.Message, "\n", " "))
+		}
+		b.WriteString("\n")
+	}
 
 	b.WriteString("## Test metrics\n\n")
 	if len(run.Test) == 0 {

@@ -2,7 +2,6 @@ package shard
 
 import (
 	"math"
-	"strconv"
 )
 
 // missing8 marks an unset value in the uint8 columns while a split is built.
@@ -19,6 +18,10 @@ type slotBuilder struct {
 	line bool
 	s    *Split
 	rows []int32 // file row / line of each split row
+	// noX: the file cannot hold the embeddings of all the split's rows at
+	// dimension s.D, so X is not allocated; rows are parsed and checked
+	// only, and one of them must have a wrong dimension (see setDims).
+	noX bool
 }
 
 func newSlotBuilder(slot, file string, line bool, n int) *slotBuilder {
@@ -48,9 +51,32 @@ func (b *slotBuilder) setD(d int) {
 	b.s.X = make([]float32, b.s.loadedRows()*d)
 }
 
+// setDims fixes the dimension d of every builder of out. X is allocated
+// only when capacity, the most embedding values the file can hold, covers
+// every row of them at dimension d: a file announcing many rows must not get
+// rows*d floats from a long first row. Otherwise the rows are only checked
+// (and some row must have a wrong dimension, which the reader reports).
+func setDims(out map[string]*slotBuilder, d int, capacity int64) {
+	var rows int64
+	for _, b := range out {
+		rows += int64(b.s.N)
+	}
+	fits := d <= 0 || rows <= capacity/int64(d)
+	for _, b := range out {
+		if fits {
+			b.setD(d)
+		} else {
+			b.s.D, b.s.X, b.noX = d, nil, true
+		}
+	}
+}
+
 // xRow is the storage of row i's embedding, or nil when it is not kept
 // (its values are then checked but not stored).
 func (b *slotBuilder) xRow(i int) []float32 {
+	if b.noX {
+		return nil
+	}
 	if b.s.XIndex != nil {
 		k := b.s.XIndex[i]
 		if k < 0 {
@@ -152,8 +178,11 @@ const partialMsg = "missing value (other rows of the %s split have one)"
 // finish resolves missing values and returns the split.
 func (b *slotBuilder) finish() (*part, error) {
 	s := b.s
-	if len(b.rows) != s.N {
-		panic("shard: builder row count mismatch " + strconv.Itoa(len(b.rows)) + " != " + strconv.Itoa(s.N))
+	if len(b.rows) != s.N { // the file changed between the counting pass and this one
+		return nil, fileErr(b.file, b.slot, "", ErrFormat, "read %d rows of the %s split, %d when counted: the file changed while it was read", len(b.rows), b.slot, s.N)
+	}
+	if b.noX && s.N > 0 { // unreachable: some row has a wrong dimension
+		return nil, fileErr(b.file, b.slot, "x", ErrDimension, "the file cannot hold %d rows of %d values", s.N, s.D)
 	}
 	for i, id := range s.IDs {
 		if id == "" {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 
@@ -27,6 +26,45 @@ import (
 type jsonlSource struct {
 	path   string
 	counts map[string]int
+	bytes  int64 // bytes of the non-blank lines (decompressed)
+}
+
+// maxLineBytes bounds a line (decompressed); a variable for tests.
+var maxLineBytes = 64 << 20
+
+// fmtBytes formats a byte count that is a whole number of KiB, MiB or GiB
+// briefly ("64 MiB").
+func fmtBytes(n int64) string {
+	for _, u := range []struct {
+		shift uint
+		name  string
+	}{{30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + " " + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// capReader fails once more than limit bytes have been read from r.
+type capReader struct {
+	r     io.Reader
+	n     int64
+	limit int64
+	err   error
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.n > c.limit {
+		return 0, c.err
+	}
+	p = p[:min(int64(len(p)), c.limit-c.n+1)]
+	k, err := c.r.Read(p)
+	c.n += int64(k)
+	if c.n > c.limit {
+		return k, c.err
+	}
+	return k, err
 }
 
 func openJSONLSource(path string) (*jsonlSource, error) {
@@ -34,6 +72,7 @@ func openJSONLSource(path string) (*jsonlSource, error) {
 	firstWithout, with, rows := 0, 0, 0
 	err := s.eachLine(func(line int, b []byte) error {
 		rows++
+		s.bytes += int64(len(b))
 		var split []byte
 		err := parseObject(b, func(key string, val []byte) error {
 			if key == "split" {
@@ -79,32 +118,58 @@ func (s *jsonlSource) close() error           { return nil }
 
 // eachLine calls fn with every non-blank line (without its newline) and its
 // 1-based number. b is only valid during fn.
+//
+// A line longer than maxLineBytes is an error (never read whole). A
+// gzipped file may decompress to maxDecoded of its size at most.
 func (s *jsonlSource) eachLine(fn func(line int, b []byte) error) error {
-	f, err := os.Open(s.path)
+	f, err := openRegular(s.path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	var r io.Reader = f
 	if strings.HasSuffix(strings.ToLower(s.path), ".gz") {
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
 		gz, err := gzip.NewReader(f)
 		if err != nil {
 			return fileErr(s.path, "", "", ErrFormat, "gzip: %v", err)
 		}
 		defer gz.Close()
-		r = gz
+		limit := maxDecoded(st.Size())
+		r = &capReader{r: gz, limit: limit, err: fileErr(s.path, "", "", ErrFormat,
+			"gzip: decompresses to more than %d bytes (%s plus %d times its %d bytes): refused as a likely decompression bomb",
+			limit, fmtBytes(decodeFloor), maxExpansion, st.Size())}
 	}
 	br := bufio.NewReaderSize(r, 1<<16)
 	var long []byte
+	tooLong := func(line int) error {
+		return fileErr(s.path, "", "", ErrFormat, "line %d is longer than %s", line, fmtBytes(int64(maxLineBytes)))
+	}
 	for line := 1; ; line++ {
+		if line > math.MaxInt32 { // rows are located by int32 line numbers
+			return fileErr(s.path, "", "", ErrFormat, "more than %d lines", math.MaxInt32)
+		}
 		b, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long[:0], b...)
+			long = appendDoubling(long[:0], b)
 			for errors.Is(err, bufio.ErrBufferFull) {
+				if len(long) > maxLineBytes {
+					return tooLong(line)
+				}
 				b, err = br.ReadSlice('\n')
-				long = append(long, b...)
+				long = appendDoubling(long, b)
 			}
 			b = long
+		}
+		if n := len(b); n > maxLineBytes && (n > maxLineBytes+1 || b[n-1] != '\n') {
+			return tooLong(line)
+		}
+		var re *RowError
+		if errors.As(err, &re) {
+			return err
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fileErr(s.path, "", "", ErrFormat, "line %d: %v", line, err)
@@ -123,6 +188,20 @@ func (s *jsonlSource) eachLine(fn func(line int, b []byte) error) error {
 	}
 }
 
+// appendDoubling is append that doubles the capacity when it grows (up to
+// what the line length limit lets a line reach), so that building a line of
+// n bytes allocates 2n at most (append grows large slices by 1.25 and
+// allocates five times the final size).
+func appendDoubling(b, add []byte) []byte {
+	if len(b)+len(add) > cap(b) {
+		c := min(2*cap(b), maxLineBytes+1<<16+1)
+		nb := make([]byte, len(b), max(c, len(b)+len(add)))
+		copy(nb, b)
+		b = nb
+	}
+	return append(b, add...)
+}
+
 type jsonlRow struct {
 	id, x, o, y, p, r, rating, split []byte
 }
@@ -132,10 +211,10 @@ func (s *jsonlSource) read(sel map[string]string, wantD int, keep func(string, i
 	if err != nil {
 		return nil, err
 	}
+	// Each embedding value takes two bytes of text at least ("0," or "0]").
+	capacity := s.bytes / 2
 	if wantD > 0 {
-		for _, b := range out {
-			b.setD(wantD)
-		}
+		setDims(out, wantD, capacity)
 	}
 	d := wantD
 	var first []float32
@@ -172,11 +251,17 @@ func (s *jsonlSource) read(sel map[string]string, wantD int, keep func(string, i
 			l, _ := CanonicalSplit(raw)
 			idx = int(labelIndex(l))
 		}
+		if idx < 0 {
+			return loc{file: s.path, row: line, line: true}.err("", "split", ErrFormat, "the file changed while it was read")
+		}
 		b := byLabel[idx]
 		if b == nil {
 			return nil
 		}
 		i := len(b.rows)
+		if i >= b.s.N { // more rows than the first pass counted
+			return loc{file: s.path, row: line, line: true}.err(b.slot, "", ErrFormat, "the file changed while it was read")
+		}
 		b.rows = append(b.rows, int32(line))
 		if v := row.id; isPresent(v) {
 			id, err := parseID(v)
@@ -196,12 +281,10 @@ func (s *jsonlSource) read(sel map[string]string, wantD int, keep func(string, i
 				return b.err(i, "x", ErrFormat, "%v", err)
 			}
 			if len(first) == 0 {
-				return b.err(i, "x", ErrDimension, "empty embedding")
+				return b.err(i, "x", ErrDimension, "x has dimension 0; need at least 1")
 			}
 			d = len(first)
-			for _, ob := range out {
-				ob.setD(d)
-			}
+			setDims(out, d, capacity)
 			copy(b.xRow(i), first) // a no-op when the row is not kept
 			if err := b.checkX(i, first); err != nil {
 				return err

@@ -122,6 +122,16 @@ func labelList(m map[string]int) string {
 
 // Load reads and validates the dataset named by spec. Every data error is a
 // *RowError locating the offending file, row or line and field.
+//
+// Any file content gives a dataset or an error, never a panic or a hang, and
+// what is allocated is bounded by the file's size: only regular files are
+// opened (a FIFO, socket, device or directory is refused before opening);
+// embeddings have dimension 1 at least; a safetensors header is at most
+// 100 MiB and lists at most 4096 tensors; a JSONL line is at most 64 MiB;
+// compressed data (Parquet pages, .gz) decodes to at most 16 MiB plus 64
+// times its size; a Parquet file holds at most 4096 rows plus one per 4
+// bytes; and every count and offset is checked against the bytes that hold
+// it before anything is sized by it.
 func Load(spec LoadSpec) (*Dataset, error) {
 	if spec.Train == "" {
 		return nil, fmt.Errorf("shard: LoadSpec.Train is empty")
@@ -260,6 +270,10 @@ func Load(spec LoadSpec) (*Dataset, error) {
 		if kp != nil {
 			ds.Val.XIndex = kp.index
 		}
+	}
+	if v := ds.Val; v.N == 0 && v.D != ds.Train.D && v.XIndex == nil {
+		// An empty val file has no dimension of its own: the train one.
+		v.D, v.X = ds.Train.D, []float32{}
 	}
 	if err := checkDuplicates([]*part{parts[SplitTrain], parts[SplitVal], parts[SplitTest]}); err != nil {
 		return nil, err

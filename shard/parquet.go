@@ -28,12 +28,23 @@ import (
 // p and rating. Row numbers in errors are 0-based rows of the file.
 
 type pqSource struct {
-	path   string
-	f      *os.File
-	pf     *parquet.File
-	cols   map[string]*parquet.Column // present columns by field name (x: its leaf)
-	label  []int8                     // per file row: labelIndex of its split; nil if unlabelled
-	counts map[string]int
+	path    string
+	f       *os.File
+	pf      *parquet.File
+	cols    map[string]*parquet.Column // present columns by field name (x: its leaf)
+	label   []int8                     // per file row: labelIndex of its split; nil if unlabelled
+	counts  map[string]int
+	rows    int   // rows of the file (checked against the row groups)
+	xValues int64 // values (elements and nulls) the x pages announce
+}
+
+// pqRecover turns a panic of the Parquet library (or of this reader on data
+// it failed to check) into an error naming the file. Deferred by every
+// method that calls into parquet-go.
+func pqRecover(path string, err *error) {
+	if p := recover(); p != nil {
+		*err = fileErr(path, "", "", ErrFormat, "corrupt Parquet file: %v", p)
+	}
 }
 
 var labelNames = [3]string{SplitTrain, SplitVal, SplitTest}
@@ -48,7 +59,7 @@ func labelIndex(l string) int8 {
 }
 
 func openParquetSource(path string) (s *pqSource, err error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}
@@ -57,11 +68,17 @@ func openParquetSource(path string) (s *pqSource, err error) {
 			f.Close()
 		}
 	}()
+	defer pqRecover(path, &err)
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	pf, err := parquet.OpenFile(f, st.Size(), parquet.SkipBloomFilters(true), parquet.SkipPageIndex(true))
+	size := st.Size()
+	footerLen, err := pqCheckFooter(path, f, size)
+	if err != nil {
+		return nil, err
+	}
+	pf, err := parquet.OpenFile(f, size, parquet.SkipBloomFilters(true), parquet.SkipPageIndex(true))
 	if err != nil {
 		return nil, fileErr(path, "", "", ErrFormat, "not a readable Parquet file: %v", err)
 	}
@@ -115,15 +132,49 @@ func openParquetSource(path string) (s *pqSource, err error) {
 		return nil, fileErr(path, "", "x", ErrMissingField, "no x column")
 	}
 
-	n := int(pf.NumRows())
+	// The row count, checked before anything is sized by it.
+	md := pf.Metadata()
+	if len(md.RowGroups) != len(pf.RowGroups()) {
+		return nil, fileErr(path, "", "", ErrFormat, "corrupt Parquet file: %d row groups in the footer, %d opened", len(md.RowGroups), len(pf.RowGroups()))
+	}
+	maxRows := min(int64(rowFloor)+size/minRowBytes, math.MaxInt32) // rows are located by int32 indices
+	var rows int64
+	for g, rg := range md.RowGroups {
+		if rg.NumRows < 0 || rg.NumRows > maxRows-rows {
+			return nil, fileErr(path, "", "", ErrFormat, "row group %d announces %d rows: more than a file of %d bytes can hold (%d)", g, rg.NumRows, size, maxRows)
+		}
+		rows += rg.NumRows
+	}
+	if md.NumRows != rows {
+		return nil, fileErr(path, "", "", ErrFormat, "corrupt Parquet file: the footer announces %d rows, its row groups %d", md.NumRows, rows)
+	}
+	s.rows = int(rows)
+	// The pages of every column read, before parquet-go reads them.
+	for _, name := range []string{"split", "id", "o", "y", "r", "p", "rating", "x"} { // fixed order: deterministic errors
+		c, ok := s.cols[name]
+		if !ok {
+			continue
+		}
+		k := c.Type().Kind()
+		lim := pqPageLimits{scalar: name != "x", values: maxDecoded(size) / 4,
+			dict8: k == parquet.Boolean || (k == parquet.FixedLenByteArray && c.Type().Length() < 4)}
+		nv, err := pqCheckPages(path, name, f, size, footerLen, md, c.Index(), lim)
+		if err != nil {
+			return nil, err
+		}
+		if name == "x" {
+			s.xValues = nv
+		}
+	}
+
+	n := s.rows
 	s.counts = map[string]int{}
-	sc, ok := s.cols["split"]
-	if !ok {
+	if _, ok := s.cols["split"]; !ok {
 		s.counts[""] = n
 		return s, nil
 	}
 	s.label = make([]int8, 0, n)
-	err = s.scan(sc, func(row int, v parquet.Value) error {
+	err = s.scan("split", func(row int, v parquet.Value) error {
 		if v.IsNull() {
 			return loc{file: path, row: row}.err("", "split", ErrMissingField, "missing")
 		}
@@ -139,6 +190,9 @@ func openParquetSource(path string) (s *pqSource, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(s.label) != n {
+		return nil, fileErr(path, "", "split", ErrFormat, "column has %d values for the file's %d rows", len(s.label), n)
+	}
 	return s, nil
 }
 
@@ -146,12 +200,12 @@ func (s *pqSource) labels() map[string]int { return s.counts }
 func (s *pqSource) close() error           { return s.f.Close() }
 
 // scan calls fn for every value of a scalar column, with its file row.
-func (s *pqSource) scan(c *parquet.Column, fn func(row int, v parquet.Value) error) error {
+func (s *pqSource) scan(name string, fn func(row int, v parquet.Value) error) error {
 	row := 0
-	return s.scanValues(c, func(vals []parquet.Value) error {
+	return s.scanValues(name, func(vals []parquet.Value) error {
 		for _, v := range vals {
-			if row >= int(s.pf.NumRows()) {
-				return fileErr(s.path, "", c.Name(), ErrFormat, "column has more values than the file has rows")
+			if row >= s.rows {
+				return fileErr(s.path, "", name, ErrFormat, "column has more values than the file has rows")
 			}
 			if err := fn(row, v); err != nil {
 				return err
@@ -162,15 +216,34 @@ func (s *pqSource) scan(c *parquet.Column, fn func(row int, v parquet.Value) err
 	})
 }
 
-// scanValues calls fn with batches of the values of leaf column c, in file
-// order across row groups. Byte-array values are only valid during fn.
-func (s *pqSource) scanValues(c *parquet.Column, fn func(vals []parquet.Value) error) error {
+// scanValues calls fn with batches of the values of the leaf column of
+// field name, in file order across row groups, checking that each row group
+// holds as many rows of the column as it announces. Byte-array values are
+// only valid during fn.
+func (s *pqSource) scanValues(name string, fn func(vals []parquet.Value) error) (err error) {
+	defer pqRecover(s.path, &err)
+	c := s.cols[name]
+	repeated := c.MaxRepetitionLevel() > 0
 	buf := make([]parquet.Value, 4096)
-	for _, rg := range s.pf.RowGroups() {
-		r := parquet.NewColumnChunkValueReader(rg.ColumnChunks()[c.Index()])
+	for g, rg := range s.pf.RowGroups() {
+		chunks := rg.ColumnChunks()
+		if c.Index() >= len(chunks) {
+			return fileErr(s.path, "", name, ErrFormat, "corrupt Parquet file: row group %d has no column %d", g, c.Index())
+		}
+		want, got := rg.NumRows(), int64(0)
+		r := parquet.NewColumnChunkValueReader(chunks[c.Index()])
 		for {
 			n, err := r.ReadValues(buf)
 			if n > 0 {
+				for _, v := range buf[:n] {
+					if !repeated || v.RepetitionLevel() == 0 {
+						got++
+					}
+				}
+				if got > want {
+					r.Close()
+					return fileErr(s.path, "", name, ErrFormat, "column has more values than the %d rows of row group %d", want, g)
+				}
 				if ferr := fn(buf[:n]); ferr != nil {
 					r.Close()
 					return ferr
@@ -181,10 +254,13 @@ func (s *pqSource) scanValues(c *parquet.Column, fn func(vals []parquet.Value) e
 			}
 			if err != nil {
 				r.Close()
-				return fileErr(s.path, "", c.Name(), ErrFormat, "reading column: %v", err)
+				return fileErr(s.path, "", name, ErrFormat, "reading column: %v", err)
 			}
 		}
 		r.Close()
+		if got != want {
+			return fileErr(s.path, "", name, ErrFormat, "column has %d values for the %d rows of row group %d", got, want, g)
+		}
 	}
 	return nil
 }
@@ -224,8 +300,12 @@ func number(c *parquet.Column, v parquet.Value) float64 {
 	return math.NaN()
 }
 
-func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error) {
-	n := int(s.pf.NumRows())
+func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (_ map[string]*part, err error) {
+	defer pqRecover(s.path, &err)
+	n := s.rows
+	if s.label != nil && len(s.label) != n {
+		return nil, fileErr(s.path, "", "split", ErrFormat, "column has %d values for the file's %d rows", len(s.label), n)
+	}
 	// Route every file row to a builder and its row there.
 	byLabel, out, err := newBuilders(sel, s.path, false, s.counts, keep)
 	if err != nil {
@@ -245,9 +325,7 @@ func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int)
 		}
 	}
 	if wantD > 0 {
-		for _, b := range out {
-			b.setD(wantD)
-		}
+		setDims(out, wantD, s.xValues)
 	}
 	if err := s.readX(dest, at, out, wantD); err != nil {
 		return nil, err
@@ -255,7 +333,7 @@ func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int)
 
 	if c, ok := s.cols["id"]; ok {
 		unsigned := isUnsigned(c)
-		err := s.scan(c, func(row int, v parquet.Value) error {
+		err := s.scan("id", func(row int, v parquet.Value) error {
 			b := dest[row]
 			if b == nil || v.IsNull() {
 				return nil
@@ -295,7 +373,7 @@ func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int)
 		if !ok {
 			continue
 		}
-		err := s.scan(c, func(row int, v parquet.Value) error {
+		err := s.scan(st.name, func(row int, v parquet.Value) error {
 			b := dest[row]
 			if b == nil || v.IsNull() {
 				return nil
@@ -354,12 +432,10 @@ func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBu
 		}
 		if d == 0 {
 			if len(first) == 0 {
-				return b.err(i, "x", ErrDimension, "empty embedding")
+				return b.err(i, "x", ErrDimension, "x has dimension 0; need at least 1")
 			}
 			d = len(first)
-			for _, ob := range out {
-				ob.setD(d)
-			}
+			setDims(out, d, s.xValues)
 			copy(b.xRow(i), first) // a no-op when the row is not kept
 			x := first
 			first = nil
@@ -376,7 +452,7 @@ func (s *pqSource) readX(dest []*slotBuilder, at []int32, out map[string]*slotBu
 		}
 		return b.checkX(i, dst)
 	}
-	err := s.scanValues(c, func(vals []parquet.Value) error {
+	err := s.scanValues("x", func(vals []parquet.Value) error {
 		for _, v := range vals {
 			if v.RepetitionLevel() == 0 {
 				if err := endRow(); err != nil {

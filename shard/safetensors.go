@@ -49,6 +49,9 @@ type stSource struct {
 }
 
 func openSafetensorsSource(path string) (*stSource, error) {
+	if err := checkRegular(path); err != nil {
+		return nil, err
+	}
 	f, err := safetensors.Open(path)
 	if err != nil {
 		if errors.Is(err, safetensors.ErrFormat) {
@@ -84,6 +87,12 @@ func openSafetensorsSource(path string) (*stSource, error) {
 		if len(info.Shape) != 2 {
 			f.Close()
 			return nil, fileErr(path, label, name, ErrShape, "expected a 2-D tensor [rows, dim], got shape %v", info.Shape)
+		}
+		// Dimension 0 would let a header announce any number of rows in
+		// no bytes (and nothing can be learnt from empty embeddings).
+		if info.Shape[1] < 1 {
+			f.Close()
+			return nil, fileErr(path, label, name, ErrDimension, "x has dimension 0; need at least 1 (shape %v)", info.Shape)
 		}
 		s.suffix[label] = sfx
 		s.counts[label] = info.Shape[0]
@@ -312,18 +321,16 @@ var stChunkBytes = 1 << 20
 // into dst's memory, other dtypes converted through a bounded buffer.
 func (s *stSource) readRows(info safetensors.Info, d, lo int, dst []float32) error {
 	if s.raw == nil {
-		f, err := os.Open(s.path)
+		f, err := openRegular(s.path)
 		if err != nil {
 			return err
 		}
-		var hl [8]byte
-		if _, err := f.ReadAt(hl[:], 0); err != nil {
-			f.Close()
-			return err
-		}
-		s.raw, s.dataStart = f, 8+int64(binary.LittleEndian.Uint64(hl[:]))
+		s.raw, s.dataStart = f, s.f.DataStart()
 	}
 	size := safetensors.DTypeSize(info.DType)
+	if size == 0 || d < 1 || lo < 0 || len(dst)%d != 0 || int64(lo+len(dst)/d)*int64(d)*int64(size) > info.End-info.Begin {
+		return fmt.Errorf("rows [%d, %d) outside the tensor of shape %v", lo, lo+len(dst)/max(d, 1), info.Shape)
+	}
 	off := s.dataStart + info.Begin + int64(lo)*int64(d)*int64(size)
 	if info.DType == "F32" && nativeLittle {
 		if _, err := s.raw.ReadAt(safetensors.Float32Bytes(dst), off); err != nil {
@@ -372,15 +379,22 @@ func (s *stSource) readIDs(k stKeys, n int, bad func(int, string, error, string,
 	if err != nil {
 		return nil, bad(-1, k.idOffsets, ErrFormat, "%v", err)
 	}
-	if off[0] != 0 || off[n] != int64(len(bt.Data)) {
+	if len(off) != n+1 || off[0] != 0 || off[n] != int64(len(bt.Data)) {
 		return nil, bad(-1, k.idOffsets, ErrFormat, "offsets must run from 0 to %d", len(bt.Data))
+	}
+	// Every offset within [0, len(bytes)] and non-decreasing, before any
+	// slicing: offsets[0] and offsets[n] alone say nothing of the others.
+	for i := 0; i < n; i++ {
+		if o := off[i+1]; o < 0 || o > int64(len(bt.Data)) {
+			return nil, bad(i, k.idOffsets, ErrFormat, "offset %d = %d outside [0, %d]", i+1, o, len(bt.Data))
+		}
+		if off[i+1] < off[i] {
+			return nil, bad(i, k.idOffsets, ErrFormat, "offsets decrease")
+		}
 	}
 	ids := make([]string, n)
 	all := string(bt.Data) // one allocation; the ids share it
 	for i := range ids {
-		if off[i+1] < off[i] {
-			return nil, bad(i, k.idOffsets, ErrFormat, "offsets decrease")
-		}
 		if off[i+1] == off[i] {
 			return nil, bad(i, k.idBytes, ErrMissingField, "empty id")
 		}

@@ -1,5 +1,5 @@
 // Package sim makes semi-synthetic observational feedback the way the CausalRM
-// paper does (CAUSALRM.md section 6): start from fully labelled rows with a graded
+// paper does (docs/method.md, "The semi-synthetic protocol"): start from fully labelled rows with a graded
 // rating, then impose rating-dependent selection (who gives feedback) and
 // class-conditional label noise (what the feedback says). Generate does this over
 // synthetic embeddings; Apply does it over a user's own labelled embeddings.
@@ -13,6 +13,7 @@ package sim
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Config describes one semi-synthetic dataset. Apply reads only the protocol
@@ -99,7 +100,48 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks every field Generate uses; the error names the bad field.
+// FieldError is an invalid Config field: Field (a Config field name, or
+// "Rho01+Rho10") with Value breaks Rule; when the bound is another field's
+// value, Other names it. Describe lets a caller name the fields its own way
+// (the CLI names its flags).
+type FieldError struct {
+	Field      string
+	Value      any
+	Rule       string // e.g. "must be >= 5", "must be in (0,1]", "must be <="
+	Other      string
+	OtherValue any
+	Why        string
+}
+
+func (e *FieldError) Error() string {
+	return "sim: " + e.describe(func(f string) string { return f }, "+")
+}
+
+// Describe writes the error with every field named by name, e.g.
+// "--latent 16 must be <= --dim 8: ...".
+func (e *FieldError) Describe(name func(field string) string) string { return e.describe(name, " + ") }
+
+func (e *FieldError) describe(name func(field string) string, plus string) string {
+	var parts []string
+	for _, f := range strings.Split(e.Field, "+") {
+		parts = append(parts, name(f))
+	}
+	s := fmt.Sprintf("%s %v %s", strings.Join(parts, plus), e.Value, e.Rule)
+	if e.Other != "" {
+		s += fmt.Sprintf(" %s %v", name(e.Other), e.OtherValue)
+	}
+	if e.Why != "" {
+		s += ": " + e.Why
+	}
+	return s
+}
+
+func fieldErr(field string, v any, rule string) error {
+	return &FieldError{Field: field, Value: v, Rule: rule}
+}
+
+// Validate checks every field Generate uses; the error (a *FieldError)
+// names the bad field.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	if err := c.validateProtocol(); err != nil {
@@ -108,23 +150,23 @@ func (c Config) Validate() error {
 	switch {
 	case c.TrainRows < 5:
 		// 80/20 must leave at least one validation row and four training rows.
-		return fmt.Errorf("sim: TrainRows must be >= 5, got %d", c.TrainRows)
+		return &FieldError{Field: "TrainRows", Value: c.TrainRows, Rule: "must be >= 5", Why: "the 80/20 split needs one validation and four training rows"}
 	case c.TestRows < 1:
-		return fmt.Errorf("sim: TestRows must be >= 1, got %d", c.TestRows)
+		return fieldErr("TestRows", c.TestRows, "must be >= 1")
 	case c.Dim < 1:
-		return fmt.Errorf("sim: Dim must be >= 1, got %d", c.Dim)
+		return fieldErr("Dim", c.Dim, "must be >= 1")
 	case c.Latent < 1:
-		return fmt.Errorf("sim: Latent must be >= 1, got %d", c.Latent)
+		return fieldErr("Latent", c.Latent, "must be >= 1")
 	case c.Latent > c.Dim:
-		return fmt.Errorf("sim: Latent (%d) must be <= Dim (%d): it is the rank of the embedding structure", c.Latent, c.Dim)
+		return &FieldError{Field: "Latent", Value: c.Latent, Rule: "must be <=", Other: "Dim", OtherValue: c.Dim, Why: "it is the rank of the embedding structure"}
 	case c.Clusters < 1:
-		return fmt.Errorf("sim: Clusters must be >= 1, got %d", c.Clusters)
+		return fieldErr("Clusters", c.Clusters, "must be >= 1")
 	case c.Levels < 2:
-		return fmt.Errorf("sim: Levels must be >= 2, got %d", c.Levels)
+		return fieldErr("Levels", c.Levels, "must be >= 2")
 	case !(c.RatingNoise >= 0) || math.IsInf(c.RatingNoise, 0):
-		return fmt.Errorf("sim: RatingNoise must be a finite value >= 0, got %v", c.RatingNoise)
+		return fieldErr("RatingNoise", c.RatingNoise, "must be a finite value >= 0")
 	case !(c.NoiseSpread >= 0) || c.NoiseSpread > 3:
-		return fmt.Errorf("sim: NoiseSpread must be in [0, 3], got %v", c.NoiseSpread)
+		return fieldErr("NoiseSpread", c.NoiseSpread, "must be in [0, 3]")
 	}
 	return nil
 }
@@ -134,17 +176,17 @@ func (c Config) validateProtocol() error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {
 	case !finite(c.Alpha) || c.Alpha <= 0 || c.Alpha > 1:
-		return fmt.Errorf("sim: Alpha must be in (0,1], got %v", c.Alpha)
+		return fieldErr("Alpha", c.Alpha, "must be in (0,1]")
 	case !finite(c.Rho01) || c.Rho01 < 0 || c.Rho01 >= 1:
-		return fmt.Errorf("sim: Rho01 must be in [0,1), got %v", c.Rho01)
+		return fieldErr("Rho01", c.Rho01, "must be in [0,1)")
 	case !finite(c.Rho10) || c.Rho10 < 0 || c.Rho10 >= 1:
-		return fmt.Errorf("sim: Rho10 must be in [0,1), got %v", c.Rho10)
+		return fieldErr("Rho10", c.Rho10, "must be in [0,1)")
 	case c.Rho01+c.Rho10 >= 1:
 		// At rho01+rho10 >= 1 the noisy label carries no (or inverted) signal
 		// and the unbiased surrogate loss is undefined.
-		return fmt.Errorf("sim: Rho01+Rho10 must be < 1, got %v", c.Rho01+c.Rho10)
+		return &FieldError{Field: "Rho01+Rho10", Value: c.Rho01 + c.Rho10, Rule: "must be < 1", Why: "at 1 or more the noisy label carries no signal"}
 	case !finite(c.ObsRate) || c.ObsRate <= 0 || c.ObsRate > 1:
-		return fmt.Errorf("sim: ObsRate must be in (0,1], got %v", c.ObsRate)
+		return fieldErr("ObsRate", c.ObsRate, "must be in (0,1]")
 	}
 	return nil
 }

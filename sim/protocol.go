@@ -96,10 +96,10 @@ func Apply(full *shard.Dataset, cfg Config) (*shard.Dataset, error) {
 		return nil, err
 	}
 	if full == nil || full.Train == nil {
-		return nil, errors.New("sim: Apply needs a training split")
+		return nil, errors.New("sim: the protocol needs a training split (rows of split train)")
 	}
 	if full.Test == nil {
-		return nil, errors.New("sim: Apply needs a test split")
+		return nil, errors.New("sim: the protocol needs a test split (rows of split test)")
 	}
 	if err := checkSplit(full.Train, true); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"errors"
 	"math"
 	"reflect"
 	"strings"
@@ -452,5 +453,24 @@ func TestNoiseSpread(t *testing.T) {
 	c.NoiseSpread = -1
 	if _, err := Generate(c); err == nil || !strings.Contains(err.Error(), "NoiseSpread") {
 		t.Fatalf("negative spread: %v", err)
+	}
+}
+
+// Validation errors are *FieldError, so that a caller can name the fields
+// its own way (the CLI: --latent 16 must be <= --dim 8).
+func TestFieldErrorDescribe(t *testing.T) {
+	c := DefaultConfig()
+	c.Latent, c.Dim = 16, 8
+	err := c.Validate()
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("%T %v", err, err)
+	}
+	flags := map[string]string{"Latent": "--latent", "Dim": "--dim"}
+	if got := fe.Describe(func(f string) string { return flags[f] }); !strings.HasPrefix(got, "--latent 16 must be <= --dim 8") {
+		t.Fatalf("Describe: %q", got)
+	}
+	if got := err.Error(); !strings.HasPrefix(got, "sim: Latent 16 must be <= Dim 8") {
+		t.Fatalf("Error: %q", got)
 	}
 }

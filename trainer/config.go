@@ -1,15 +1,16 @@
-// Package trainer runs the CausalRM pipeline of CAUSALRM.md section 3: the
+// Package trainer runs the CausalRM pipeline of docs/method.md: the
 // auxiliary stages (propensity, noise with flip-rate estimation,
 // imputation) and the reward stage, each a data-parallel training run with
 // early stopping and a scoring pass. The stage loop is written once over a
 // Reducer; in one process the reducer is the identity, in a cluster it is
-// the collective's all-reduce (DESIGN.md, "One trainer, two reducers").
+// the collective's all-reduce (docs/design.md, "One trainer, two reducers").
 package trainer
 
 import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/nn"
@@ -36,7 +37,7 @@ type Config struct {
 	Propensity  string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
 	FlipRates   *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
 	Monitor     string        `yaml:"monitor" json:"monitor"` // "val" or "train"
-	// NonNegative (an experiment, not in CAUSALRM.md) clamps the reward
+	// NonNegative (an experiment, not in the paper; docs/method.md) clamps the reward
 	// risk's two class parts at zero, in the style of nnPU (Kiryo et al.
 	// 2017): risk = max(0, sum wa*l(f,1)) + max(0, sum wb*l(f,0)), and a part
 	// below zero contributes no gradient. Off by default.
@@ -51,7 +52,7 @@ type Config struct {
 	ProgressEach int              `yaml:"-" json:"-"` // epochs between progress lines (default 1)
 }
 
-// DefaultConfig holds the authors' defaults (CAUSALRM.md section 2).
+// DefaultConfig holds the authors' defaults (docs/method.md, "Models").
 func DefaultConfig() Config {
 	return Config{
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
@@ -61,26 +62,56 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names the first bad field.
+// Bounds of the settings that size a run (besides nn's model limits).
+const (
+	MaxBatch   = 1 << 20
+	MaxEpochs  = 1_000_000
+	MaxShards  = 1 << 16
+	MaxThreads = 4096
+)
+
+// FieldError is a bad setting: Field is its job-file key (e.g. "batch",
+// "hidden[0]", "flip_rates"), Value its value and Want what is accepted.
+// It wraps ErrConfig.
+type FieldError struct {
+	Field string
+	Value any
+	Want  string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%v: %s = %v: %s", ErrConfig, e.Field, e.Value, e.Want)
+}
+
+func (e *FieldError) Unwrap() error { return ErrConfig }
+
+// Validate names the first bad field (a *FieldError). Besides each
+// setting's own range it bounds what a run allocates: the model's
+// parameters (nn.MaxParams, counted here with a 1-dimensional input, so at
+// least this many; trainer.New checks the real input dimension) and the
+// activations of a pass (nn.MaxActivations).
 func (c Config) Validate() error {
 	bad := func(field string, v any, why string) error {
-		return fmt.Errorf("%w: %s = %v: %s", ErrConfig, field, v, why)
+		return &FieldError{Field: field, Value: v, Want: why}
 	}
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {
 	case !c.Method.Valid():
 		return bad("method", c.Method, "want one of naive, ips, dr, noise, causalrm-ips, causalrm-dr")
-	case c.Batch < 1 || c.Batch > 1<<20:
-		return bad("batch", c.Batch, "want 1..2^20")
-	case !(c.LR > 0):
-		return bad("lr", c.LR, "want > 0")
-	case !(c.WeightDecay >= 0):
-		return bad("weight_decay", c.WeightDecay, "want >= 0")
-	case c.MaxEpochs < 1:
-		return bad("max_epochs", c.MaxEpochs, "want >= 1")
-	case c.Patience < 1:
-		return bad("patience", c.Patience, "want >= 1")
-	case c.Shards < 1:
-		return bad("shards", c.Shards, "want >= 1")
+	case c.Batch < 1 || c.Batch > MaxBatch:
+		return bad("batch", c.Batch, fmt.Sprintf("want 1..%d (2^20)", MaxBatch))
+	case !(c.LR > 0) || !finite(c.LR):
+		return bad("lr", c.LR, "want a finite value > 0")
+	case !(c.WeightDecay >= 0) || !finite(c.WeightDecay):
+		return bad("weight_decay", c.WeightDecay, "want a finite value >= 0")
+	case c.MaxEpochs < 1 || c.MaxEpochs > MaxEpochs:
+		return bad("max_epochs", c.MaxEpochs, fmt.Sprintf("want 1..%d", MaxEpochs))
+	case c.Patience < 1 || c.Patience > MaxEpochs:
+		return bad("patience", c.Patience, fmt.Sprintf("want 1..%d", MaxEpochs))
+	case c.Shards < 1 || c.Shards > MaxShards:
+		return bad("shards", c.Shards, fmt.Sprintf("want 1..%d", MaxShards))
+	case c.Threads < 0 || c.Threads > MaxThreads:
+		return bad("threads", c.Threads, fmt.Sprintf("want 0 (all cores) or 1..%d", MaxThreads))
 	case c.Reduce != "exact" && c.Reduce != "fast":
 		return bad("reduce", c.Reduce, "want exact or fast")
 	case !(c.Clip > 0 && c.Clip <= 1):
@@ -93,14 +124,51 @@ func (c Config) Validate() error {
 		return bad("monitor", c.Monitor, "want val or train")
 	case !(c.LeakySlope >= 0 && c.LeakySlope < 1):
 		return bad("leaky_slope", c.LeakySlope, "want in [0,1)")
+	case len(c.Hidden) > nn.MaxLayers-1:
+		return bad("hidden", fmt.Sprintf("(%d widths)", len(c.Hidden)), fmt.Sprintf("want at most %d hidden layers", nn.MaxLayers-1))
 	}
 	for i, h := range c.Hidden {
 		if h < 1 {
-			return bad(fmt.Sprintf("hidden[%d]", i), h, "want >= 1")
+			return bad(fmt.Sprintf("hidden[%d]", i), h, fmt.Sprintf("want 1..%d", nn.MaxWidth))
 		}
+	}
+	dims := append(append([]int{1}, c.Hidden...), 1)
+	if p := nn.ParamCount(dims); p > nn.MaxParams {
+		return bad("hidden", c.Hidden, fmt.Sprintf("%s parameters or more (with a 1-dimensional input), more than the limit of %d (1 GiB of float32 per copy)",
+			nn.FormatCount(p), nn.MaxParams))
+	}
+	for i, h := range c.Hidden {
+		if h > nn.MaxWidth {
+			return bad(fmt.Sprintf("hidden[%d]", i), h, fmt.Sprintf("want 1..%d", nn.MaxWidth))
+		}
+	}
+	sum := 0.0
+	for _, h := range c.Hidden {
+		sum += float64(h)
+	}
+	if rows := max(c.Batch, c.ScoreChunk); float64(rows)*sum > nn.MaxActivations {
+		field, v := "hidden", any(c.Hidden)
+		if c.Batch >= c.ScoreChunk {
+			field, v = "batch", c.Batch
+		}
+		return bad(field, v, fmt.Sprintf("%d rows per pass through hidden %v are %s activations, more than the limit of %d (4 GiB of float32): lower batch or the widths",
+			rows, c.Hidden, nn.FormatCount(float64(rows)*sum), nn.MaxActivations))
 	}
 	if r := c.FlipRates; r != nil && !(r.Rho01 >= 0 && r.Rho10 >= 0 && r.Rho01+r.Rho10 < 1) {
 		return bad("flip_rates", *r, "want rho01, rho10 >= 0 with rho01 + rho10 < 1")
 	}
 	return nil
+}
+
+// ValidateFor checks the config for inputs of dimension d: Validate and
+// the model's limits (nn.Config.Validate, nn.Config.CheckRows).
+func (c Config) ValidateFor(d int) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	mc := nn.Config{Dims: append(append([]int{d}, c.Hidden...), 1), Slope: c.LeakySlope}
+	if err := mc.Validate(); err != nil {
+		return err
+	}
+	return mc.CheckRows(max(c.Batch, c.ScoreChunk))
 }

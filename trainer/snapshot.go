@@ -345,7 +345,10 @@ func UnmarshalSnapshot(b []byte) (*Snapshot, error) {
 	}
 	hasX := d.bool()
 	nx := d.count(8)
-	if hasX {
+	if !hasX && nx != 0 && d.err == nil {
+		d.err = errors.New("no input grid (x_exp) with a length")
+	}
+	if hasX && d.err == nil {
 		s.xexp = make([]int, 0, nx)
 	}
 	for i := 0; i < nx && d.err == nil; i++ {

@@ -59,6 +59,9 @@ type Trainer struct {
 	RatesEstimated   bool
 	PropensityValMSE float64
 	Calib            []CalibBin
+	// DataWarnings are the data's degenerate conditions found by New
+	// (DataWarnings), before the embeddings were put on the grid.
+	DataWarnings []Warning
 
 	// owned marks, per split, the rows this holder computes (nil: all);
 	// ownGen counts the calls to Own.
@@ -73,7 +76,7 @@ type Trainer struct {
 }
 
 // New prepares a trainer. It quantizes the embeddings of every split in
-// place onto per-column power-of-two grids (exact mode; DESIGN.md) taken
+// place onto per-column power-of-two grids (exact mode; docs/exactness.md) taken
 // from all loaded rows; pass xexp to reuse a saved model's grid instead.
 func New(cfg Config, ds *shard.Dataset, red Reducer, xexp []int) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
@@ -89,13 +92,16 @@ func New(cfg Config, ds *shard.Dataset, red Reducer, xexp []int) (*Trainer, erro
 		red = Local{}
 	}
 	d := ds.Train.D
+	var maxAbs []float64
 	if xexp == nil {
 		xs := [][]float32{ds.Train.X, ds.Val.X}
 		if ds.Test != nil {
 			xs = append(xs, ds.Test.X)
 		}
-		xexp = nn.ColumnExps(d, xs...)
+		maxAbs = nn.ColumnMaxAbs(d, xs...)
+		xexp = nn.ExpsFromMax(maxAbs)
 	}
+	warnings := DataWarnings(ds, maxAbs) // before QuantizeX changes the values
 	for _, s := range []*shard.Split{ds.Train, ds.Val, ds.Test} {
 		if s != nil {
 			nn.QuantizeX(s.X, d, xexp)
@@ -103,7 +109,7 @@ func New(cfg Config, ds *shard.Dataset, red Reducer, xexp []int) (*Trainer, erro
 	}
 	nn.SetThreads(cfg.Threads)
 	t := &Trainer{cfg: cfg, ds: ds, red: red, XExp: xexp, Stages: map[string]*StageResult{},
-		PropensityValMSE: math.NaN()}
+		PropensityValMSE: math.NaN(), DataWarnings: warnings}
 	if cfg.FlipRates != nil {
 		t.Rates, t.RatesKnown = *cfg.FlipRates, true
 	}
@@ -254,7 +260,7 @@ func clipAll(p []float32, c float64) []float64 {
 }
 
 // trainObservedBCE trains a stage on the observed rows with BCE against the
-// noisy label: the noise and the imputation models (CAUSALRM.md section 3).
+// noisy label: the noise and the imputation models (docs/method.md, "The pipeline").
 func (t *Trainer) trainObservedBCE(ctx context.Context, name string) (*StageResult, error) {
 	tr, va := t.ds.Train, t.ds.Val
 	st := &stage{
@@ -277,7 +283,7 @@ func (t *Trainer) noise(ctx context.Context) error {
 		return err
 	}
 	// Anchor-point flip rates from the quantiles of the noise model's
-	// logits over all training rows (CAUSALRM.md section 3, stage 2).
+	// logits over all training rows (docs/method.md, "The pipeline", stage 2).
 	z, err := t.score(ctx, res.Model, t.ds.Train, func(f float64) float64 { return f })
 	if err != nil {
 		return err
@@ -415,7 +421,7 @@ func (t *Trainer) BenchReward(ctx context.Context, m causal.Method, warmup, step
 }
 
 // Test scores the clean test split with a model and computes the metrics
-// of CAUSALRM.md section 5.
+// of docs/method.md ("Metrics").
 func (t *Trainer) Test(ctx context.Context, model *nn.MLP) (causal.Metrics, []float64, error) {
 	te := t.ds.Test
 	if te == nil || te.R == nil {

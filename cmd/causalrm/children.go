@@ -102,11 +102,11 @@ func (ch *children) supervise(ctx context.Context, stop os.Signal, grace time.Du
 // stageWorkers checks that n workers fit the job's virtual shards and
 // prepares the staging directory the launcher renames into job.Out on
 // success; it returns a copy of the job for the workers to change.
-func stageWorkers(job *Job, n int, force bool) (string, Job, error) {
+func stageWorkers(job *Job, n int, force bool, log io.Writer) (string, Job, error) {
 	if n > job.Shards {
 		return "", Job{}, fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
 	}
-	staging, err := prepareOut(job.Out, force)
+	staging, err := prepareOut(job.Out, force, dataInputs(job), log)
 	if err != nil {
 		return "", Job{}, err
 	}

@@ -47,6 +47,9 @@ Writes compare.md, compare.json and a bar chart to the output directory.`,
 			if job.Out == "" {
 				job.Out = filepath.Join("runs", "compare")
 			}
+			if err := checkOut(job.Out, f.force, jobInputs(job, f.config)); err != nil {
+				return err
+			}
 			return runCompare(cmd, job, ms, seeds, f.force)
 		},
 	}
@@ -74,7 +77,7 @@ type CompareResult struct {
 func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds int, force bool) error {
 	ctx, log := cmd.Context(), cmd.ErrOrStderr()
 	start := time.Now()
-	staging, err := prepareOut(job.Out, force)
+	staging, err := prepareOut(job.Out, force, dataInputs(job), log)
 	if err != nil {
 		return err
 	}
@@ -95,6 +98,9 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 			return err
 		}
 		xexp = tr.XExp
+		if k == 0 {
+			printWarnings(log, tr.DataWarnings)
+		}
 		if err := tr.Prepare(ctx, methods...); err != nil {
 			return err
 		}
@@ -107,6 +113,7 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 			if err != nil {
 				return fmt.Errorf("seed %d, %s: %w", cfg.Seed, m, err)
 			}
+			printWarnings(log, trainer.StageWarnings(st))
 			met, _, err := tr.Test(ctx, st.Model)
 			if err != nil {
 				return err

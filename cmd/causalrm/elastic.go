@@ -182,6 +182,11 @@ func runElasticWorker(parent context.Context, f *elasticFlags, dev *deviceFlags,
 	if err != nil {
 		return err
 	}
+	// The job's output (written by the worker of rank 0 at the end) must
+	// not destroy data: refuse it before training, not after.
+	if err := checkOut(job.Out, true, dataInputs(job)); err != nil {
+		return err
+	}
 	job.Runners = runners
 	if quiet {
 		job.Progress = nil
@@ -284,7 +289,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, dev *deviceFlags,
 		// away before would look like a crash.
 		return waitJobEnd(ctx, client, 2*time.Minute)
 	}
-	staging, err := prepareOut(job.Out, true)
+	staging, err := prepareOut(job.Out, true, dataInputs(job), log)
 	if err != nil {
 		return err
 	}
@@ -295,6 +300,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, dev *deviceFlags,
 	if err := commitOut(staging, job.Out); err != nil {
 		return err
 	}
+	printWarnings(log, o.rm.Warnings) // the member of rank 0 speaks for the job
 	if err := client.Finish(ctx, o.rm.RewardSHA256); err != nil {
 		return err
 	}

@@ -18,6 +18,9 @@ import (
 	"github.com/causalrm/causalrm/trainer"
 )
 
+// scoreChunk is the rows eval scores per pass.
+const scoreChunk = 4096
+
 func evalCmd() *cobra.Command {
 	var modelPath, data, split, scores string
 	var exact bool
@@ -33,12 +36,21 @@ func evalCmd() *cobra.Command {
 			if modelPath == "" || data == "" {
 				return fmt.Errorf("--model and --data are required")
 			}
+			if threads < 0 || threads > trainer.MaxThreads {
+				return fmt.Errorf("--threads %d: want 0 (all cores) or 1..%d", threads, trainer.MaxThreads)
+			}
+			if split != "train" && split != "val" && split != "test" {
+				return fmt.Errorf("--split %q: want train, val or test", split)
+			}
 			if _, err := gpu.ParseDevice(dev.device); err != nil {
 				return fmt.Errorf("--device: %w", err)
 			}
 			model, xexp, fc, err := nn.Load(modelPath)
 			if err != nil {
 				return err
+			}
+			if err := model.Cfg.CheckRows(scoreChunk); err != nil {
+				return fmt.Errorf("--model %s: %w", modelPath, err)
 			}
 			ds, err := shard.Load(shard.LoadSpec{Train: data, AllowEmptyVal: true, AllowNoTest: true})
 			if err != nil {
@@ -68,7 +80,7 @@ func evalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pred, err := trainer.ScoreWith(cmd.Context(), eng, s, 4096, causal.Sigmoid)
+			pred, err := trainer.ScoreWith(cmd.Context(), eng, s, scoreChunk, causal.Sigmoid)
 			if err != nil {
 				return err
 			}

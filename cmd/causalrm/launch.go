@@ -29,7 +29,7 @@ func runElastic(ctx context.Context, job *Job, n int, codec string, devs *worker
 	if c := collective.Codec(codec); !c.Lossless() {
 		return fmt.Errorf("--codec %q: exact training takes none, s2 or zstd (fp16 and int8 need --reduce fast)", codec)
 	}
-	staging, wjob, err := stageWorkers(job, n, force)
+	staging, wjob, err := stageWorkers(job, n, force, log)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causalrm/causalrm/coordinator"
 	"github.com/causalrm/causalrm/internal/telemetry"
+	"github.com/causalrm/causalrm/trainer"
 	"github.com/causalrm/causalrm/worker"
 )
 
@@ -53,4 +56,29 @@ func serveMetrics(addr string, reg prometheus.Gatherer, ready telemetry.ReadyFun
 			logger.Warn("metrics server", "err", err)
 		}
 	}, nil
+}
+
+// runWarnings are a run's warnings for metrics.json and report.md: the
+// data's (found before training) and each trained stage's.
+func runWarnings(tr *trainer.Trainer, stages []*trainer.StageResult) []trainer.Warning {
+	out := append([]trainer.Warning{}, tr.DataWarnings...)
+	for _, s := range stages {
+		out = append(out, trainer.StageWarnings(s)...)
+	}
+	return out
+}
+
+// stageWarnings are the warnings of the run's stages (after the data's).
+func (o *outcome) stageWarnings() []trainer.Warning {
+	return o.rm.Warnings[min(len(o.tr.DataWarnings), len(o.rm.Warnings)):]
+}
+
+// printWarnings writes one "warning:" line per warning (w nil: nothing).
+func printWarnings(w io.Writer, ws []trainer.Warning) {
+	if w == nil {
+		return
+	}
+	for _, x := range ws {
+		fmt.Fprintf(w, "warning (%s): %s\n", x.Kind, x.Message)
+	}
 }

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/sim"
 )
@@ -19,7 +22,7 @@ func simulateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "simulate",
 		Short: "Make a semi-synthetic observational-feedback dataset (the paper's protocol)",
-		Long: `Applies the semi-synthetic protocol of CAUSALRM.md section 6: an 80/20
+		Long: `Applies the semi-synthetic protocol of docs/method.md: an 80/20
 train/validation split, rating-dependent propensities p = alpha^(5-g') scaled
 to a target observation rate, Bernoulli observation, a binary preference from
 the median rating level, and label flips (rho01, rho10) on observed rows. The
@@ -36,19 +39,22 @@ labels, for diagnostics.`,
   causalrm simulate --from helpsteer.parquet --alpha 0.1 --out helpsteer-obs.safetensors`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if out == "" {
-				return fmt.Errorf("--out FILE.safetensors is required")
+			write, err := simWriter(out)
+			if err != nil {
+				return err
+			}
+			if err := checkSimFlags(cmd, cfg, from != ""); err != nil {
+				return err
 			}
 			if _, err := os.Stat(out); err == nil && !force {
 				return fmt.Errorf("%s exists (use --force to replace it)", out)
 			}
 			t0 := time.Now()
 			var ds *shard.Dataset
-			var err error
 			if from != "" {
 				full, lerr := shard.Load(shard.LoadSpec{Train: from, AllowEmptyVal: true})
 				if lerr != nil {
-					return lerr
+					return loadErr(lerr)
 				}
 				if full.Val != nil && full.Val.N == 0 {
 					full.Val = nil // step 1 splits validation off train
@@ -58,12 +64,12 @@ labels, for diagnostics.`,
 				ds, err = sim.Generate(cfg)
 			}
 			if err != nil {
-				return err
+				return simErr(err)
 			}
 			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 				return err
 			}
-			if err := shard.WriteSafetensors(out, ds); err != nil {
+			if err := write(out, ds); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: train %d, val %d, test %d rows, d=%d, %.1f%% of train observed (%.1fs)\n",
@@ -85,8 +91,103 @@ labels, for diagnostics.`,
 	fs.IntVar(&cfg.Levels, "levels", cfg.Levels, "rating levels")
 	fs.Float64Var(&cfg.NoiseSpread, "noise-spread", 0, "spread of the rating noise across latent clusters: cluster c's std is rating-noise*exp(spread*N(0,1)) (0: the same everywhere)")
 	fs.Float64Var(&cfg.RatingNoise, "rating-noise", sim.DefaultRatingNoise, "std of the noise between the embedding's latent score and the rating (larger: x predicts the rating less well)")
-	fs.StringVar(&out, "out", "", "output file (.safetensors)")
+	fs.StringVar(&out, "out", "", "output file: .safetensors, .parquet, .jsonl or .jsonl.gz (the extension picks the format)")
 	fs.StringVar(&from, "from", "", "apply the protocol to this fully labelled file (needs a rating column) instead of generating")
 	fs.BoolVar(&force, "force", false, "replace an existing output file")
 	return cmd
+}
+
+// simFormats maps an output extension to its writer.
+var simFormats = []struct {
+	ext   string
+	write func(string, *shard.Dataset) error
+}{
+	{".safetensors", shard.WriteSafetensors},
+	{".parquet", shard.WriteParquet},
+	{".jsonl", shard.WriteJSONL},
+	{".jsonl.gz", shard.WriteJSONL},
+	{".ndjson", shard.WriteJSONL},
+	{".ndjson.gz", shard.WriteJSONL},
+}
+
+// simWriter picks the writer of --out by its extension.
+func simWriter(out string) (func(string, *shard.Dataset) error, error) {
+	if out == "" {
+		return nil, fmt.Errorf("--out FILE is required (.safetensors, .parquet, .jsonl or .jsonl.gz)")
+	}
+	lower := strings.ToLower(out)
+	for _, f := range simFormats {
+		if strings.HasSuffix(lower, f.ext) && len(lower) > len(f.ext) {
+			return f.write, nil
+		}
+	}
+	return nil, fmt.Errorf("--out %s: unknown extension %q: want .safetensors, .parquet, .jsonl or .jsonl.gz", out, filepath.Ext(out))
+}
+
+// simFlags names each sim.Config field by its flag.
+var simFlags = map[string]string{
+	"TrainRows": "rows", "TestRows": "test-rows", "Dim": "dim", "Alpha": "alpha", "Rho01": "rho01",
+	"Rho10": "rho10", "ObsRate": "obs-rate", "Seed": "seed", "Latent": "latent", "Clusters": "clusters",
+	"Levels": "levels", "RatingNoise": "rating-noise", "NoiseSpread": "noise-spread",
+}
+
+// simErr names the flags in sim's validation errors.
+func simErr(err error) error {
+	var fe *sim.FieldError
+	if !errors.As(err, &fe) {
+		if msg, ok := strings.CutPrefix(err.Error(), "sim: "); ok {
+			return errors.New(msg)
+		}
+		return err
+	}
+	return errors.New(fe.Describe(func(field string) string {
+		if f, ok := simFlags[field]; ok {
+			return "--" + f
+		}
+		return field
+	}))
+}
+
+// maxSimValues bounds the embedding values simulate generates: 2^31
+// float32 are 8 GiB.
+const maxSimValues = 1 << 31
+
+// checkSimFlags refuses what sim would silently replace or what cannot
+// fit: sim reads a zero --obs-rate, --latent, --clusters, --levels or
+// --rating-noise as "use the default", so an explicit 0 is refused here
+// with the flag's range; the rest is sim's validation, with flag names.
+func checkSimFlags(cmd *cobra.Command, cfg sim.Config, apply bool) error {
+	ch := cmd.Flags().Changed
+	for _, z := range []struct {
+		flag string
+		zero bool
+		want string
+	}{
+		{"obs-rate", cfg.ObsRate == 0, "in (0,1]: the target share of observed rows"},
+		{"latent", cfg.Latent == 0, "1..--dim"},
+		{"clusters", cfg.Clusters == 0, ">= 1"},
+		{"levels", cfg.Levels == 0, ">= 2"},
+		{"rating-noise", cfg.RatingNoise == 0, "a finite value > 0"},
+	} {
+		if ch(z.flag) && z.zero {
+			return fmt.Errorf("--%s 0: want %s", z.flag, z.want)
+		}
+	}
+	if apply {
+		// --from takes the rows and embeddings from the file.
+		for _, f := range []string{"rows", "test-rows", "dim", "latent", "clusters", "levels", "rating-noise", "noise-spread"} {
+			if ch(f) {
+				return fmt.Errorf("--%s: not used with --from (the file gives the rows, embeddings and ratings)", f)
+			}
+		}
+		return nil
+	}
+	if err := cfg.Validate(); err != nil {
+		return simErr(err)
+	}
+	if v := (float64(cfg.TrainRows) + float64(cfg.TestRows)) * float64(cfg.Dim); v > maxSimValues {
+		return fmt.Errorf("(--rows %d + --test-rows %d) x --dim %d = %s embedding values, more than the limit of %d (8 GiB of float32)",
+			cfg.TrainRows, cfg.TestRows, cfg.Dim, nn.FormatCount(v), maxSimValues)
+	}
+	return nil
 }

@@ -65,6 +65,9 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
   causalrm train --data data.safetensors --out runs/two --workers 2 --device cuda:0,cuda:1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkWorkersCodec(cmd, workers, codec); err != nil {
+				return err
+			}
 			// A typo in --device fails before anything else.
 			if workers <= 0 && strings.Contains(dev.device, ",") {
 				return fmt.Errorf("--device %q: a list of devices (one per worker, in turn) needs --workers", dev.device)
@@ -79,6 +82,11 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 			}
 			if job.Out == "" {
 				job.Out = filepath.Join("runs", fmt.Sprintf("%s-seed%d", job.Method, job.Seed))
+			}
+			// Refuse an --out that replacing would destroy data before
+			// anything starts (prepareOut checks again when it stages).
+			if err := checkOut(job.Out, f.force, jobInputs(job, f.config)); err != nil {
+				return err
 			}
 			if workers > 0 {
 				// The workers open their own devices; check the GPUs
@@ -109,30 +117,8 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 	return cmd
 }
 
-// prepareOut refuses to overwrite a directory unless forced, and returns
-// the staging directory that becomes out when everything is written.
-func prepareOut(out string, force bool) (string, error) {
-	if fi, err := os.Stat(out); err == nil {
-		if !fi.IsDir() {
-			return "", fmt.Errorf("output %s exists and is not a directory", out)
-		}
-		if entries, _ := os.ReadDir(out); len(entries) > 0 && !force {
-			return "", fmt.Errorf("output directory %s is not empty (use --force to replace it)", out)
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
-		return "", err
-	}
-	return os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".partial-*")
-}
-
-// commitOut moves the staging directory into place.
-func commitOut(staging, out string) error {
-	if err := os.RemoveAll(out); err != nil {
-		return err
-	}
-	return os.Rename(staging, out)
-}
+// prepareOut and commitOut (the staging of a run's output directory) are
+// in outdir.go.
 
 func loadData(job *Job, log io.Writer) (*shard.Dataset, error) {
 	t0 := time.Now()
@@ -174,11 +160,14 @@ type RunMetrics struct {
 	Stages           []*trainer.StageResult `json:"stages"`
 	RewardSHA256     string                 `json:"reward_sha256"`
 	ElapsedSeconds   float64                `json:"elapsed_seconds"`
+	// Warnings are the data's and training's degenerate conditions
+	// (trainer.DataWarnings, trainer.StageWarnings); empty when none.
+	Warnings []trainer.Warning `json:"warnings"`
 }
 
 func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) error {
 	start := time.Now()
-	staging, err := prepareOut(job.Out, force)
+	staging, err := prepareOut(job.Out, force, dataInputs(job), log)
 	if err != nil {
 		return err
 	}
@@ -187,7 +176,7 @@ func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) 
 	if err != nil {
 		return err
 	}
-	o, err := trainJob(ctx, job, ds, nil, nil, nil)
+	o, err := trainJob(ctx, job, ds, nil, nil, nil, log)
 	if err != nil {
 		return err
 	}
@@ -197,6 +186,7 @@ func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) 
 	if err := commitOut(staging, job.Out); err != nil {
 		return err
 	}
+	printWarnings(log, o.stageWarnings()) // the data's were printed before training
 	printSummary(stdout, job.Out, o.rm)
 	return nil
 }
@@ -210,12 +200,14 @@ type outcome struct {
 // trainJob trains every stage of the job's method and scores the test
 // split. red and own are nil in one process; a worker passes its ring and
 // its virtual shards (then every rank must call it: the test metrics are
-// gathered across ranks).
-func trainJob(ctx context.Context, job *Job, ds *shard.Dataset, red trainer.Reducer, xexp []int, own []int) (*outcome, error) {
+// gathered across ranks). The data's warnings go to warn (nil: nowhere)
+// before training starts.
+func trainJob(ctx context.Context, job *Job, ds *shard.Dataset, red trainer.Reducer, xexp []int, own []int, warn io.Writer) (*outcome, error) {
 	tr, err := trainer.New(job.Config, ds, red, xexp)
 	if err != nil {
 		return nil, err
 	}
+	printWarnings(warn, tr.DataWarnings)
 	if own != nil {
 		if err := tr.Own(own); err != nil {
 			return nil, err
@@ -241,6 +233,7 @@ func finishJob(ctx context.Context, job *Job, ds *shard.Dataset, tr *trainer.Tra
 		rm.Test = &m
 	}
 	fillAux(rm, tr, ds)
+	rm.Warnings = runWarnings(tr, rm.Stages)
 	return &outcome{tr: tr, rm: rm}, nil
 }
 
@@ -395,6 +388,9 @@ func reportRun(rm *RunMetrics, tr *trainer.Trainer) *report.Run {
 	}
 	if t := rm.Test; t != nil {
 		run.Test = map[string]float64{"r2": t.R2, "mae": t.MAE, "rmse": t.RMSE, "auroc": t.AUROC, "pearson": t.Pearson}
+	}
+	for _, w := range rm.Warnings {
+		run.Warnings = append(run.Warnings, report.Warning{Kind: w.Kind, Message: w.Message})
 	}
 	return run
 }

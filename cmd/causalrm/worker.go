@@ -56,7 +56,13 @@ the job's result does not depend on it in exact mode.`,
 			if _, err := gpu.ParseDevice(dev.device); err != nil {
 				return fmt.Errorf("--device: %w", err)
 			}
+			if c := collective.Codec(codec); !c.Lossless() && !c.Lossy() {
+				return fmt.Errorf("--codec %q: want none, s2, zstd (exact), or fp16, int8 (lossy, with --reduce fast)", codec)
+			}
 			if ef.coordinators != "" || ef.registry != "" {
+				if err := checkElasticJobFlags(cmd); err != nil {
+					return err
+				}
 				ef.listen = listen
 				if ef.listen == "" {
 					ef.listen = "127.0.0.1:0"
@@ -139,7 +145,11 @@ func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint
 	if os.Getenv(faultEnv) == strconv.Itoa(rank) {
 		return fmt.Errorf("worker %d: fault injected by %s", rank, faultEnv)
 	}
-	o, err := trainJob(ctx, job, w.Data, w.Ring, w.XExp, w.Own)
+	var warn io.Writer // rank 0 speaks for the job
+	if rank == 0 {
+		warn = log
+	}
+	o, err := trainJob(ctx, job, w.Data, w.Ring, w.XExp, w.Own, warn)
 	if err != nil {
 		return fmt.Errorf("worker %d: %w", rank, err)
 	}
@@ -147,6 +157,7 @@ func runWorker(ctx context.Context, job *Job, rank int, peers []string, gen uint
 		if err := writeOutputs(job.Out, o, job, start); err != nil {
 			return err
 		}
+		printWarnings(log, o.stageWarnings())
 		fmt.Fprintf(log, "worker 0: wrote outputs; all-reduce %s\n", ringStats(w.Ring))
 	}
 	return nil
@@ -173,7 +184,7 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, devs *worker
 	if c := collective.Codec(codec); !c.Lossless() && !c.Lossy() {
 		return fmt.Errorf("--codec %q: want none, s2, zstd, fp16 or int8", codec)
 	}
-	staging, wjob, err := stageWorkers(job, n, force)
+	staging, wjob, err := stageWorkers(job, n, force, log)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -403,6 +404,9 @@ func (s *State) putChunk(c Command) error {
 	if c.UploadID == "" {
 		return argErr("checkpoint chunk without an upload id")
 	}
+	if c.Offset < 0 {
+		return argErr("upload %s: chunk at offset %d", c.UploadID, c.Offset)
+	}
 	if err := s.needJob(); err != nil {
 		return err
 	}
@@ -432,8 +436,11 @@ func (s *State) putChunk(c Command) error {
 	case c.Offset == u.Size:
 		u.Data = append(u.Data, c.Data...)
 		u.Size = int64(len(u.Data))
-	case c.Offset+int64(len(c.Data)) <= u.Size:
-		// replay of a chunk already applied
+	case c.Offset <= u.Size-int64(len(c.Data)):
+		// Replay of a chunk already applied: the same bytes.
+		if end := c.Offset + int64(len(c.Data)); end > int64(len(u.Data)) || !bytes.Equal(u.Data[c.Offset:end], c.Data) {
+			return fmt.Errorf("%w: upload %s: the chunk at offset %d differs from the bytes it replays", ErrConflict, c.UploadID, c.Offset)
+		}
 	default:
 		return argErr("upload %s: chunk at offset %d, have %d bytes", c.UploadID, c.Offset, u.Size)
 	}

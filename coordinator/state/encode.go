@@ -123,12 +123,21 @@ func readChunk(br byteReader) ([]byte, error) {
 	if n > maxChunk {
 		return nil, fmt.Errorf("length %d too large", n)
 	}
-	// Grow as data arrives rather than trusting the length up front.
-	var b bytes.Buffer
-	if _, err := io.CopyN(&b, br, int64(n)); err != nil {
-		return nil, err
+	// Grow as data arrives rather than trusting the length up front:
+	// start with what a small chunk needs and double, so that a chunk's
+	// buffers total about 3x its bytes at most (plus 512), however many
+	// chunks there are.
+	b := make([]byte, min(n, 512))
+	read := 0
+	for {
+		if _, err := io.ReadFull(br, b[read:]); err != nil {
+			return nil, err
+		}
+		if read = len(b); uint64(read) == n {
+			return b, nil
+		}
+		b = append(b, make([]byte, min(n-uint64(read), uint64(read)))...)
 	}
-	return b.Bytes(), nil
 }
 
 // EncodeCommand encodes a command: a version byte, the JSON of the command

@@ -2,7 +2,7 @@
 // plain Go values: the job spec, registered workers, membership generations,
 // the committed step log and watermark, checkpoints and the job status, plus
 // the typed commands and their deterministic Apply, the snapshot encoding and
-// the minimal-move shard rebalancer. It imports no raft (DESIGN.md, "Layout").
+// the minimal-move shard rebalancer. It imports no raft (docs/design.md, "Packages").
 package state
 
 import (
@@ -42,9 +42,14 @@ type JobSpec struct {
 	CheckpointEverySteps int    `json:"checkpoint_every_steps"` // 0: off
 	// CheckpointEverySeconds: also checkpoint when this long has passed
 	// since the last one (0: off), at the next progress report.
-	CheckpointEverySeconds float64         `json:"checkpoint_every_seconds,omitempty"`
-	CheckpointKeep         int             `json:"checkpoint_keep"` // 0: default 2
-	Config                 json.RawMessage `json:"config"`          // the training job as the CLI resolved it; opaque here
+	CheckpointEverySeconds float64 `json:"checkpoint_every_seconds,omitempty"`
+	CheckpointKeep         int     `json:"checkpoint_keep"` // 0: default 2
+	// Config is the training job as the CLI resolved it: its job file's
+	// YAML text as a JSON string (a JSON object of the same keys is read
+	// too). Validate checks its training settings (checkJobConfig), so that
+	// a job no worker could run (an integer that is not one, a model too
+	// large to allocate) is refused at submit time.
+	Config json.RawMessage `json:"config"`
 }
 
 func specErr(field, format string, args ...any) error {
@@ -72,10 +77,12 @@ func (j JobSpec) Validate() error {
 		return specErr("checkpoint_every_seconds", "must be >= 0, got %v", j.CheckpointEverySeconds)
 	case j.CheckpointKeep < 0:
 		return specErr("checkpoint_keep", "must be >= 1 (or 0 for the default %d), got %d", DefaultCheckpointKeep, j.CheckpointKeep)
+	case len(j.Config) > MaxConfigBytes:
+		return specErr("config", "%d bytes, more than the limit of %d", len(j.Config), MaxConfigBytes)
 	case len(j.Config) > 0 && !json.Valid(j.Config):
 		return specErr("config", "must be valid JSON")
 	}
-	return nil
+	return checkJobConfig(j.Config, j.Shards)
 }
 
 // WithDefaults returns the spec with zero ProgressEvery and CheckpointKeep

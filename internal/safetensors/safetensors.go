@@ -34,6 +34,10 @@ const MetadataKey = "__metadata__"
 // MaxHeaderSize bounds the JSON header (the reference implementation uses the same limit).
 const MaxHeaderSize = 100 << 20
 
+// MaxTensors bounds the number of tensors of a header, so that a small
+// header cannot make a reader allocate per-tensor state without end.
+const MaxTensors = 4096
+
 // ErrFormat is wrapped by every error about malformed file contents.
 var ErrFormat = errors.New("safetensors: malformed file")
 
@@ -109,8 +113,13 @@ type File struct {
 }
 
 // Open opens path and parses and validates its header. The tensor data is
-// read on demand.
+// read on demand. Only regular files are opened: a FIFO, socket or device
+// is refused before it is opened (reading one could block forever), a
+// directory with an error saying so.
 func Open(path string) (*File, error) {
+	if err := CheckRegular(path); err != nil {
+		return nil, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
@@ -120,15 +129,19 @@ func Open(path string) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
+	if !st.Mode().IsRegular() { // replaced since CheckRegular
+		f.Close()
+		return nil, fmt.Errorf("safetensors: %s: %s", path, NotRegular(st.Mode()))
+	}
 	var lenBuf [8]byte
 	if _, err := f.ReadAt(lenBuf[:], 0); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s: file too short for the header length (%d bytes)", ErrFormat, path, st.Size())
 	}
 	hlen := binary.LittleEndian.Uint64(lenBuf[:])
-	if hlen > MaxHeaderSize || int64(hlen) > st.Size()-8 {
+	if err := checkHeaderLen(path, hlen, st.Size()); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%w: %s: header length %d exceeds the file size %d or the limit %d", ErrFormat, path, hlen, st.Size(), MaxHeaderSize)
+		return nil, err
 	}
 	hdr := make([]byte, hlen)
 	if _, err := f.ReadAt(hdr, 8); err != nil {
@@ -143,6 +156,40 @@ func Open(path string) (*File, error) {
 	}
 	return &File{f: f, path: path, dataStart: 8 + int64(hlen), infos: infos, names: names, meta: meta}, nil
 }
+
+// CheckRegular returns an error unless path names a regular file (after
+// following symbolic links). It does not open path, so that a FIFO or a
+// device is never opened for reading.
+func CheckRegular(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("safetensors: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("safetensors: %s: %s", path, NotRegular(st.Mode()))
+	}
+	return nil
+}
+
+// NotRegular describes a file mode that is not a regular file's, e.g. "is a
+// directory" or "is a named pipe (FIFO), not a regular file".
+func NotRegular(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "is a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "is a named pipe (FIFO), not a regular file"
+	case m&os.ModeSocket != 0:
+		return "is a socket, not a regular file"
+	case m&os.ModeDevice != 0:
+		return "is a device, not a regular file"
+	}
+	return fmt.Sprintf("is not a regular file (mode %v)", m)
+}
+
+// DataStart is the file offset of the data section (Info.Begin and End are
+// relative to it).
+func (f *File) DataStart() int64 { return f.dataStart }
 
 // Close closes the underlying file.
 func (f *File) Close() error { return f.f.Close() }
@@ -235,6 +282,9 @@ func (f *File) ReadFloat32Into(name string, dst []float32) error {
 // Read loads every tensor of path. The returned tensors share one buffer
 // holding the file's data section.
 func Read(path string) (map[string]Tensor, map[string]string, error) {
+	if err := CheckRegular(path); err != nil {
+		return nil, nil, err
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("safetensors: %w", err)
@@ -249,8 +299,8 @@ func Decode(name string, b []byte) (map[string]Tensor, map[string]string, error)
 		return nil, nil, fmt.Errorf("%w: %s: file too short for the header length (%d bytes)", ErrFormat, name, len(b))
 	}
 	hlen := binary.LittleEndian.Uint64(b)
-	if hlen > MaxHeaderSize || hlen > uint64(len(b)-8) {
-		return nil, nil, fmt.Errorf("%w: %s: header length %d exceeds the file size %d or the limit %d", ErrFormat, name, hlen, len(b), MaxHeaderSize)
+	if err := checkHeaderLen(name, hlen, int64(len(b))); err != nil {
+		return nil, nil, err
 	}
 	data := b[8+hlen:]
 	infos, _, meta, err := parseHeader(name, b[8:8+hlen], int64(len(data)))
@@ -262,6 +312,18 @@ func Decode(name string, b []byte) (map[string]Tensor, map[string]string, error)
 		out[k] = Tensor{DType: i.DType, Shape: i.Shape, Data: data[i.Begin:i.End:i.End]}
 	}
 	return out, meta, nil
+}
+
+// checkHeaderLen checks the header length read from a file of size bytes
+// (size >= 8) before anything is allocated from it.
+func checkHeaderLen(path string, hlen uint64, size int64) error {
+	if hlen > MaxHeaderSize {
+		return fmt.Errorf("%w: %s: header length %d exceeds the limit %d (100 MiB)", ErrFormat, path, hlen, MaxHeaderSize)
+	}
+	if hlen > uint64(size-8) {
+		return fmt.Errorf("%w: %s: header length %d exceeds the file size %d", ErrFormat, path, hlen, size)
+	}
+	return nil
 }
 
 type headerEntry struct {
@@ -284,6 +346,13 @@ func parseHeader(path string, hdr []byte, dataSize int64) (map[string]Info, []st
 	}
 	if rest := bytes.TrimRight(hdr[dec.InputOffset():], " \t\r\n\x00"); len(rest) > 0 {
 		return nil, nil, nil, bad("trailing bytes after the header JSON")
+	}
+	n := len(raw)
+	if _, ok := raw[MetadataKey]; ok {
+		n--
+	}
+	if n > MaxTensors {
+		return nil, nil, nil, bad("header lists %d tensors, more than the limit %d", n, MaxTensors)
 	}
 	var meta map[string]string
 	infos := make(map[string]Info, len(raw))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -266,6 +267,13 @@ func TestCorruptFiles(t *testing.T) {
 		{"sizeMismatch", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}`, make([]byte, 8)), `shape [2] of F32 needs 8`},
 		{"overlap", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, make([]byte, 8)), `overlap`},
 		{"badMeta", rawFile(`{"__metadata__":{"a":1}}`, nil), `__metadata__ must map strings`},
+		{"headerOverLimit", binary.LittleEndian.AppendUint64(nil, MaxHeaderSize+1), "exceeds the limit"},
+		{"headerPastEndMsg", append(binary.LittleEndian.AppendUint64(nil, 100), `{}`...), "exceeds the file size"},
+		{"tooManyTensors", rawFile(manyTensors(MaxTensors+1), nil), "more than the limit 4096"},
+		{"shapeOverflow", rawFile(`{"a":{"dtype":"F64","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}`, make([]byte, 8)), "overflows"},
+		{"shapeHuge", rawFile(`{"a":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,8]}}`, make([]byte, 8)), "needs 4398046511104"},
+		{"offsetHuge", rawFile(`{"a":{"dtype":"U8","shape":[1],"data_offsets":[9223372036854775807,9223372036854775807]}}`, make([]byte, 8)), "out of range"},
+		{"offsetTooBig", rawFile(`{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,9223372036854775808]}}`, make([]byte, 8)), "bad header entry"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -324,5 +332,44 @@ func TestWriteRejectsBadInputAtomically(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("leftover files: %v", entries)
+	}
+}
+
+// manyTensors is a header of n empty tensors.
+func manyTensors(n int) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"t` + strconv.Itoa(i) + `":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+func TestTensorLimit(t *testing.T) {
+	// MaxTensors tensors and metadata are fine.
+	hdr := manyTensors(MaxTensors)
+	hdr = `{"__metadata__":{"k":"v"},` + hdr[1:]
+	if _, _, err := Decode("ok", rawFile(hdr, nil)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNotARegularFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "x.safetensors")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, open := range map[string]func(string) error{
+		"Open": func(p string) error { _, err := Open(p); return err },
+		"Read": func(p string) error { _, _, err := Read(p); return err },
+	} {
+		err := open(dir)
+		if err == nil || !strings.Contains(err.Error(), dir+": is a directory") {
+			t.Fatalf("%s of a directory: %v, want \"is a directory\"", name, err)
+		}
 	}
 }
