@@ -349,28 +349,28 @@ func badCases() []badCase {
 		}, "--out"},
 		// simulate, eval, compare, status.
 		{"simulate --latent above --dim", func(t *testing.T, dir string) []string {
-			return []string{"simulate", "--dim", "8", "--latent", "16", "--rows", "100", "--out", filepath.Join(dir, "OUT.safetensors")}
+			return []string{"simulate", "--dim", "8", "--latent", "16", "--rows", "100", "--out", "OUT.safetensors"}
 		}, "--latent"},
 		{"simulate --rows 0", func(t *testing.T, dir string) []string {
-			return []string{"simulate", "--rows", "0", "--out", filepath.Join(dir, "OUT.safetensors")}
+			return []string{"simulate", "--rows", "0", "--out", "OUT.safetensors"}
 		}, "--rows"},
 		{"simulate --obs-rate 0", func(t *testing.T, dir string) []string {
-			return []string{"simulate", "--obs-rate", "0", "--rows", "100", "--out", filepath.Join(dir, "OUT.safetensors")}
+			return []string{"simulate", "--obs-rate", "0", "--rows", "100", "--out", "OUT.safetensors"}
 		}, "--obs-rate"},
 		{"simulate --alpha 0", func(t *testing.T, dir string) []string {
-			return []string{"simulate", "--alpha", "0", "--rows", "100", "--out", filepath.Join(dir, "OUT.safetensors")}
+			return []string{"simulate", "--alpha", "0", "--rows", "100", "--out", "OUT.safetensors"}
 		}, "--alpha"},
 		{"simulate to an unknown extension", func(t *testing.T, dir string) []string {
-			return []string{"simulate", "--rows", "100", "--out", filepath.Join(dir, "OUT.xlsx")}
+			return []string{"simulate", "--rows", "100", "--out", "OUT.xlsx"}
 		}, "xlsx"},
 		{"eval --model missing", func(t *testing.T, dir string) []string {
-			return []string{"eval", "--model", filepath.Join(dir, "nope.json"), "--data", validData, "--scores", filepath.Join(dir, "OUT.jsonl")}
+			return []string{"eval", "--model", filepath.Join(dir, "nope.json"), "--data", validData, "--scores", "OUT.jsonl"}
 		}, "nope.json"},
 		{"eval --model claiming 10^9 hidden units", func(t *testing.T, dir string) []string {
 			p := filepath.Join(dir, "reward.json")
 			os.WriteFile(p, []byte(`{"architecture":"mlp-leakyrelu","config":{"dims":[8,1000000000,1],"leaky_slope":0.01},"weights":"reward.safetensors"}`), 0o644)
 			writeSafetensors(t, filepath.Join(dir, "reward.safetensors"), map[string]any{}, nil)
-			return []string{"eval", "--model", p, "--data", validData, "--scores", filepath.Join(dir, "OUT.jsonl")}
+			return []string{"eval", "--model", p, "--data", validData, "--scores", "OUT.jsonl"}
 		}, "1000000000"},
 		{"compare --seeds 0", func(t *testing.T, dir string) []string {
 			return []string{"compare", "--data", validData, "--seeds", "0", "--out", "OUT"}
