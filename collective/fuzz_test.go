@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/causalrm/causalrm/internal/fuzzcheck"
 	"io"
 	"math"
-	"runtime"
 	"sync"
 	"testing"
 
@@ -24,33 +24,6 @@ import (
 // error, never panic, never hang, and never allocate more than the bound
 // stated at its target; the corpus under testdata/fuzz/ holds the inputs
 // that found the bugs fixed so far and runs with every `go test`.
-
-// fuzzAlloc runs prepare (if set) and then fn, and returns the bytes fn
-// allocated: the process's TotalAlloc delta, which counts other
-// goroutines too (none run in a fuzz worker, but a test's leftovers may
-// when the corpus runs under go test), so a delta over limit is measured
-// again, after prepare again, and the smaller one returned. fn must be
-// repeatable.
-func fuzzAlloc(limit uint64, prepare, fn func()) uint64 {
-	var least uint64
-	for try := 0; try < 2; try++ {
-		if prepare != nil {
-			prepare()
-		}
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		fn()
-		runtime.ReadMemStats(&after)
-		n := after.TotalAlloc - before.TotalAlloc
-		if try == 0 || n < least {
-			least = n
-		}
-		if least <= limit {
-			break
-		}
-	}
-	return least
-}
 
 // Frame kinds of FuzzFrame: the first byte of an input picks the decoder.
 const (
@@ -133,7 +106,7 @@ func FuzzFrame(f *testing.F) {
 		}
 		limit := uint64(256<<10 + 64*len(data) + 2*claimed)
 		var check func()
-		n := fuzzAlloc(limit, nil, func() {
+		n := fuzzcheck.Alloc(limit, nil, func() {
 			check = nil
 			switch kind {
 			case fuzzRawFrames:
@@ -401,7 +374,7 @@ func fuzzDecode[T elem](t *testing.T, c *coder, codec Codec, dst []T, payload []
 		limit += 2 * fuzzZstdBlock
 	}
 	var err error
-	n := fuzzAlloc(limit, nil, func() {
+	n := fuzzcheck.Alloc(limit, nil, func() {
 		if codec.Lossy() {
 			err = decodeLossy(codec, any(dst).([]float32), payload)
 		} else {

@@ -5,36 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"runtime"
+	"github.com/causalrm/causalrm/internal/fuzzcheck"
 	"testing"
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/sim"
 )
-
-// fuzzSnapAlloc runs fn and returns the bytes it allocated: the process's
-// TotalAlloc delta, which counts other goroutines too (none run in a fuzz
-// worker, but a test's leftovers may when the corpus runs under go test),
-// so a delta over limit is measured again and the smaller one returned.
-// fn must be repeatable.
-func fuzzSnapAlloc(limit uint64, fn func()) uint64 {
-	var least uint64
-	for try := 0; try < 2; try++ {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		fn()
-		runtime.ReadMemStats(&after)
-		n := after.TotalAlloc - before.TotalAlloc
-		if try == 0 || n < least {
-			least = n
-		}
-		if least <= limit {
-			break
-		}
-	}
-	return least
-}
 
 func fuzzSnapConfig() Config {
 	c := smallConfig()
@@ -113,7 +90,7 @@ func FuzzCheckpoint(f *testing.F) {
 		var s *Snapshot
 		var err error
 		limit := uint64(64<<10 + 64*len(b))
-		n := fuzzSnapAlloc(limit, func() { s, err = UnmarshalSnapshot(b) })
+		n := fuzzcheck.Alloc(limit, nil, func() { s, err = UnmarshalSnapshot(b) })
 		if n > limit {
 			t.Fatalf("decoding %d bytes allocated %d bytes, bound %d", len(b), n, limit)
 		}

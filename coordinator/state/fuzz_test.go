@@ -7,8 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/causalrm/causalrm/internal/fuzzcheck"
 	"reflect"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -19,33 +19,6 @@ import (
 // or an error, never panic, never hang, and never allocate more than the
 // bound stated at its target; the corpus under testdata/fuzz/ holds the
 // inputs that found the bugs fixed so far and runs with every `go test`.
-
-// fuzzAlloc runs prepare (if set) and then fn, and returns the bytes fn
-// allocated: the process's TotalAlloc delta, which counts other
-// goroutines too (none run in a fuzz worker, but a test's leftovers may
-// when the corpus runs under go test), so a delta over limit is measured
-// again, after prepare again, and the smaller one returned. fn must be
-// repeatable.
-func fuzzAlloc(limit uint64, prepare, fn func()) uint64 {
-	var least uint64
-	for try := 0; try < 2; try++ {
-		if prepare != nil {
-			prepare()
-		}
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		fn()
-		runtime.ReadMemStats(&after)
-		n := after.TotalAlloc - before.TotalAlloc
-		if try == 0 || n < least {
-			least = n
-		}
-		if least <= limit {
-			break
-		}
-	}
-	return least
-}
 
 // fuzzJSONFactor is the allocation allowed per input byte. The JSON part
 // of a snapshot or command is decoded by encoding/json into slices of
@@ -145,7 +118,7 @@ func FuzzSnapshot(f *testing.F) {
 		var s *State
 		var err error
 		limit := uint64(64<<10 + fuzzJSONFactor*len(data))
-		n := fuzzAlloc(limit, nil, func() { s, err = Decode(bytes.NewReader(data)) })
+		n := fuzzcheck.Alloc(limit, nil, func() { s, err = Decode(bytes.NewReader(data)) })
 		if n > limit {
 			t.Fatalf("decoding %d bytes allocated %d bytes, bound %d", len(data), n, limit)
 		}
@@ -212,7 +185,7 @@ func FuzzCommand(f *testing.F) {
 					}
 				}
 				limit := uint64(64<<10 + fuzzJSONFactor*len(data) + 3*len(base))
-				n := fuzzAlloc(limit, prepare, func() {
+				n := fuzzcheck.Alloc(limit, prepare, func() {
 					if c, err = DecodeCommand(data); err != nil {
 						return
 					}
