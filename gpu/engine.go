@@ -33,7 +33,8 @@ type Engine struct {
 	f           []float64
 	f32         []float32
 	dl32        []float32
-	hostMax     []float64
+	nMax        int       // exact: how many gradient maxima a step has
+	expsOf      []float64 // exact: the maxima whose grid exponents the device holds
 	exps        []int32
 }
 
@@ -157,7 +158,7 @@ func (e *Engine) allocFixed(xexp []int) error {
 			return err
 		}
 	}
-	e.hostMax, e.exps = make([]float64, nMax), make([]int32, nExp)
+	e.nMax, e.exps = nMax, make([]int32, nExp)
 	return nil
 }
 

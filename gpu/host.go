@@ -165,76 +165,105 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 	if (kernel == "col_maxabs" || kernel == "col_sum_i64" || kernel == "col_sum_f32") && int(grid[1])*256 < int(args[2].(int32)) {
 		return fmt.Errorf("gpu: kernel %s: grid %v covers %d of %d rows", kernel, grid, grid[1]*256, args[2].(int32))
 	}
-	p := func(i int) Ptr { return args[i].(Ptr) }
-	n := func(i int) int { return int(args[i].(int32)) }
-	f64 := func(i int) float64 { return args[i].(float64) }
-	switch kernel {
-	case "widen_rows":
-		m, d := n(4), n(5)
-		hostWiden(view[float64](h, p(0), m*d), h.rowsOf(p(1), p(2), m, d), view[float64](h, p(3), d), m, d)
-	case "gather_rows":
-		m, d := n(3), n(4)
-		dst, rows := view[float32](h, p(0), m*d), h.rowsOf(p(1), p(2), m, d)
+	run, ok := hostKernels[kernel]
+	if !ok {
+		return fmt.Errorf("gpu: host emulation has no kernel %s", kernel)
+	}
+	run(h, args)
+	return nil
+}
+
+// kargs are a launch's arguments, already checked against the PTX.
+type kargs []any
+
+func (a kargs) p(i int) Ptr       { return a[i].(Ptr) }
+func (a kargs) n(i int) int       { return int(a[i].(int32)) }
+func (a kargs) f64(i int) float64 { return a[i].(float64) }
+func (a kargs) f32(i int) float32 { return a[i].(float32) }
+
+// hostKernels are kernels.cu's kernels as Go loops, by name.
+var hostKernels = map[string]func(h *Host, a kargs){
+	"widen_rows": func(h *Host, a kargs) {
+		m, d := a.n(4), a.n(5)
+		hostWiden(view[float64](h, a.p(0), m*d), h.rowsOf(a.p(1), a.p(2), m, d), view[float64](h, a.p(3), d), m, d)
+	},
+	"gather_rows": func(h *Host, a kargs) {
+		m, d := a.n(3), a.n(4)
+		dst, rows := view[float32](h, a.p(0), m*d), h.rowsOf(a.p(1), a.p(2), m, d)
 		for i := range m {
 			copy(dst[i*d:(i+1)*d], rows[i])
 		}
-	case "quant_wrows":
-		out, in := n(4), n(5)
-		hostQuantWRows(view[float64](h, p(0), out*in), view[int32](h, p(1), out), view[float32](h, p(2), out*in), view[float64](h, p(3), in), out, in, n(6))
-	case "fwd_exact":
-		m, out := n(6), n(7)
-		hostFwdExact(view[float64](h, p(0), m*out), view[float64](h, p(1), m*out), view[int32](h, p(2), m), view[int32](h, p(3), out), view[float32](h, p(4), out), f64(5), m, out)
-	case "quant_rows":
-		rows, cols := n(3), n(4)
-		hostQuantRows(view[float64](h, p(0), rows*cols), view[int32](h, p(1), rows), view[float64](h, p(2), rows*cols), rows, cols, n(5))
-	case "col_grid":
-		out, in := n(2), n(3)
-		hostColGrid(view[float64](h, p(0), in), view[float32](h, p(1), out*in), out, in, n(4))
-	case "quant_wcols":
-		out, in := n(3), n(4)
-		q, w, cs := view[float64](h, p(0), out*in), view[float32](h, p(1), out*in), view[float64](h, p(2), in)
+	},
+	"quant_wrows": func(h *Host, a kargs) {
+		out, in := a.n(4), a.n(5)
+		hostQuantWRows(view[float64](h, a.p(0), out*in), view[int32](h, a.p(1), out), view[float32](h, a.p(2), out*in), view[float64](h, a.p(3), in), out, in, a.n(6))
+	},
+	"fwd_exact": func(h *Host, a kargs) {
+		m, out := a.n(6), a.n(7)
+		hostFwdExact(view[float64](h, a.p(0), m*out), view[float64](h, a.p(1), m*out), view[int32](h, a.p(2), m), view[int32](h, a.p(3), out), view[float32](h, a.p(4), out), a.f64(5), m, out)
+	},
+	"quant_rows": func(h *Host, a kargs) {
+		rows, cols := a.n(3), a.n(4)
+		hostQuantRows(view[float64](h, a.p(0), rows*cols), view[int32](h, a.p(1), rows), view[float64](h, a.p(2), rows*cols), rows, cols, a.n(5))
+	},
+	"col_grid": func(h *Host, a kargs) {
+		out, in := a.n(2), a.n(3)
+		hostColGrid(view[float64](h, a.p(0), in), view[float32](h, a.p(1), out*in), out, in, a.n(4))
+	},
+	"quant_wcols": func(h *Host, a kargs) {
+		out, in := a.n(3), a.n(4)
+		q, w, cs := view[float64](h, a.p(0), out*in), view[float32](h, a.p(1), out*in), view[float64](h, a.p(2), in)
 		for t := range q {
 			q[t] = rint(float64(w[t]) / cs[t%in])
 		}
-	case "bwd_exact":
-		m, in := n(5), n(6)
-		hostBwdExact(view[float64](h, p(0), m*in), view[int32](h, p(1), m), view[float64](h, p(2), in), view[float64](h, p(3), m*in), f64(4), m, in)
-	case "col_maxabs":
-		rows, cols := n(2), n(3)
-		hostColMaxAbs(view[float64](h, p(0), cols), view[float64](h, p(1), rows*cols), rows, cols)
-	case "zero64":
-		clear(view[int64](h, p(0), n(1)))
-	case "quant_cols":
-		rows, cols := n(3), n(4)
-		q, v, ex := view[float64](h, p(0), rows*cols), view[float64](h, p(1), rows*cols), view[int32](h, p(2), cols)
+	},
+	"bwd_exact": func(h *Host, a kargs) {
+		m, in := a.n(5), a.n(6)
+		hostBwdExact(view[float64](h, a.p(0), m*in), view[int32](h, a.p(1), m), view[float64](h, a.p(2), in), view[float64](h, a.p(3), m*in), a.f64(4), m, in)
+	},
+	"col_maxabs": func(h *Host, a kargs) {
+		rows, cols := a.n(2), a.n(3)
+		hostColMaxAbs(view[float64](h, a.p(0), cols), view[float64](h, a.p(1), rows*cols), rows, cols)
+	},
+	"zero64": func(h *Host, a kargs) {
+		clear(view[int64](h, a.p(0), a.n(1)))
+	},
+	"quant_cols": func(h *Host, a kargs) {
+		rows, cols := a.n(3), a.n(4)
+		q, v, ex := view[float64](h, a.p(0), rows*cols), view[float64](h, a.p(1), rows*cols), view[int32](h, a.p(2), cols)
 		for t := range q {
 			q[t] = rint(v[t] * math.Ldexp(1, -int(ex[t%cols])))
 		}
-	case "to_int64":
-		dst, src := view[int64](h, p(0), n(2)), view[float64](h, p(1), n(2))
+	},
+	"to_int64": func(h *Host, a kargs) {
+		dst, src := view[int64](h, a.p(0), a.n(2)), view[float64](h, a.p(1), a.n(2))
 		for t := range dst {
 			dst[t] = int64(src[t])
 		}
-	case "col_sum_i64":
-		rows, cols := n(2), n(3)
-		dst, q := view[int64](h, p(0), cols), view[float64](h, p(1), rows*cols)
+	},
+	"col_sum_i64": func(h *Host, a kargs) {
+		rows, cols := a.n(2), a.n(3)
+		dst, q := view[int64](h, a.p(0), cols), view[float64](h, a.p(1), rows*cols)
 		for t, v := range q {
 			dst[t%cols] += int64(v)
 		}
-	case "fwd_fast":
-		m, out := n(4), n(5)
-		hostFwdFast(view[float32](h, p(0), m*out), view[float32](h, p(1), m*out), view[float32](h, p(2), out), args[3].(float32), m, out)
-	case "bwd_fast":
-		da, zp, slope := view[float32](h, p(0), n(3)), view[float32](h, p(1), n(3)), args[2].(float32)
+	},
+	"fwd_fast": func(h *Host, a kargs) {
+		m, out := a.n(4), a.n(5)
+		hostFwdFast(view[float32](h, a.p(0), m*out), view[float32](h, a.p(1), m*out), view[float32](h, a.p(2), out), a.f32(3), m, out)
+	},
+	"bwd_fast": func(h *Host, a kargs) {
+		da, zp, slope := view[float32](h, a.p(0), a.n(3)), view[float32](h, a.p(1), a.n(3)), a.f32(2)
 		for t := range da {
 			if zp[t] <= 0 {
 				da[t] = da[t] * slope
 			}
 		}
-	case "col_sum_f32":
-		rows, cols := n(2), n(3)
+	},
+	"col_sum_f32": func(h *Host, a kargs) {
+		rows, cols := a.n(2), a.n(3)
 		chunks := (rows + 255) / 256
-		part, v := view[float32](h, p(0), chunks*cols), view[float32](h, p(1), rows*cols)
+		part, v := view[float32](h, a.p(0), chunks*cols), view[float32](h, a.p(1), rows*cols)
 		// The kernel's order: 8 lanes each sum every 8th row of the
 		// block's 256, then lane 0 adds the other lanes' sums in order.
 		for c := range chunks {
@@ -253,9 +282,10 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 				part[c*cols+k] = s
 			}
 		}
-	case "col_sum_f32_fin":
-		chunks, cols := n(2), n(3)
-		dst, part := view[float32](h, p(0), cols), view[float32](h, p(1), chunks*cols)
+	},
+	"col_sum_f32_fin": func(h *Host, a kargs) {
+		chunks, cols := a.n(2), a.n(3)
+		dst, part := view[float32](h, a.p(0), cols), view[float32](h, a.p(1), chunks*cols)
 		for k := range dst {
 			s := float32(0)
 			for c := range chunks {
@@ -263,33 +293,34 @@ func (h *Host) Launch(kernel string, grid, block [3]uint32, args ...any) error {
 			}
 			dst[k] = s
 		}
-	case "grad_exact":
-		out, in := n(5), n(6)
-		g, sum := view[float32](h, p(0), out*in), view[int64](h, p(1), out*in)
-		dz, a := view[int32](h, p(2), out), view[int32](h, p(3), in)
+	},
+	"grad_exact": func(h *Host, a kargs) {
+		out, in := a.n(5), a.n(6)
+		g, sum := view[float32](h, a.p(0), out*in), view[int64](h, a.p(1), out*in)
+		dz, ax, scale := view[int32](h, a.p(2), out), view[int32](h, a.p(3), in), a.f64(4)
 		for t := range g {
-			g[t] = float32(float64(sum[t]) * pow2(dz[t/in]) * pow2(a[t%in]) * f64(4))
+			g[t] = float32(float64(sum[t]) * pow2(dz[t/in]) * pow2(ax[t%in]) * scale)
 		}
-	case "grad_bias":
-		out := n(4)
-		g, sum, dz := view[float32](h, p(0), out), view[int64](h, p(1), out), view[int32](h, p(2), out)
+	},
+	"grad_bias": func(h *Host, a kargs) {
+		out := a.n(4)
+		g, sum, dz := view[float32](h, a.p(0), out), view[int64](h, a.p(1), out), view[int32](h, a.p(2), out)
 		for k := range g {
-			g[k] = float32(float64(sum[k]) * pow2(dz[k]) * f64(3))
+			g[k] = float32(float64(sum[k]) * pow2(dz[k]) * a.f64(3))
 		}
-	case "scale_f32":
-		g, src, s, bad := view[float32](h, p(0), n(4)), view[float32](h, p(1), n(4)), args[2].(float32), view[int32](h, p(3), 1)
+	},
+	"scale_f32": func(h *Host, a kargs) {
+		g, src, s, bad := view[float32](h, a.p(0), a.n(4)), view[float32](h, a.p(1), a.n(4)), a.f32(2), view[int32](h, a.p(3), 1)
 		for t, v := range src {
 			if math.Float32bits(v)&0x7f800000 == 0x7f800000 && int32(t) < bad[0] {
 				bad[0] = int32(t)
 			}
 			g[t] = v * s
 		}
-	case "adam":
-		hostAdam(h, args)
-	default:
-		return fmt.Errorf("gpu: host emulation has no kernel %s", kernel)
-	}
-	return nil
+	},
+	"adam": func(h *Host, a kargs) {
+		hostAdam(h, a)
+	},
 }
 
 // rowsOf resolves the gathered rows of x (row indices at rows).
@@ -436,15 +467,11 @@ func hostFwdFast(z, anext, bias []float32, slope float32, m, out int) {
 
 // hostAdam is kernels.cu's adam: nn's adamScalar, one rounding per
 // operation (the conversions forbid fused multiply-adds).
-func hostAdam(h *Host, args []any) {
-	n := int(args[10].(int32))
-	p, g := view[float32](h, args[0].(Ptr), n), view[float32](h, args[1].(Ptr), n)
-	ms, vs := view[float32](h, args[2].(Ptr), n), view[float32](h, args[3].(Ptr), n)
-	c := make([]float32, 6)
-	for i := range c {
-		c[i] = args[4+i].(float32)
-	}
-	stepSize, invSqrtBC2, b1, b2, wd, eps := c[0], c[1], c[2], c[3], c[4], c[5]
+func hostAdam(h *Host, a kargs) {
+	n := a.n(10)
+	p, g := view[float32](h, a.p(0), n), view[float32](h, a.p(1), n)
+	ms, vs := view[float32](h, a.p(2), n), view[float32](h, a.p(3), n)
+	stepSize, invSqrtBC2, b1, b2, wd, eps := a.f32(4), a.f32(5), a.f32(6), a.f32(7), a.f32(8), a.f32(9)
 	for i := range p {
 		gi := g[i] + float32(wd*p[i])
 		m := ms[i] + float32((1-b1)*(gi-ms[i]))

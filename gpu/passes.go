@@ -1,6 +1,9 @@
 package gpu
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // The passes of nn.Engine on the device: each issues its kernels and
 // GEMMs in order on the one stream and waits only for what it returns.
@@ -117,7 +120,7 @@ func (e *Engine) forwardFast(k *launcher, xd Ptr, m int) {
 // Maxima runs the row-wise backward pass from d loss / d f per row and
 // returns the column maxima that fix the gradient's grids (nn's layout).
 func (e *Engine) Maxima(dldf []float64) []float64 {
-	out := make([]float64, len(e.hostMax))
+	out := make([]float64, e.nMax)
 	if e.err != nil || e.m == 0 {
 		if e.err != nil {
 			for i := range out {
@@ -169,7 +172,8 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 	if e.err != nil {
 		return e.err
 	}
-	if err := e.gridExps(maxima); err != nil {
+	fresh, err := e.gridExps(maxima)
+	if err != nil {
 		return err
 	}
 	if e.m == 0 {
@@ -182,7 +186,7 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 	m, L, b := e.m, e.layers(), e.bufs
 	e.fail(e.dev.do(func() error {
 		k := &launcher{b: e.b}
-		k.do(func() error { return upload(e.b, b.exps, e.exps) })
+		e.uploadExps(k, fresh, maxima)
 		k.run("zero64", flat, len(e.mlp.Params), b.grad, int32(len(e.mlp.Params))) // the bias sums add into it
 		dzOff, aOff := 0, 0
 		for l := 0; l < L; l++ {
@@ -212,11 +216,16 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 }
 
 // gridExps fills e.exps from reduced maxima, in b.exps's layout: dz's
-// exponents per layer, the inputs' of layers >= 1, then XExp.
-func (e *Engine) gridExps(maxima []float64) error {
+// exponents per layer, the inputs' of layers >= 1, then XExp. It reports
+// false, and does nothing, when the device already holds the exponents of
+// these maxima (Step after Partial).
+func (e *Engine) gridExps(maxima []float64) (fresh bool, err error) {
+	if e.expsOf != nil && slices.Equal(e.expsOf, maxima) {
+		return false, nil
+	}
 	dzExp, aExp, err := e.ref.Grids(maxima)
 	if err != nil {
-		return err
+		return false, err
 	}
 	L := e.layers()
 	e.exps = e.exps[:0]
@@ -230,7 +239,20 @@ func (e *Engine) gridExps(maxima []float64) error {
 			e.exps = append(e.exps, int32(x))
 		}
 	}
-	return nil
+	return true, nil
+}
+
+// uploadExps puts fresh exponents (gridExps) on the device and remembers
+// whose they are.
+func (e *Engine) uploadExps(k *launcher, fresh bool, maxima []float64) {
+	if !fresh {
+		return
+	}
+	e.expsOf = nil
+	k.do(func() error { return upload(e.b, e.bufs.exps, e.exps) })
+	if k.err == nil {
+		e.expsOf = append([]float64{}, maxima...)
+	}
 }
 
 // PartialFast writes the float32 partial gradient sum of the rows of the

@@ -59,8 +59,10 @@ func (e *Engine) Step(opt *nn.Adam, maxima []float64, scale float64) error {
 	if !e.keep {
 		return fmt.Errorf("gpu: Step without Keep")
 	}
+	var fresh bool
 	if e.exact {
-		if err := e.gridExps(maxima); err != nil {
+		var err error
+		if fresh, err = e.gridExps(maxima); err != nil {
 			return err
 		}
 	}
@@ -76,7 +78,7 @@ func (e *Engine) Step(opt *nn.Adam, maxima []float64, scale float64) error {
 		g := b.grad
 		if e.exact {
 			g = b.grad32
-			k.do(func() error { return upload(e.b, b.exps, e.exps) })
+			e.uploadExps(k, fresh, maxima)
 			dzOff, aOff, xOff := 0, 0, len(e.exps)-e.dims[0]
 			for l := 0; l < L; l++ {
 				aOff += e.dims[l+1]
