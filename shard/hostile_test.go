@@ -24,38 +24,62 @@ import (
 // Hostile inputs: each test here failed (error missing, panic, hang or an
 // allocation out of proportion) before the readers were hardened.
 
-// loadBounded loads spec in a goroutine, failing the test on a hang (> 20 s)
-// or a panic, and returns the error and the bytes allocated.
-func loadBounded(t *testing.T, spec LoadSpec) (error, uint64) {
-	t.Helper()
-	type res struct {
-		err   error
-		alloc uint64
-		pan   any
-	}
-	done := make(chan res, 1)
+// GuardedResult is what one guarded load did.
+type GuardedResult struct {
+	DS       *Dataset
+	Err      error
+	Panicked string // the panic value and stack, if it panicked
+	Hung     bool   // still running after the timeout
+	Alloc    uint64 // bytes allocated (the process's TotalAlloc delta)
+}
+
+// GuardedLoad loads spec in a goroutine under timeout, recovering a panic
+// and measuring what the load allocated; check (if set) runs on a loaded
+// dataset inside the guard, and its error counts as a panic. Exported for
+// the mutant test of package shard_test too. Loads are meant to run one at
+// a time, so that the TotalAlloc delta is the load's.
+func GuardedLoad(spec LoadSpec, timeout time.Duration, check func(*Dataset) error) GuardedResult {
+	done := make(chan GuardedResult, 1)
 	go func() {
-		var r res
-		var a, b runtime.MemStats
-		runtime.ReadMemStats(&a)
+		var r GuardedResult
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		defer func() {
-			r.pan = recover()
-			runtime.ReadMemStats(&b)
-			r.alloc = b.TotalAlloc - a.TotalAlloc
+			if v := recover(); v != nil {
+				buf := make([]byte, 1<<16)
+				r.Panicked = fmt.Sprintf("%v\n%s", v, buf[:runtime.Stack(buf, false)])
+			}
+			runtime.ReadMemStats(&after)
+			r.Alloc = after.TotalAlloc - before.TotalAlloc
 			done <- r
 		}()
-		_, r.err = Load(spec)
+		r.DS, r.Err = Load(spec)
+		if r.Err == nil && check != nil {
+			if err := check(r.DS); err != nil {
+				r.Panicked = fmt.Sprintf("loaded an invalid dataset: %v", err)
+			}
+		}
 	}()
 	select {
 	case r := <-done:
-		if r.pan != nil {
-			t.Fatalf("Load panicked: %v", r.pan)
-		}
-		return r.err, r.alloc
-	case <-time.After(20 * time.Second):
-		t.Fatalf("Load of %s still running after 20 s", spec.Train)
+		return r
+	case <-time.After(timeout):
+		return GuardedResult{Hung: true}
 	}
-	return nil, 0
+}
+
+// loadBounded loads spec under GuardedLoad, failing the test on a hang
+// (> 20 s) or a panic, and returns the error and the bytes allocated.
+func loadBounded(t *testing.T, spec LoadSpec) (error, uint64) {
+	t.Helper()
+	r := GuardedLoad(spec, 20*time.Second, nil)
+	switch {
+	case r.Hung:
+		t.Fatalf("Load of %s still running after 20 s", spec.Train)
+	case r.Panicked != "":
+		t.Fatalf("Load panicked: %s", r.Panicked)
+	}
+	return r.Err, r.Alloc
 }
 
 // writeST writes tensors as a safetensors file.

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -141,40 +140,8 @@ func loadInput(dir, ext string, data []byte, keep bool) loadOutcome {
 			return []shard.Range{{Lo: 0, Hi: n / 3}, {Lo: n / 2, Hi: n}}
 		}
 	}
-	type result struct {
-		ds       *shard.Dataset
-		err      error
-		panicked string
-		alloc    uint64
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		defer func() {
-			if v := recover(); v != nil {
-				buf := make([]byte, 1<<16)
-				r.panicked = fmt.Sprintf("%v\n%s", v, buf[:runtime.Stack(buf, false)])
-			}
-			runtime.ReadMemStats(&after)
-			r.alloc = after.TotalAlloc - before.TotalAlloc
-			done <- r
-		}()
-		r.ds, r.err = shard.Load(spec)
-		if r.err == nil {
-			// A loaded dataset must be a valid one.
-			if err := r.ds.Validate(); err != nil {
-				r.panicked = fmt.Sprintf("loaded an invalid dataset: %v", err)
-			}
-		}
-	}()
-	select {
-	case r := <-done:
-		return loadOutcome{ok: r.err == nil && r.panicked == "", err: r.err, panicked: r.panicked, alloc: r.alloc}
-	case <-time.After(caseTimeout):
-		return loadOutcome{hung: true}
-	}
+	r := shard.GuardedLoad(spec, caseTimeout, (*shard.Dataset).Validate)
+	return loadOutcome{ok: r.Err == nil && r.Panicked == "", err: r.Err, panicked: r.Panicked, hung: r.Hung, alloc: r.Alloc}
 }
 
 // mutate returns a random mutant of b: one to three edits among bit flips,
