@@ -73,25 +73,28 @@ func colMajorArgs(tA, tB bool, m, n, k int, a Ptr, lda int, b Ptr, ldb int, c Pt
 // Dgemm computes C = alpha*op(A)*op(B) + beta*C on the stream, all
 // matrices row-major in device memory, with gonum blas semantics.
 func (d *Device) Dgemm(tA, tB bool, m, n, k int, alpha float64, a Ptr, lda int, b Ptr, ldb int, beta float64, c Ptr, ldc int) error {
-	g, err := colMajorArgs(tA, tB, m, n, k, a, lda, b, ldb, c, ldc)
-	if err != nil || m == 0 || n == 0 {
-		return err
-	}
-	if err := d.enter(); err != nil {
-		return err
-	}
-	defer runtime.UnlockOSThread()
-	// alpha and beta are read through host pointers during the call:
-	// Device fields are heap memory that outlives it.
-	d.alpha64, d.beta64 = alpha, beta
-	s := cublasLib.cublasDgemm(d.handle, g.transA, g.transB, g.m, g.n, g.k, &d.alpha64,
-		uint64(g.a), g.lda, uint64(g.b), g.ldb, &d.beta64, uint64(g.c), g.ldc)
-	return checkBLAS(s, fmt.Sprintf("cublasDgemm_v2(m=%d n=%d k=%d)", m, n, k))
+	return d.gemm("cublasDgemm_v2", tA, tB, m, n, k, a, lda, b, ldb, c, ldc, func(g colMajorGemm) int32 {
+		// alpha and beta are read through host pointers during the call:
+		// Device fields are heap memory that outlives it.
+		d.alpha64, d.beta64 = alpha, beta
+		return cublasLib.cublasDgemm(d.handle, g.transA, g.transB, g.m, g.n, g.k, &d.alpha64,
+			uint64(g.a), g.lda, uint64(g.b), g.ldb, &d.beta64, uint64(g.c), g.ldc)
+	})
 }
 
 // Sgemm is Dgemm in float32. Whether it may use TF32 tensor cores is
 // SetTF32's choice (off by default).
 func (d *Device) Sgemm(tA, tB bool, m, n, k int, alpha float32, a Ptr, lda int, b Ptr, ldb int, beta float32, c Ptr, ldc int) error {
+	return d.gemm("cublasSgemm_v2", tA, tB, m, n, k, a, lda, b, ldb, c, ldc, func(g colMajorGemm) int32 {
+		d.alpha32, d.beta32 = alpha, beta
+		return cublasLib.cublasSgemm(d.handle, g.transA, g.transB, g.m, g.n, g.k, &d.alpha32,
+			uint64(g.a), g.lda, uint64(g.b), g.ldb, &d.beta32, uint64(g.c), g.ldc)
+	})
+}
+
+// gemm is what Dgemm and Sgemm share: the operands mapped to column-major,
+// nothing to do for an empty C, the context held on this thread for call.
+func (d *Device) gemm(name string, tA, tB bool, m, n, k int, a Ptr, lda int, b Ptr, ldb int, c Ptr, ldc int, call func(colMajorGemm) int32) error {
 	g, err := colMajorArgs(tA, tB, m, n, k, a, lda, b, ldb, c, ldc)
 	if err != nil || m == 0 || n == 0 {
 		return err
@@ -100,10 +103,7 @@ func (d *Device) Sgemm(tA, tB bool, m, n, k int, alpha float32, a Ptr, lda int, 
 		return err
 	}
 	defer runtime.UnlockOSThread()
-	d.alpha32, d.beta32 = alpha, beta
-	s := cublasLib.cublasSgemm(d.handle, g.transA, g.transB, g.m, g.n, g.k, &d.alpha32,
-		uint64(g.a), g.lda, uint64(g.b), g.ldb, &d.beta32, uint64(g.c), g.ldc)
-	return checkBLAS(s, fmt.Sprintf("cublasSgemm_v2(m=%d n=%d k=%d)", m, n, k))
+	return checkBLAS(call(g), fmt.Sprintf("%s(m=%d n=%d k=%d)", name, m, n, k))
 }
 
 // SetTF32 lets Sgemm round inputs to TF32 on tensor cores
