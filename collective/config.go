@@ -31,6 +31,17 @@ func (c Codec) Lossless() bool { return c == CodecNone || c == CodecS2 || c == C
 // Lossy reports whether c is one of the opt-in lossy float32 codecs.
 func (c Codec) Lossy() bool { return c == CodecFP16 || c == CodecInt8 }
 
+// Transport names how a Ring sends its segments to its successor.
+type Transport string
+
+const (
+	// TransportRaw sends length-prefixed binary frames on one persistent
+	// TCP (or TLS) connection to the successor's host listener.
+	TransportRaw Transport = "raw"
+	// TransportGRPC sends them on a gRPC client stream (Collective.Segments).
+	TransportGRPC Transport = "grpc"
+)
+
 // Config configures one rank of a ring.
 type Config struct {
 	// RingID names the job / ring; every message carries it.

@@ -2,7 +2,6 @@ package collective
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
@@ -185,21 +183,6 @@ func (h *Host) start() {
 	}()
 }
 
-// dialCreds is the transport and per-call credentials of an outgoing
-// connection.
-func dialCreds(clientTLS *tls.Config, token string) []grpc.DialOption {
-	var opts []grpc.DialOption
-	if clientTLS != nil {
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
-	} else {
-		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer.Creds{Token: token, Secure: clientTLS != nil}))
-	}
-	return opts
-}
-
 // Addr is the address the host serves on.
 func (h *Host) Addr() string { return h.lis.Addr().String() }
 
@@ -303,54 +286,6 @@ func routeStatus(err error) error {
 		return status.FromContextError(err).Err()
 	}
 	return toStatus(err)
-}
-
-// PublishState makes snapshot (opaque bytes: the parameters and Adam
-// moments, encoded by the owner) the state this host serves to joining
-// peers, tagged with the step it was taken at. The host keeps the slice:
-// the caller must not modify it afterwards (publish a new one instead).
-func (h *Host) PublishState(step uint64, snapshot []byte) {
-	sum := sha256.Sum256(snapshot)
-	h.state.mu.Lock()
-	defer h.state.mu.Unlock()
-	h.state.step, h.state.data, h.state.sum, h.state.set = step, snapshot, sum, true
-}
-
-// FetchState is the package's FetchState with this host's client TLS
-// config, token and message bound (where req leaves them unset).
-func (h *Host) FetchState(ctx context.Context, addr string, req StateRequest) (State, error) {
-	if req.TLS == nil {
-		req.TLS = h.cfg.ClientTLS
-	}
-	if req.Token == "" {
-		req.Token = h.cfg.Token
-	}
-	if req.MaxMessageBytes == 0 {
-		req.MaxMessageBytes = h.cfg.MaxMessageBytes
-	}
-	return FetchState(ctx, addr, req)
-}
-
-// stateEncoder is the zstd encoder of state transfers (EncodeAll is safe
-// for concurrent use).
-func (h *Host) stateEncoder() (*zstd.Encoder, error) {
-	h.zencMu.Lock()
-	defer h.zencMu.Unlock()
-	if h.zenc == nil {
-		h.mu.Lock()
-		closed := h.closed
-		h.mu.Unlock()
-		if closed {
-			return nil, ErrClosed
-		}
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
-		if err != nil {
-			return nil, err
-		}
-		h.zenc = enc
-	}
-	return h.zenc, nil
 }
 
 // Close closes every ring of the host (concurrently), then stops the

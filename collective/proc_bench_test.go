@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/causalrm/causalrm/internal/gradgen"
 )
 
 // The multi-process benchmark: rank 0 is the test process, ranks 1..n-1
@@ -62,7 +64,7 @@ func procRank(rank int, peers []string, codec Codec, tr Transport, elems, calls 
 	}
 	defer r.Close()
 	ctx := context.Background()
-	src := FixedPointGradient(elems, uint64(rank+1))
+	src := gradgen.FixedPoint(elems, uint64(rank+1))
 	buf := make([]int64, elems)
 	for i := 0; i < calls; i++ {
 		copy(buf, src)

@@ -1,9 +1,13 @@
 package collective
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/causalrm/causalrm/internal/gradgen"
+)
 
 func BenchmarkShuffleInt64(b *testing.B) {
-	v := FixedPointGradient(32768, 1)
+	v := gradgen.FixedPoint(32768, 1)
 	dst := make([]byte, 8*len(v))
 	b.SetBytes(int64(len(dst)))
 	for b.Loop() {
@@ -12,7 +16,7 @@ func BenchmarkShuffleInt64(b *testing.B) {
 }
 
 func BenchmarkUnshuffleInt64(b *testing.B) {
-	v := FixedPointGradient(32768, 1)
+	v := gradgen.FixedPoint(32768, 1)
 	src := make([]byte, 8*len(v))
 	shuffle(src, v)
 	b.SetBytes(int64(len(src)))
@@ -22,7 +26,7 @@ func BenchmarkUnshuffleInt64(b *testing.B) {
 }
 
 func BenchmarkEncodeFP16(b *testing.B) {
-	v := Gradient32(65536, 1)
+	v := gradgen.Float32(65536, 1)
 	b.SetBytes(int64(4 * len(v)))
 	for b.Loop() {
 		sharedPool.Put(encodeLossy(CodecFP16, v))
@@ -30,7 +34,7 @@ func BenchmarkEncodeFP16(b *testing.B) {
 }
 
 func BenchmarkEncodeInt8(b *testing.B) {
-	v := Gradient32(65536, 1)
+	v := gradgen.Float32(65536, 1)
 	b.SetBytes(int64(4 * len(v)))
 	for b.Loop() {
 		sharedPool.Put(encodeLossy(CodecInt8, v))

@@ -26,12 +26,53 @@ type stateHolder struct {
 	set  bool
 }
 
-// PublishState makes snapshot (the parameters and Adam moments, encoded by
-// the owner; opaque here) the state served by StateTransfer, tagged with
-// the step it was taken at: the state of the Ring's host (Host.PublishState),
-// which every ring of the host serves. The host keeps the slice: the caller
-// must not modify it afterwards (publish a new one instead).
-func (r *Ring) PublishState(step uint64, snapshot []byte) { r.host.PublishState(step, snapshot) }
+// PublishState makes snapshot (opaque bytes: the parameters and Adam
+// moments, encoded by the owner) the state this host serves to joining
+// peers, tagged with the step it was taken at. The host keeps the slice:
+// the caller must not modify it afterwards (publish a new one instead).
+func (h *Host) PublishState(step uint64, snapshot []byte) {
+	sum := sha256.Sum256(snapshot)
+	h.state.mu.Lock()
+	defer h.state.mu.Unlock()
+	h.state.step, h.state.data, h.state.sum, h.state.set = step, snapshot, sum, true
+}
+
+// FetchState is the package's FetchState with this host's client TLS
+// config, token and message bound (where req leaves them unset).
+func (h *Host) FetchState(ctx context.Context, addr string, req StateRequest) (State, error) {
+	if req.TLS == nil {
+		req.TLS = h.cfg.ClientTLS
+	}
+	if req.Token == "" {
+		req.Token = h.cfg.Token
+	}
+	if req.MaxMessageBytes == 0 {
+		req.MaxMessageBytes = h.cfg.MaxMessageBytes
+	}
+	return FetchState(ctx, addr, req)
+}
+
+// stateEncoder is the zstd encoder of state transfers (EncodeAll is safe
+// for concurrent use).
+func (h *Host) stateEncoder() (*zstd.Encoder, error) {
+	h.zencMu.Lock()
+	defer h.zencMu.Unlock()
+	if h.zenc == nil {
+		h.mu.Lock()
+		closed := h.closed
+		h.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			return nil, err
+		}
+		h.zenc = enc
+	}
+	return h.zenc, nil
+}
 
 // defaultStateChunk is the raw chunk size of a state transfer.
 const defaultStateChunk = 1 << 20
@@ -168,6 +209,17 @@ func FetchState(ctx context.Context, addr string, req StateRequest) (State, erro
 	if err != nil {
 		return fail(fromStatus(err))
 	}
+	st, err := recvState(stream, req, zdec)
+	if err != nil {
+		return fail(err)
+	}
+	return st, nil
+}
+
+// recvState reads a state transfer's chunks from stream and checks and
+// decodes each (FetchState's loop); its errors are FetchState's, less
+// the address.
+func recvState(stream pb.Collective_StateTransferClient, req StateRequest, zdec *zstd.Decoder) (State, error) {
 	var (
 		out   []byte
 		step  uint64
@@ -177,63 +229,72 @@ func FetchState(ctx context.Context, addr string, req StateRequest) (State, erro
 	for {
 		ch, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return fail(fmt.Errorf("%w: stream ended at %d of %d bytes without the last chunk", ErrShape, len(out), total))
+			return State{}, fmt.Errorf("%w: stream ended at %d of %d bytes without the last chunk", ErrShape, len(out), total)
 		}
 		if err != nil {
-			return fail(fromStatus(err))
+			return State{}, fromStatus(err)
 		}
 		if first {
 			step, total, first = ch.Step, ch.TotalLen, false
 			if total > uint64(req.MaxBytes) {
-				return fail(fmt.Errorf("%w: snapshot of %d bytes, limit %d", ErrOversized, total, req.MaxBytes))
+				return State{}, fmt.Errorf("%w: snapshot of %d bytes, limit %d", ErrOversized, total, req.MaxBytes)
 			}
 			out = make([]byte, 0, total)
 		}
 		switch {
 		case ch.Step != step || ch.TotalLen != total:
-			return fail(fmt.Errorf("%w: chunk at %d says step %d of %d bytes, first said step %d of %d", ErrShape, ch.Offset, ch.Step, ch.TotalLen, step, total))
+			return State{}, fmt.Errorf("%w: chunk at %d says step %d of %d bytes, first said step %d of %d", ErrShape, ch.Offset, ch.Step, ch.TotalLen, step, total)
 		case ch.Offset != uint64(len(out)):
-			return fail(fmt.Errorf("%w: chunk at offset %d, expected %d", ErrShape, ch.Offset, len(out)))
+			return State{}, fmt.Errorf("%w: chunk at offset %d, expected %d", ErrShape, ch.Offset, len(out))
 		case uint64(ch.RawLen) > total-uint64(len(out)):
-			return fail(fmt.Errorf("%w: chunk of %d bytes at %d overruns %d", ErrShape, ch.RawLen, ch.Offset, total))
+			return State{}, fmt.Errorf("%w: chunk of %d bytes at %d overruns %d", ErrShape, ch.RawLen, ch.Offset, total)
 		case ch.Codec != pbCodec(req.Codec):
-			return fail(fmt.Errorf("%w: chunk codec %v, asked %v", ErrShape, ch.Codec, req.Codec))
+			return State{}, fmt.Errorf("%w: chunk codec %v, asked %v", ErrShape, ch.Codec, req.Codec)
 		case crc32c(ch.Data) != ch.Crc32C:
-			return fail(fmt.Errorf("%w: chunk at offset %d", ErrChecksum, ch.Offset))
+			return State{}, fmt.Errorf("%w: chunk at offset %d", ErrChecksum, ch.Offset)
 		}
 		raw := out[len(out) : len(out)+int(ch.RawLen)]
-		switch req.Codec {
-		case CodecS2:
-			if n, err := s2.DecodedLen(ch.Data); err != nil || n != int(ch.RawLen) {
-				return fail(fmt.Errorf("%w: s2 chunk at %d decodes to %d bytes (%v), want %d", ErrShape, ch.Offset, n, err, ch.RawLen))
-			}
-			if _, err := s2.Decode(raw, ch.Data); err != nil {
-				return fail(fmt.Errorf("%w: s2 chunk at %d: %v", ErrShape, ch.Offset, err))
-			}
-		case CodecZstd:
-			b, err := zdec.DecodeAll(ch.Data, raw[:0])
-			if err != nil || len(b) != int(ch.RawLen) {
-				return fail(fmt.Errorf("%w: zstd chunk at %d decodes to %d bytes (%v), want %d", ErrShape, ch.Offset, len(b), err, ch.RawLen))
-			}
-		default:
-			if len(ch.Data) != int(ch.RawLen) {
-				return fail(fmt.Errorf("%w: chunk at %d has %d bytes, header says %d", ErrShape, ch.Offset, len(ch.Data), ch.RawLen))
-			}
-			copy(raw, ch.Data)
+		if err := decodeStateChunk(req.Codec, zdec, ch, raw); err != nil {
+			return State{}, err
 		}
 		out = out[:len(out)+int(ch.RawLen)]
 		if ch.Last {
 			if uint64(len(out)) != total {
-				return fail(fmt.Errorf("%w: last chunk at %d of %d bytes", ErrShape, len(out), total))
+				return State{}, fmt.Errorf("%w: last chunk at %d of %d bytes", ErrShape, len(out), total)
 			}
 			sum := sha256.Sum256(out)
 			if !bytes.Equal(sum[:], ch.Sha256) {
-				return fail(fmt.Errorf("%w: sha256 of the %d-byte snapshot is %x, server says %x", ErrChecksum, total, sum, ch.Sha256))
+				return State{}, fmt.Errorf("%w: sha256 of the %d-byte snapshot is %x, server says %x", ErrChecksum, total, sum, ch.Sha256)
 			}
 			return State{Step: step, Data: out}, nil
 		}
 		if ch.RawLen == 0 {
-			return fail(fmt.Errorf("%w: empty chunk at %d before the last", ErrShape, ch.Offset))
+			return State{}, fmt.Errorf("%w: empty chunk at %d before the last", ErrShape, ch.Offset)
 		}
 	}
+}
+
+// decodeStateChunk decodes a state chunk's data, in codec, into raw (its
+// RawLen bytes).
+func decodeStateChunk(codec Codec, zdec *zstd.Decoder, ch *pb.StateChunk, raw []byte) error {
+	switch codec {
+	case CodecS2:
+		if n, err := s2.DecodedLen(ch.Data); err != nil || n != int(ch.RawLen) {
+			return fmt.Errorf("%w: s2 chunk at %d decodes to %d bytes (%v), want %d", ErrShape, ch.Offset, n, err, ch.RawLen)
+		}
+		if _, err := s2.Decode(raw, ch.Data); err != nil {
+			return fmt.Errorf("%w: s2 chunk at %d: %v", ErrShape, ch.Offset, err)
+		}
+	case CodecZstd:
+		b, err := zdec.DecodeAll(ch.Data, raw[:0])
+		if err != nil || len(b) != int(ch.RawLen) {
+			return fmt.Errorf("%w: zstd chunk at %d decodes to %d bytes (%v), want %d", ErrShape, ch.Offset, len(b), err, ch.RawLen)
+		}
+	default:
+		if len(ch.Data) != int(ch.RawLen) {
+			return fmt.Errorf("%w: chunk at %d has %d bytes, header says %d", ErrShape, ch.Offset, len(ch.Data), ch.RawLen)
+		}
+		copy(raw, ch.Data)
+	}
+	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
 )
 
@@ -38,6 +40,9 @@ type statCounters struct {
 
 var codecNames = [6]Codec{"", CodecNone, CodecS2, CodecZstd, CodecFP16, CodecInt8}
 
+// segmentBytes is a segment's size on the wire (its protobuf encoding).
+func segmentBytes(s *pb.Segment) int64 { return int64(proto.Size(s)) }
+
 func rawBytes(s *pb.Segment) int64 {
 	switch s.ElemType {
 	case pb.ElemType_ELEM_INT64, pb.ElemType_ELEM_FLOAT64:
@@ -68,23 +73,4 @@ func (c *statCounters) received(s *pb.Segment) {
 func (c *statCounters) op(d time.Duration) {
 	c.ops.Add(1)
 	c.nanos.Add(int64(d))
-}
-
-// Stats returns the counters so far.
-func (r *Ring) Stats() Stats {
-	c := &r.stats
-	s := Stats{
-		BytesSent: c.sentBytes.Load(), BytesRecv: c.recvBytes.Load(), RawBytesSent: c.raw.Load(),
-		SegmentsSent: c.sentSegs.Load(), SegmentsRecv: c.recvSegs.Load(),
-		Ops: c.ops.Load(), Seconds: time.Duration(c.nanos.Load()).Seconds(),
-		ByCodec: map[Codec]CodecStats{},
-	}
-	for i := 1; i < len(c.byCodec); i++ {
-		if n := c.byCodec[i].segs.Load(); n > 0 {
-			s.ByCodec[codecNames[i]] = CodecStats{
-				BytesSent: c.byCodec[i].bytes.Load(), RawBytesSent: c.byCodec[i].raw.Load(), Segments: n,
-			}
-		}
-	}
-	return s
 }

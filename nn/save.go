@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/causalrm/causalrm/internal/atomicfile"
 	"github.com/causalrm/causalrm/internal/safetensors"
 )
 
@@ -55,7 +56,7 @@ func Save(dir, name string, m *MLP, xexp []int, meta map[string]string) error {
 	if err != nil {
 		return err
 	}
-	return safetensors.WriteAtomic(filepath.Join(dir, name+".json"), func(w io.Writer) error {
+	return atomicfile.Write(filepath.Join(dir, name+".json"), func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})

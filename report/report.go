@@ -8,7 +8,7 @@ package report
 import (
 	"errors"
 	"fmt"
-	"github.com/causalrm/causalrm/internal/safetensors"
+	"github.com/causalrm/causalrm/internal/atomicfile"
 	"io"
 	"math"
 	"os"
@@ -308,7 +308,7 @@ func bestVal(c Curve) (epoch int, val float64, ok bool) {
 // writeFileAtomic writes data to a temporary file in the same directory and
 // renames it over path, so readers see either the old file or the whole new one.
 func writeFileAtomic(path string, data []byte) error {
-	err := safetensors.WriteAtomic(path, func(w io.Writer) error {
+	err := atomicfile.Write(path, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/causalrm/causalrm/internal/safetensors"
+	"github.com/causalrm/causalrm/internal/atomicfile"
 )
 
 // JSONL layout: one JSON object per line with the fields of the Parquet
@@ -624,7 +624,7 @@ func WriteJSONL(path string, ds *Dataset) error {
 	if err := ds.validateFull(); err != nil {
 		return err
 	}
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		var gz *gzip.Writer
 		if strings.HasSuffix(strings.ToLower(path), ".gz") {
 			gz = gzip.NewWriter(w)

@@ -10,7 +10,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
 
-	"github.com/causalrm/causalrm/internal/safetensors"
+	"github.com/causalrm/causalrm/internal/atomicfile"
 )
 
 // Parquet layout: one row per example with columns
@@ -524,7 +524,7 @@ func WriteParquet(path string, ds *Dataset) error {
 	if err := ds.validateFull(); err != nil {
 		return err
 	}
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		pw := parquet.NewGenericWriter[pqRow](w, parquet.Compression(&parquet.Zstd))
 		const batch = 256
 		rows := make([]pqRow, 0, batch)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/causalrm/causalrm/internal/floatbits"
 	"github.com/causalrm/causalrm/internal/safetensors"
 )
 
@@ -333,7 +334,7 @@ func (s *stSource) readRows(info safetensors.Info, d, lo int, dst []float32) err
 	}
 	off := s.dataStart + info.Begin + int64(lo)*int64(d)*int64(size)
 	if info.DType == "F32" && nativeLittle {
-		if _, err := s.raw.ReadAt(safetensors.Float32Bytes(dst), off); err != nil {
+		if _, err := s.raw.ReadAt(floatbits.Float32Bytes(dst), off); err != nil {
 			return fmt.Errorf("reading rows from %d: %w", lo, err)
 		}
 		return nil

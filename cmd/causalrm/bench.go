@@ -17,6 +17,7 @@ import (
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/collective"
+	"github.com/causalrm/causalrm/collective/ringbench"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/sim"
@@ -33,7 +34,7 @@ func benchCmd() *cobra.Command {
 }
 
 func benchAllReduceCmd() *cobra.Command {
-	var opts collective.BenchOptions
+	var opts ringbench.Options
 	var codecs []string
 	cmd := &cobra.Command{
 		Use:   "allreduce",
@@ -43,7 +44,7 @@ func benchAllReduceCmd() *cobra.Command {
 			for _, c := range codecs {
 				opts.Codecs = append(opts.Codecs, collective.Codec(c))
 			}
-			return collective.RunBench(cmd.Context(), cmd.OutOrStdout(), opts)
+			return ringbench.Run(cmd.Context(), cmd.OutOrStdout(), opts)
 		},
 	}
 	fs := cmd.Flags()

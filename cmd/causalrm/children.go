@@ -106,7 +106,7 @@ func stageWorkers(job *Job, n int, force bool, log io.Writer) (string, Job, erro
 	if n > job.Shards {
 		return "", Job{}, fmt.Errorf("--workers %d: more workers than virtual shards (%d); raise --shards", n, job.Shards)
 	}
-	staging, err := prepareOut(job.Out, force, dataInputs(job), log)
+	staging, err := prepareOut(job.Out, force, job.Inputs(), log)
 	if err != nil {
 		return "", Job{}, err
 	}

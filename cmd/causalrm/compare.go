@@ -77,7 +77,7 @@ type CompareResult struct {
 func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds int, force bool) error {
 	ctx, log := cmd.Context(), cmd.ErrOrStderr()
 	start := time.Now()
-	staging, err := prepareOut(job.Out, force, dataInputs(job), log)
+	staging, err := prepareOut(job.Out, force, job.Inputs(), log)
 	if err != nil {
 		return err
 	}

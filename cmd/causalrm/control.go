@@ -145,17 +145,11 @@ with a message naming the field.`,
 				return err
 			}
 			job.Progress = nil
-			if cmd.Flags().Changed("codec") {
-				job.Codec = codec
-			}
 			spec, err := jobSpecFor(job, jobID, minWorkers, progressEvery, ckptEach)
 			if err != nil {
 				return err
 			}
 			spec.CheckpointEverySeconds = ckptInterval.Seconds()
-			if _, err := jobFromSpec(&spec); err != nil {
-				return err
-			}
 			if err := spec.Validate(); err != nil {
 				return err
 			}
@@ -249,7 +243,7 @@ func printStatus(w io.Writer, st coordinator.Status) {
 	}
 	fmt.Fprintln(w)
 	if g := st.Generation; g != nil {
-		fmt.Fprintf(w, "generation  %d (%s), %d members\n", g.Number, g.Cause, len(g.Members))
+		fmt.Fprintf(w, "generation  %d (%s), %d members\n", g.Number, g.Cause.String(), len(g.Members))
 		for i, m := range g.Members {
 			fmt.Fprintf(w, "  rank %-3d  %-24s %-21s %d shards\n", i, m.ID, m.Addr, len(g.ShardsOf(m.ID)))
 		}

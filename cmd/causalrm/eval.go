@@ -12,7 +12,7 @@ import (
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/gpu"
-	"github.com/causalrm/causalrm/internal/safetensors"
+	"github.com/causalrm/causalrm/internal/atomicfile"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/trainer"
@@ -94,7 +94,7 @@ func evalCmd() *cobra.Command {
 				if err := os.MkdirAll(filepath.Dir(scores), 0o755); err != nil {
 					return err
 				}
-				return safetensors.WriteAtomic(scores, func(out io.Writer) error {
+				return atomicfile.Write(scores, func(out io.Writer) error {
 					bw := bufio.NewWriter(out)
 					enc := json.NewEncoder(bw)
 					for i, p := range pred {

@@ -3,9 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"reflect"
 	"strconv"
 	"strings"
 
@@ -13,28 +10,16 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/causalrm/causalrm/causal"
-	"github.com/causalrm/causalrm/collective"
-	"github.com/causalrm/causalrm/internal/strictyaml"
-	"github.com/causalrm/causalrm/shard"
+	"github.com/causalrm/causalrm/job"
 	"github.com/causalrm/causalrm/trainer"
 )
 
-// Job is a job file (--config job.yaml): the data, the output directory and
-// every training setting. Flags given on the command line override it.
-type Job struct {
-	Data DataSpec `yaml:"data"`
-	Out  string   `yaml:"out"`
-	// Codec is the all-reduce wire codec of a multi-worker job.
-	Codec          string `yaml:"codec,omitempty"`
-	trainer.Config `yaml:",inline"`
-}
+// Job is a job file; the job package has its schema. Flags given on the
+// command line override it.
+type Job = job.Job
 
-// DataSpec names the data files; one file may hold every split.
-type DataSpec struct {
-	Train string `yaml:"train"`
-	Val   string `yaml:"val"`
-	Test  string `yaml:"test"`
-}
+// DataSpec names a job's data files.
+type DataSpec = job.DataSpec
 
 type jobFlags struct {
 	config, data, val, test, out string
@@ -80,54 +65,12 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.BoolVar(&f.force, "force", false, "replace an existing output directory")
 }
 
-// maxJobFile bounds a job file's size: settings, not data.
-const maxJobFile = 1 << 20
-
-// jobYAML is how job files (and the jobs the coordinators hold) are
-// decoded: strictly, and flip_rates with both of its keys.
-func jobYAML(lines map[string]int) strictyaml.Options {
-	return strictyaml.Options{
-		Required: map[reflect.Type][]string{reflect.TypeFor[causal.Rates](): {"rho01", "rho10"}},
-		Lines:    lines,
-	}
-}
-
-// decodeJobFile decodes a job file's text over job (which holds the
-// defaults): unknown keys, repeated keys, a 1.5 where an integer goes and
-// a flip_rates without both rates are refused, naming the line and key.
-func decodeJobFile(name string, raw []byte, job *Job, lines map[string]int) error {
-	if len(raw) > maxJobFile {
-		return fmt.Errorf("%s: %d bytes, more than the limit of %d for a job file", name, len(raw), maxJobFile)
-	}
-	return strictyaml.Decode(name, raw, job, jobYAML(lines))
-}
-
-// readJobFile reads a job file of at most maxJobFile bytes.
-func readJobFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	if fi.Size() > maxJobFile {
-		return nil, fmt.Errorf("%s: %d bytes, more than the limit of %d for a job file", path, fi.Size(), maxJobFile)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxJobFile+1))
-}
-
 // resolveJob merges defaults, the job file and the flags given.
 func resolveJob(cmd *cobra.Command, f *jobFlags) (*Job, error) {
 	var raw []byte
 	if f.config != "" {
 		var err error
-		if raw, err = readJobFile(f.config); err != nil {
+		if raw, err = job.ReadFile(f.config); err != nil {
 			return nil, err
 		}
 	}
@@ -137,13 +80,34 @@ func resolveJob(cmd *cobra.Command, f *jobFlags) (*Job, error) {
 // resolveJobText is resolveJob with the job file's text (f.config names
 // it; none when empty) already read.
 func resolveJobText(cmd *cobra.Command, f *jobFlags, raw []byte) (*Job, error) {
-	job := &Job{Config: trainer.DefaultConfig()}
+	j := job.Default()
 	lines := map[string]int{}
 	if f.config != "" {
-		if err := decodeJobFile(f.config, raw, job, lines); err != nil {
+		if err := job.Decode(f.config, raw, j, lines); err != nil {
 			return nil, err
 		}
 	}
+	if err := applyJobFlags(cmd, f, j); err != nil {
+		return nil, err
+	}
+	if f.every < 1 {
+		return nil, fmt.Errorf("--progress-every %d: want >= 1 (epochs between progress lines)", f.every)
+	}
+	j.ProgressEach = f.every
+	if !f.quiet {
+		j.Progress = cmd.ErrOrStderr()
+	}
+	if j.Data.Train == "" {
+		return nil, fmt.Errorf("no data: give --data FILE or data.train in the job file")
+	}
+	if err := j.Validate(); err != nil {
+		return nil, settingErr(cmd, f.config, lines, err)
+	}
+	return j, nil
+}
+
+// applyJobFlags sets the job's settings from the flags given.
+func applyJobFlags(cmd *cobra.Command, f *jobFlags, job *Job) error {
 	ch := cmd.Flags().Changed
 	set := func(name string, apply func()) {
 		if ch(name) {
@@ -157,7 +121,7 @@ func resolveJobText(cmd *cobra.Command, f *jobFlags, raw []byte) (*Job, error) {
 	var err error
 	if cmd.Flags().Lookup("method") != nil && (ch("method") || f.config == "") {
 		if job.Method, err = causal.ParseMethod(f.method); err != nil {
-			return nil, fmt.Errorf("--method %q: want one of %s", f.method, methodList())
+			return fmt.Errorf("--method %q: want one of %s", f.method, methodList())
 		}
 	}
 	set("seed", func() { job.Seed = f.seed })
@@ -175,30 +139,19 @@ func resolveJobText(cmd *cobra.Command, f *jobFlags, raw []byte) (*Job, error) {
 	set("propensity-clip", func() { job.Clip = f.clip })
 	set("quantile", func() { job.Quantile = f.quantile })
 	set("nonnegative", func() { job.NonNegative = f.nonneg })
+	// --codec is not a job flag of every command; where there is one and
+	// it was given, it is the job's codec (Validate checks it).
+	if fl := cmd.Flags().Lookup("codec"); fl != nil && fl.Changed {
+		job.Codec = fl.Value.String()
+	}
 	if ch("flip-rates") {
 		r, err := parseFlipRates(f.flipRates)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		job.FlipRates = r
 	}
-	if err := resolveCodec(cmd, f.config, lines, job); err != nil {
-		return nil, err
-	}
-	if f.every < 1 {
-		return nil, fmt.Errorf("--progress-every %d: want >= 1 (epochs between progress lines)", f.every)
-	}
-	job.ProgressEach = f.every
-	if !f.quiet {
-		job.Progress = cmd.ErrOrStderr()
-	}
-	if job.Data.Train == "" {
-		return nil, fmt.Errorf("no data: give --data FILE or data.train in the job file")
-	}
-	if err := job.Config.Validate(); err != nil {
-		return nil, settingErr(cmd, f.config, lines, err)
-	}
-	return job, nil
+	return nil
 }
 
 // parseFlipRates reads --flip-rates RHO01,RHO10.
@@ -254,54 +207,6 @@ func settingErr(cmd *cobra.Command, config string, lines map[string]int, err err
 	return fmt.Errorf("%s %v: %s", fe.Field, fe.Value, fe.Want)
 }
 
-// load reads the job's data, checking every row, and checks the model's
-// size for the data's embedding dimension.
-func (j *Job) load() (*shard.Dataset, error) {
-	ds, err := shard.Load(shard.LoadSpec{Train: j.Data.Train, Val: j.Data.Val, Test: j.Data.Test})
-	if err != nil {
-		return nil, loadErr(err)
-	}
-	if err := j.Config.ValidateFor(ds.Train.D); err != nil {
-		return nil, fmt.Errorf("%s (d=%d): %w", j.Data.Train, ds.Train.D, err)
-	}
-	return ds, nil
-}
-
-// loadErr says what to do about a missing validation or test split in the
-// CLI's terms (the loader's message names its Go options).
-func loadErr(err error) error {
-	var re *shard.RowError
-	if !errors.As(err, &re) || !errors.Is(err, shard.ErrEmptySplit) || re.Field != "" {
-		return err
-	}
-	e := *re
-	switch re.Split {
-	case shard.SplitVal:
-		e.Msg = "no validation rows: give a validation file with --val (data.val in a job file), or rows of split val in this file"
-	case shard.SplitTest:
-		e.Msg = "no test rows: give a clean test file with --test (data.test in a job file), or rows of split test in this file"
-	default:
-		return err
-	}
-	return &e
-}
-
-// checkWorkersCodec validates train's --workers and --codec, whatever else
-// is given: a negative count or an unknown codec is refused, and so is a
-// codec without --workers (it would be ignored).
-func checkWorkersCodec(cmd *cobra.Command, workers int, codec string) error {
-	if workers < 0 {
-		return fmt.Errorf("--workers %d: want >= 0 (0: train in this process)", workers)
-	}
-	if c := collective.Codec(codec); !c.Lossless() && !c.Lossy() {
-		return fmt.Errorf("--codec %q: want none, s2, zstd (exact), or fp16, int8 (lossy, with --reduce fast)", codec)
-	}
-	if cmd.Flags().Changed("codec") && workers == 0 && codec != string(collective.CodecNone) {
-		return fmt.Errorf("--codec %s is the wire codec between worker processes: it needs --workers N", codec)
-	}
-	return nil
-}
-
 // checkElasticJobFlags refuses job flags given to an elastic worker: its
 // job comes from the coordinators, so they would be ignored. --quiet and
 // --threads are the process's own (train --workers passes them).
@@ -316,40 +221,6 @@ func checkElasticJobFlags(cmd *cobra.Command) error {
 	})
 	if len(given) > 0 {
 		return fmt.Errorf("%s: an elastic worker (--coordinators or --registry) takes its job from the coordinators; give job settings to causalrm submit", strings.Join(given, ", "))
-	}
-	return nil
-}
-
-// resolveCodec merges the job file's codec and the command's --codec (when
-// it has one): the flag, when given, is the job's codec; else the file's
-// codec becomes the flag's value, so that the command uses it (train
-// --workers used to ignore it). The codec must be known, and a lossy one
-// needs reduce fast.
-func resolveCodec(cmd *cobra.Command, config string, lines map[string]int, job *Job) error {
-	fl := cmd.Flags().Lookup("codec")
-	src := "--codec"
-	switch {
-	case fl != nil && fl.Changed:
-		job.Codec = fl.Value.String()
-	case job.Codec != "":
-		src = "codec"
-		if line, ok := lines["codec"]; ok {
-			src = fmt.Sprintf("%s line %d: codec", config, line)
-		}
-		if fl != nil {
-			if err := fl.Value.Set(job.Codec); err != nil {
-				return fmt.Errorf("%s: %w", src, err)
-			}
-		}
-	default:
-		return nil
-	}
-	c := collective.Codec(job.Codec)
-	if !c.Lossless() && !c.Lossy() {
-		return fmt.Errorf("%s %q: want none, s2, zstd (exact), or fp16, int8 (lossy, with reduce fast)", src, job.Codec)
-	}
-	if c.Lossy() && job.Reduce != "fast" {
-		return fmt.Errorf("%s %s is lossy: it needs --reduce fast (reduce: fast in a job file)", src, job.Codec)
 	}
 	return nil
 }

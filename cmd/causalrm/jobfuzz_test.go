@@ -11,6 +11,7 @@ import (
 
 	"github.com/causalrm/causalrm/coordinator/state"
 	"github.com/causalrm/causalrm/trainer"
+	"github.com/causalrm/causalrm/worker"
 )
 
 // FuzzJobYAML feeds job files to the job-file decoder and the settings'
@@ -84,7 +85,7 @@ func FuzzJobYAML(f *testing.F) {
 		if err := spec.Validate(); err != nil {
 			t.Fatalf("the coordinators refuse the CLI's spec: %v", err)
 		}
-		back, err := jobFromSpec(&spec)
+		back, err := worker.JobFromSpec(&spec)
 		if err != nil {
 			t.Fatalf("the workers refuse the CLI's spec: %v", err)
 		}

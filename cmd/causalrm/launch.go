@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/causalrm/causalrm/collective"
 	"github.com/causalrm/causalrm/coordinator"
 	"github.com/causalrm/causalrm/coordinator/state"
 )
@@ -25,17 +24,14 @@ import (
 // worker processes, exactly what a multi-node job runs, supervised by this
 // command; worker i runs on its device of devs (nil: the CPU). The first failure or ctrl-C stops everyone; nothing is written
 // unless the job succeeds.
-func runElastic(ctx context.Context, job *Job, n int, codec string, devs *workerDevices, force bool, stdout, log io.Writer) error {
-	if c := collective.Codec(codec); !c.Lossless() {
-		return fmt.Errorf("--codec %q: exact training takes none, s2 or zstd (fp16 and int8 need --reduce fast)", codec)
-	}
+func runElastic(ctx context.Context, job *Job, n int, devs *workerDevices, force bool, stdout, log io.Writer) error {
 	staging, wjob, err := stageWorkers(job, n, force, log)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(staging)
 	final := job.Out
-	wjob.Out, wjob.Codec = filepath.Join(staging, "out"), codec
+	wjob.Out = filepath.Join(staging, "out")
 	spec, err := jobSpecFor(&wjob, "local", n, 10, 0)
 	if err != nil {
 		return err

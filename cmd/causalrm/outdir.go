@@ -64,20 +64,9 @@ func legacyOutput(name string) bool {
 	return strings.HasPrefix(name, "curve_") && strings.HasSuffix(name, ".png")
 }
 
-// dataInputs lists the data files a job reads.
-func dataInputs(job *Job) []string {
-	var in []string
-	for _, p := range []string{job.Data.Train, job.Data.Val, job.Data.Test} {
-		if p != "" {
-			in = append(in, p)
-		}
-	}
-	return in
-}
-
 // jobInputs lists every file a run reads: its job file and its data.
 func jobInputs(job *Job, config string) []string {
-	in := dataInputs(job)
+	in := job.Inputs()
 	if config != "" {
 		in = append([]string{config}, in...)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/causalrm/causalrm/job"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/sim"
@@ -54,7 +55,7 @@ labels, for diagnostics.`,
 			if from != "" {
 				full, lerr := shard.Load(shard.LoadSpec{Train: from, AllowEmptyVal: true})
 				if lerr != nil {
-					return loadErr(lerr)
+					return job.LoadError(lerr)
 				}
 				if full.Val != nil && full.Val.N == 0 {
 					full.Val = nil // step 1 splits validation off train

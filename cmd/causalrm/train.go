@@ -18,7 +18,8 @@ import (
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/collective"
-	"github.com/causalrm/causalrm/internal/safetensors"
+	"github.com/causalrm/causalrm/internal/atomicfile"
+	"github.com/causalrm/causalrm/job"
 	"github.com/causalrm/causalrm/nn"
 	"github.com/causalrm/causalrm/report"
 	"github.com/causalrm/causalrm/shard"
@@ -65,8 +66,8 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
   causalrm train --data data.safetensors --out runs/two --workers 2 --device cuda:0,cuda:1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkWorkersCodec(cmd, workers, codec); err != nil {
-				return err
+			if workers < 0 {
+				return fmt.Errorf("--workers %d: want >= 0 (0: train in this process)", workers)
 			}
 			// A typo in --device fails before anything else.
 			if workers <= 0 && strings.Contains(dev.device, ",") {
@@ -79,6 +80,9 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 			job, err := resolveJob(cmd, &f)
 			if err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("codec") && workers == 0 && codec != string(collective.CodecNone) {
+				return fmt.Errorf("--codec %s is the wire codec between worker processes: it needs --workers N", codec)
 			}
 			if job.Out == "" {
 				job.Out = filepath.Join("runs", fmt.Sprintf("%s-seed%d", job.Method, job.Seed))
@@ -95,10 +99,10 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 					return err
 				}
 				wd := &workerDevices{flags: &dev, devs: devs}
-				if job.Reduce == "exact" && collective.Codec(codec).Lossless() {
-					return runElastic(cmd.Context(), job, workers, codec, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				if job.Reduce == "exact" {
+					return runElastic(cmd.Context(), job, workers, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 				}
-				return runCluster(cmd.Context(), job, workers, codec, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return runCluster(cmd.Context(), job, workers, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			runners, closeDev, err := dev.open()
 			if err != nil {
@@ -111,7 +115,7 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 	}
 	addJobFlags(cmd, &f, true)
 	cmd.Flags().IntVar(&workers, "workers", 0, "train with N worker processes on 127.0.0.1 (ring all-reduce); 0: in this process")
-	cmd.Flags().StringVar(&codec, "codec", "none", "with --workers: all-reduce wire codec none, s2, zstd (exact), or fp16, int8 (lossy with error feedback, needs --reduce fast)")
+	cmd.Flags().StringVar(&codec, "codec", "", "with --workers: all-reduce wire codec none, s2 (default), zstd (exact), or fp16, int8 (lossy with error feedback, needs --reduce fast)")
 	dev.add(cmd.Flags())
 	cmd.Flags().Lookup("device").Usage = deviceUsage + "; with --workers a comma-separated list, one device per worker in turn (--workers 2 --device cuda,cpu: worker 0 on the GPU, worker 1 on the CPU)"
 	return cmd
@@ -122,7 +126,7 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 
 func loadData(job *Job, log io.Writer) (*shard.Dataset, error) {
 	t0 := time.Now()
-	ds, err := job.load()
+	ds, err := job.Load()
 	if err != nil {
 		return nil, err
 	}
@@ -144,30 +148,12 @@ func observedShare(s *shard.Split) float64 {
 	return float64(s.Observed()) / float64(max(s.N, 1))
 }
 
-// RunMetrics is metrics.json.
-type RunMetrics struct {
-	Method           string                 `json:"method"`
-	Seed             uint64                 `json:"seed"`
-	Reduce           string                 `json:"reduce"`
-	Backend          string                 `json:"blas"`
-	Test             *causal.Metrics        `json:"test,omitempty"`
-	FlipRates        *causal.Rates          `json:"flip_rates,omitempty"`
-	FlipRatesSource  string                 `json:"flip_rates_source,omitempty"`
-	TrueFlipRates    *causal.Rates          `json:"true_flip_rates,omitempty"`
-	PropensityValMSE *float64               `json:"propensity_val_mse,omitempty"`
-	PropensityCalib  []trainer.CalibBin     `json:"propensity_calibration,omitempty"`
-	ObservedShare    float64                `json:"observed_share"`
-	Stages           []*trainer.StageResult `json:"stages"`
-	RewardSHA256     string                 `json:"reward_sha256"`
-	ElapsedSeconds   float64                `json:"elapsed_seconds"`
-	// Warnings are the data's and training's degenerate conditions
-	// (trainer.DataWarnings, trainer.StageWarnings); empty when none.
-	Warnings []trainer.Warning `json:"warnings"`
-}
+// RunMetrics is metrics.json; the job package has its schema.
+type RunMetrics = job.RunMetrics
 
 func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) error {
 	start := time.Now()
-	staging, err := prepareOut(job.Out, force, dataInputs(job), log)
+	staging, err := prepareOut(job.Out, force, job.Inputs(), log)
 	if err != nil {
 		return err
 	}
@@ -345,7 +331,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})
@@ -356,7 +342,7 @@ func writeYAML(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})

@@ -56,9 +56,6 @@ the job's result does not depend on it in exact mode.`,
 			if _, err := gpu.ParseDevice(dev.device); err != nil {
 				return fmt.Errorf("--device: %w", err)
 			}
-			if c := collective.Codec(codec); !c.Lossless() && !c.Lossy() {
-				return fmt.Errorf("--codec %q: want none, s2, zstd (exact), or fp16, int8 (lossy, with --reduce fast)", codec)
-			}
 			if ef.coordinators != "" || ef.registry != "" {
 				if err := checkElasticJobFlags(cmd); err != nil {
 					return err
@@ -95,7 +92,7 @@ the job's result does not depend on it in exact mode.`,
 			if err != nil {
 				return fmt.Errorf("worker %d: listen: %w", rank, err)
 			}
-			return runWorker(cmd.Context(), job, rank, addrs, gen, collective.Codec(codec), lis, benchSteps, benchSkip, cmd.ErrOrStderr())
+			return runWorker(cmd.Context(), job, rank, addrs, gen, job.Wire().Static(), lis, benchSteps, benchSkip, cmd.ErrOrStderr())
 		},
 	}
 	addJobFlags(cmd, &f, true)
@@ -104,7 +101,7 @@ the job's result does not depend on it in exact mode.`,
 	fs.StringVar(&peers, "peers", "", "comma-separated host:port of every worker, in ring order")
 	fs.StringVar(&listen, "listen", "", "address to serve the collective on (default: this rank's peer address; elastic: 127.0.0.1:0)")
 	fs.IntVar(&listenFD, "listen-fd", 0, "inherited listening socket (used by train --workers)")
-	fs.StringVar(&codec, "codec", "none", "all-reduce wire codec: none, s2, zstd (exact); fp16, int8 (lossy, --reduce fast)")
+	fs.StringVar(&codec, "codec", "", "static mode: all-reduce wire codec none, s2 (default), zstd (exact); fp16, int8 (lossy, --reduce fast)")
 	fs.Uint64Var(&gen, "generation", 1, "membership generation")
 	fs.IntVar(&benchSteps, "bench-steps", 0, "instead of training, time this many reward-stage steps and write bench.json (bench train --workers)")
 	_ = fs.MarkHidden("bench-steps")
@@ -176,13 +173,11 @@ func ringStats(r *collective.Ring) string {
 // (worker i on its device of devs; nil: the CPU), supervises them, and
 // commits rank 0's outputs when all of them succeed. The first failure (or
 // ctrl-C) stops every worker; all are reaped on every path.
-func runCluster(ctx context.Context, job *Job, n int, codec string, devs *workerDevices, force bool, stdout, log io.Writer, extra ...string) error {
-	probe := worker.Config{Peers: make([]string, n), Shards: max(job.Shards, n), Codec: collective.Codec(codec), FastReduce: job.Reduce == "fast"}
+func runCluster(ctx context.Context, job *Job, n int, devs *workerDevices, force bool, stdout, log io.Writer, extra ...string) error {
+	codec := job.Wire().Static()
+	probe := worker.Config{Peers: make([]string, n), Shards: max(job.Shards, n), Codec: codec, FastReduce: job.Reduce == "fast"}
 	if err := probe.Validate(); err != nil { // the codec; stageWorkers says what is wrong with n
 		return fmt.Errorf("--codec %s: %w", codec, err)
-	}
-	if c := collective.Codec(codec); !c.Lossless() && !c.Lossy() {
-		return fmt.Errorf("--codec %q: want none, s2, zstd, fp16 or int8", codec)
 	}
 	staging, wjob, err := stageWorkers(job, n, force, log)
 	if err != nil {
@@ -207,7 +202,7 @@ func runCluster(ctx context.Context, job *Job, n int, codec string, devs *worker
 	}
 	ch, err := startChildren(n, log, nil, func(i int) []string {
 		args := []string{"worker", "--config", jobFile, "--rank", strconv.Itoa(i),
-			"--peers", strings.Join(peers, ","), "--listen-fd", "3", "--codec", codec,
+			"--peers", strings.Join(peers, ","), "--listen-fd", "3", "--codec", string(codec),
 			"--threads", strconv.Itoa(max(job.Threads, 0))}
 		if job.Progress == nil {
 			args = append(args, "--quiet")

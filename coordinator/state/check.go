@@ -1,15 +1,13 @@
 package state
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"sort"
 
-	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/internal/strictyaml"
+	jobspec "github.com/causalrm/causalrm/job"
 	"github.com/causalrm/causalrm/trainer"
 )
 
@@ -68,59 +66,28 @@ func CheckExactlyOnce(log []StepRange, stepsPerEpoch map[string]int, epochs map[
 // MaxConfigBytes bounds a job spec's Config.
 const MaxConfigBytes = 1 << 20
 
-// jobConfig is the part of a job's config the coordinators check: the
-// training settings, with the keys of the CLI's job file. Other keys (data,
-// out, codec) are the workers' to check.
-type jobConfig struct {
-	trainer.Config `yaml:",inline"`
-}
-
-// checkJobConfig decodes a job spec's Config as the workers will (strictly:
-// integers must be integers, flip_rates needs both rates) and validates its
-// training settings, sizes included (trainer.Config.Validate: batch, epochs,
-// the model's parameter count). Errors name the field, e.g.
+// checkJobConfig decodes a job spec's Config as the workers will
+// (jobspec.DecodeConfig: strictly, integers must be integers, flip_rates needs
+// both rates, the codec must suit the reduction) and validates its
+// settings, sizes included (the model's parameter count, the activations
+// of a pass). Errors name the field, e.g.
 // `invalid job spec: field "config.hidden": [1000000000]: ...`.
 // An empty or null Config is not checked.
 func checkJobConfig(raw json.RawMessage, shards int) error {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil
-	}
-	var text []byte
-	switch raw[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return specErr("config", "%v", err)
-		}
-		text = []byte(s)
-	case '{':
-		text = raw // JSON is YAML
-	default:
-		return specErr("config", "must be the job file's YAML text as a JSON string, or a JSON object")
-	}
-	c := jobConfig{Config: trainer.DefaultConfig()}
 	lines := map[string]int{}
-	opt := strictyaml.Options{
-		AllowUnknown: true,
-		Required:     map[reflect.Type][]string{reflect.TypeFor[causal.Rates](): {"rho01", "rho10"}},
-		Lines:        lines,
-	}
-	if err := strictyaml.Decode("config", text, &c, opt); err != nil {
-		var se *strictyaml.Error
-		if errors.As(err, &se) && se.Key != "" {
-			return specErr("config."+se.Key, "line %d: %s", se.Line, se.Msg)
-		}
-		if errors.As(err, &se) && se.Line > 0 {
-			return specErr("config", "line %d: %s", se.Line, se.Msg)
-		}
-		return specErr("config", "%v", err)
-	}
-	if err := c.Validate(); err != nil {
-		var fe *trainer.FieldError
-		if errors.As(err, &fe) {
-			return specErr("config."+fe.Field, "%v: %s", fe.Value, fe.Want)
-		}
+	c, err := jobspec.DecodeConfig(raw, lines)
+	var se *strictyaml.Error
+	var fe *trainer.FieldError
+	switch {
+	case errors.Is(err, jobspec.ErrNoConfig):
+		return nil
+	case errors.As(err, &se) && se.Key != "":
+		return specErr("config."+se.Key, "line %d: %s", se.Line, se.Msg)
+	case errors.As(err, &se) && se.Line > 0:
+		return specErr("config", "line %d: %s", se.Line, se.Msg)
+	case errors.As(err, &fe):
+		return specErr("config."+fe.Field, "%v: %s", fe.Value, fe.Want)
+	case err != nil:
 		return specErr("config", "%v", err)
 	}
 	if _, given := lines["shards"]; given && c.Shards != shards {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/causalrm/causalrm/internal/floatbits"
 )
 
 // float64Decoders convert little-endian elements of a dtype to float64.
@@ -20,7 +22,7 @@ var float64Decoders = map[string]func(dst []float64, src []byte){
 	},
 	"F16": func(d []float64, s []byte) {
 		for i := range d {
-			d[i] = float64(Float16ToFloat32(binary.LittleEndian.Uint16(s[2*i:])))
+			d[i] = float64(floatbits.Float16ToFloat32(binary.LittleEndian.Uint16(s[2*i:])))
 		}
 	},
 	"BF16": func(d []float64, s []byte) {
@@ -93,7 +95,7 @@ var float32Decoders = map[string]func(dst []float32, src []byte){
 	},
 	"F16": func(d []float32, s []byte) {
 		for i := range d {
-			d[i] = Float16ToFloat32(binary.LittleEndian.Uint16(s[2*i:]))
+			d[i] = floatbits.Float16ToFloat32(binary.LittleEndian.Uint16(s[2*i:]))
 		}
 	},
 	"BF16": func(d []float32, s []byte) {
@@ -124,28 +126,14 @@ func init() {
 	}
 }
 
-// Float16ToFloat32 converts an IEEE 754 half-precision value to float32.
-func Float16ToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // Inf or NaN
-		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
-	case exp == 0:
-		if frac == 0 {
-			return math.Float32frombits(sign)
-		}
-		// subnormal: value = frac * 2^-24
-		v := float32(frac) * (1.0 / (1 << 24))
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	default:
-		return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
-	}
-}
+// Float16ToFloat32 converts an IEEE 754 half-precision value to float32
+// (floatbits.Float16ToFloat32, the conversion of the F16 dtype).
+func Float16ToFloat32(h uint16) float32 { return floatbits.Float16ToFloat32(h) }
+
+// Float32ToFloat16 converts f to IEEE 754 half precision, rounding to
+// nearest even; values beyond the half range become infinities
+// (floatbits.Float32ToFloat16).
+func Float32ToFloat16(f float32) uint16 { return floatbits.Float32ToFloat16(f) }
 
 func (t Tensor) check() (int, error) {
 	size := dtypeSizes[t.DType]
@@ -274,7 +262,7 @@ func FromFloat32(shape []int, v []float32) Tensor {
 // hosts (a copy elsewhere). Use it to write large arrays without copying;
 // do not modify v while the tensor is in use.
 func ViewFloat32(shape []int, v []float32) Tensor {
-	return Tensor{DType: "F32", Shape: append([]int(nil), shape...), Data: Float32Bytes(v)}
+	return Tensor{DType: "F32", Shape: append([]int(nil), shape...), Data: floatbits.Float32Bytes(v)}
 }
 
 // FromFloat64 returns an F64 tensor holding a copy of v.
@@ -309,41 +297,4 @@ func FromBool(shape []int, v []bool) Tensor {
 		}
 	}
 	return Tensor{DType: "BOOL", Shape: append([]int(nil), shape...), Data: b}
-}
-
-// Float32ToFloat16 converts f to IEEE 754 half precision, rounding to
-// nearest even; values beyond the half range become infinities.
-func Float32ToFloat16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	}
-	e := exp - 127 + 15
-	if e >= 31 {
-		return sign | 0x7c00
-	}
-	round := func(m uint32, shift uint) uint32 {
-		rem := m & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		r := m >> shift
-		if rem > half || (rem == half && r&1 == 1) {
-			r++
-		}
-		return r
-	}
-	if e <= 0 {
-		if e < -10 {
-			return sign
-		}
-		return sign | uint16(round(mant|0x800000, uint(14-e)))
-	}
-	// The carry of the rounding may spill into the exponent, which is the
-	// correct result (up to +Inf).
-	return sign | uint16(round(uint32(e)<<23|mant, 13))
 }

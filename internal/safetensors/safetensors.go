@@ -22,10 +22,11 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
-	"unsafe"
+
+	"github.com/causalrm/causalrm/internal/atomicfile"
+	"github.com/causalrm/causalrm/internal/floatbits"
 )
 
 // MetadataKey is the reserved header key holding the string metadata map.
@@ -250,7 +251,7 @@ func (f *File) ReadFloat32Into(name string, dst []float32) error {
 		return fmt.Errorf("safetensors: %s: tensor %q has %d elements, destination %d", f.path, name, n, len(dst))
 	}
 	if i.DType == "F32" {
-		b := Float32Bytes(dst)
+		b := floatbits.Float32Bytes(dst)
 		if _, err := f.f.ReadAt(b, f.dataStart+i.Begin); err != nil {
 			return fmt.Errorf("safetensors: %s: tensor %q: %w", f.path, name, err)
 		}
@@ -526,98 +527,5 @@ func Write(path string, tensors map[string]Tensor, meta map[string]string) error
 	if _, _, err := buildHeader(tensors, meta); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return WriteAtomic(path, func(w io.Writer) error { return Encode(w, tensors, meta) })
-}
-
-// WriteAtomic creates path by calling fill on a buffered writer over a
-// temporary file in the same directory, then fsyncs and renames it into
-// place. On any error the temporary file is removed and path is untouched.
-func WriteAtomic(path string, fill func(w io.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := newBufWriter(tmp)
-	if err = fill(bw); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return err
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil { // persist the rename; best effort
-		d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// bufWriter buffers small writes and passes large ones straight through.
-type bufWriter struct {
-	w   io.Writer
-	buf []byte
-}
-
-func newBufWriter(w io.Writer) *bufWriter { return &bufWriter{w: w, buf: make([]byte, 0, 1<<16)} }
-
-func (b *bufWriter) Write(p []byte) (int, error) {
-	if len(b.buf)+len(p) > cap(b.buf) {
-		if err := b.Flush(); err != nil {
-			return 0, err
-		}
-		if len(p) >= cap(b.buf) {
-			return b.w.Write(p)
-		}
-	}
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *bufWriter) Flush() error {
-	if len(b.buf) == 0 {
-		return nil
-	}
-	_, err := b.w.Write(b.buf)
-	b.buf = b.buf[:0]
-	return err
-}
-
-// ---------------------------------------------------------------------------
-// Byte views
-
-// Float32Bytes returns the little-endian bytes of v. On little-endian hosts
-// it is a view sharing v's memory (no copy); elsewhere it is a converted copy.
-func Float32Bytes(v []float32) []byte {
-	if len(v) == 0 {
-		return []byte{}
-	}
-	if littleEndian {
-		return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
-	}
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-	}
-	return b
+	return atomicfile.Write(path, func(w io.Writer) error { return Encode(w, tensors, meta) })
 }

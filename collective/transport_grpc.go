@@ -1,17 +1,109 @@
 package collective
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the fallback codec
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/causalrm/causalrm/internal/bearer"
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
 )
+
+// windowBytes is the HTTP/2 flow-control window of the ring streams: large
+// enough to keep a loopback or LAN link busy without relying on gRPC's
+// bandwidth-delay estimate.
+const windowBytes = 4 << 20
+
+// dialCreds is the transport and per-call credentials of an outgoing
+// connection.
+func dialCreds(clientTLS *tls.Config, token string) []grpc.DialOption {
+	var opts []grpc.DialOption
+	if clientTLS != nil {
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
+	} else {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer.Creds{Token: token, Secure: clientTLS != nil}))
+	}
+	return opts
+}
+
+// conn returns the (shared, lazily made) client connection to addr.
+func (r *Ring) conn(addr string) (*grpc.ClientConn, error) {
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	if r.conns == nil {
+		return nil, ErrClosed
+	}
+	if c := r.conns[addr]; c != nil {
+		return c, nil
+	}
+	opts := append(dialCreds(r.host.cfg.ClientTLS, r.host.cfg.Token),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(r.cfg.MaxMessageBytes),
+			grpc.MaxCallSendMsgSize(r.cfg.MaxMessageBytes)),
+		grpc.WithReadBufferSize(256<<10),
+		grpc.WithWriteBufferSize(256<<10),
+		grpc.WithInitialWindowSize(windowBytes),
+		grpc.WithInitialConnWindowSize(2*windowBytes),
+		experimental.WithBufferPool(sharedPool),
+	)
+	c, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("collective: dial %s: %w", addr, err)
+	}
+	r.conns[addr] = c
+	return c, nil
+}
+
+// sendGRPC is sendLoop for TransportGRPC: it sends the queued segments on
+// one gRPC client stream (Collective.Segments) to the successor at addr.
+func (r *Ring) sendGRPC(addr string, fail func(error)) {
+	var stream pb.Collective_SegmentsClient
+	for {
+		item, ok := r.out.pop()
+		if !ok {
+			break
+		}
+		if stream == nil {
+			c, err := r.conn(addr)
+			if err != nil {
+				fail(err)
+				return
+			}
+			stream, err = pb.NewCollectiveClient(c).Segments(r.ctx, grpc.WaitForReady(true), grpc.ForceCodecV2(wireCodec{}))
+			if err != nil {
+				fail(fromStatus(err))
+				return
+			}
+		}
+		r.stats.sent(item.seg) // before: the transport may recycle the payload once written
+		if err := stream.SendMsg(&item); err != nil {
+			_, err = stream.CloseAndRecv() // the stream's real status
+			if err == nil {
+				err = errors.New("stream ended")
+			}
+			fail(fromStatus(err))
+			return
+		}
+	}
+	if stream != nil {
+		if _, err := stream.CloseAndRecv(); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("collective: closing stream to successor", "err", err)
+		}
+	}
+}
 
 // wireCodec is the gRPC codec of a Ring's streams. It writes and reads the
 // standard protobuf encoding (any gRPC client can talk to a Ring), but moves
@@ -25,58 +117,6 @@ type wireCodec struct{}
 var fallbackCodec = encoding.GetCodecV2("proto")
 
 func (wireCodec) Name() string { return "proto" }
-
-// outSegment is a segment to send; pooled, if set, is the payload's buffer
-// from sharedPool, which the transport returns there once written.
-type outSegment struct {
-	seg    *pb.Segment
-	pooled *[]byte
-}
-
-// inSegment is a received segment whose payload aliases buf (from
-// sharedPool); release returns buf once the payload is no longer needed.
-type inSegment struct {
-	seg pb.Segment
-	buf *[]byte
-	// crc, if hasCRC, is the CRC-32C of seg.Payload, computed by the raw
-	// reader right after reading it (while the bytes are in cache).
-	crc    uint32
-	hasCRC bool
-}
-
-// payloadCRC is the CRC-32C of the segment's payload.
-func (s *inSegment) payloadCRC() uint32 {
-	if s.hasCRC {
-		return s.crc
-	}
-	return crc32c(s.seg.Payload)
-}
-
-// takeWhole hands over the payload's buffer, to go back to the pool once
-// the payload is sent, if the payload is all of it (a raw frame's); else the
-// buffer is left to the garbage collector (the payload aliases it). The
-// segment no longer owns a buffer afterwards.
-func (s *inSegment) takeWhole() *[]byte {
-	b, whole := s.buf, s.whole()
-	s.buf = nil
-	if whole {
-		return b
-	}
-	return nil
-}
-
-// whole reports whether the payload is all of the segment's pooled buffer.
-func (s *inSegment) whole() bool {
-	b, p := s.buf, s.seg.Payload
-	return b != nil && len(*b) == len(p) && len(p) > 0 && &(*b)[0] == &p[0]
-}
-
-func (s *inSegment) release() {
-	if s.buf != nil {
-		sharedPool.Put(s.buf)
-		s.buf = nil
-	}
-}
 
 const payloadField = 13 // pb.Segment.payload
 
@@ -115,8 +155,6 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	m.buf = buf
 	return nil
 }
-
-var errWire = errors.New("malformed segment")
 
 // parseSegment decodes the protobuf encoding of a Segment; the payload
 // aliases b. Unknown fields are skipped.

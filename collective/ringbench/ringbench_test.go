@@ -1,19 +1,29 @@
-package collective
+package ringbench
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/causalrm/causalrm/collective"
+	"github.com/causalrm/causalrm/internal/gradgen"
 )
 
-// BenchmarkAllReduce: go test -run '^$' -bench AllReduce ./collective
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// losslessCodecs are the codecs BenchmarkAllReduce measures.
+var losslessCodecs = []collective.Codec{collective.CodecNone, collective.CodecS2, collective.CodecZstd}
+
+// BenchmarkAllReduce: go test -run '^$' -bench AllReduce ./collective/ringbench
 func BenchmarkAllReduce(b *testing.B) {
 	for _, n := range []int{2, 4} {
 		for _, mib := range []int{1, 4, 16} {
 			for _, codec := range losslessCodecs {
 				b.Run(fmt.Sprintf("ranks=%d/MiB=%d/%s", n, mib, codec), func(b *testing.B) {
-					rings, err := benchRings(n, func(c *Config) { c.Codec = codec })
+					rings, err := benchRings(n, func(c *collective.Config) { c.Codec = codec })
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -22,7 +32,7 @@ func BenchmarkAllReduce(b *testing.B) {
 					src := make([][]int64, n)
 					bufs := make([][]int64, n)
 					for r := range src {
-						src[r], bufs[r] = FixedPointGradient(elems, uint64(r+1)), make([]int64, elems)
+						src[r], bufs[r] = gradgen.FixedPoint(elems, uint64(r+1)), make([]int64, elems)
 					}
 					ctx := context.Background()
 					b.SetBytes(int64(mib << 20))
@@ -33,7 +43,7 @@ func BenchmarkAllReduce(b *testing.B) {
 							copy(bufs[r], src[r])
 						}
 						b.StartTimer()
-						if err := runAll(rings, func(r int, ring *Ring) error {
+						if err := runAll(rings, func(r int, ring *collective.Ring) error {
 							return ring.SumInt64(ctx, bufs[r])
 						}); err != nil {
 							b.Fatal(err)
@@ -65,12 +75,12 @@ func BenchmarkLoopbackTCP(b *testing.B) {
 	}
 }
 
-// TestPrintBenchTable prints RunBench's tables when COLLECTIVE_BENCH=1.
+// TestPrintBenchTable prints Run's tables when COLLECTIVE_BENCH=1.
 func TestPrintBenchTable(t *testing.T) {
 	if os.Getenv("COLLECTIVE_BENCH") == "" {
 		t.Skip("set COLLECTIVE_BENCH=1 to print the benchmark tables")
 	}
-	if err := RunBench(context.Background(), os.Stdout, BenchOptions{}); err != nil {
+	if err := Run(context.Background(), os.Stdout, Options{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causalrm/causalrm/internal/gradgen"
 	pb "github.com/causalrm/causalrm/proto/collectivepb"
 )
 
@@ -228,7 +229,7 @@ func TestTransportsAgree(t *testing.T) {
 				got := make([][]uint64, n)
 				errs := onAll(rings, func(r int, ring *Ring) error {
 					rng := mrand.New(mrand.NewPCG(uint64(r), 5))
-					vi := FixedPointGradient(5000, uint64(r+1))
+					vi := gradgen.FixedPoint(5000, uint64(r+1))
 					vf := make([]float32, 3001)
 					vm := make([]float64, 777)
 					for i := range vf {

@@ -1,4 +1,7 @@
-package collective
+// Package ringbench is the benchmark harness of the collective (causalrm
+// bench allreduce): in-process rings on 127.0.0.1 timed against a raw TCP
+// copy of the same bytes, and the bytes on the wire and speed of each codec.
+package ringbench
 
 import (
 	"context"
@@ -7,57 +10,28 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net"
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/causalrm/causalrm/collective"
+	"github.com/causalrm/causalrm/internal/gradgen"
 )
 
-// FixedPointGradient returns n int64 values shaped like the exact mode's
-// gradient partials: blocks of 256 (one neuron's row) on their own
-// power-of-two grid, Gaussian values of 2^12 to 2^30 grid steps, and one
-// value in a thousand an outlier 2^10 times larger.
-func FixedPointGradient(n int, seed uint64) []int64 {
-	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
-	v := make([]int64, n)
-	var scale float64
-	for i := range v {
-		if i%256 == 0 {
-			scale = math.Ldexp(1, 12+rng.IntN(19))
-		}
-		x := rng.NormFloat64() * scale
-		if rng.IntN(1000) == 0 {
-			x *= 1024
-		}
-		v[i] = int64(math.RoundToEven(x))
-	}
-	return v
-}
-
-// Gradient32 returns n float32 values of the same shape (fast mode).
-func Gradient32(n int, seed uint64) []float32 {
-	q := FixedPointGradient(n, seed)
-	v := make([]float32, n)
-	for i, x := range q {
-		v[i] = float32(math.Ldexp(float64(x), -40))
-	}
-	return v
-}
-
-// BenchOptions configures RunBench.
-type BenchOptions struct {
-	Ranks      []int   // ring sizes (default 2, 4)
-	SizesMiB   []int   // vector sizes in MiB of int64 (default 1, 4, 16)
-	Codecs     []Codec // lossless codecs for the all-reduce table (default none, s2, zstd)
-	Iters      int     // timed calls per case, after one warm-up (default 5)
-	ChunkBytes int     // 0: DefaultConfig's
+// Options configures Run.
+type Options struct {
+	Ranks      []int              // ring sizes (default 2, 4)
+	SizesMiB   []int              // vector sizes in MiB of int64 (default 1, 4, 16)
+	Codecs     []collective.Codec // lossless codecs for the all-reduce table (default none, s2, zstd)
+	Iters      int                // timed calls per case, after one warm-up (default 5)
+	ChunkBytes int                // 0: collective.DefaultConfig's
 	// Transports are the data paths measured, each in the same run
 	// (default raw, then grpc).
-	Transports []Transport
+	Transports []collective.Transport
 }
 
-func (o *BenchOptions) defaults() {
+func (o *Options) defaults() {
 	if len(o.Ranks) == 0 {
 		o.Ranks = []int{2, 4}
 	}
@@ -65,13 +39,13 @@ func (o *BenchOptions) defaults() {
 		o.SizesMiB = []int{1, 4, 16}
 	}
 	if len(o.Codecs) == 0 {
-		o.Codecs = []Codec{CodecNone, CodecS2, CodecZstd}
+		o.Codecs = []collective.Codec{collective.CodecNone, collective.CodecS2, collective.CodecZstd}
 	}
 	if o.Iters <= 0 {
 		o.Iters = 5
 	}
 	if len(o.Transports) == 0 {
-		o.Transports = []Transport{TransportRaw, TransportGRPC}
+		o.Transports = []collective.Transport{collective.TransportRaw, collective.TransportGRPC}
 	}
 }
 
@@ -79,9 +53,9 @@ func (o *BenchOptions) defaults() {
 type AllReduceResult struct {
 	Ranks int
 	Bytes int // vector size
-	Codec Codec
-	// Transport is the data path (Config.Transport).
-	Transport Transport
+	Codec collective.Codec
+	// Transport is the data path (collective.Config.Transport).
+	Transport collective.Transport
 	Seconds   float64 // per call (mean of the timed calls)
 	// AlgBW is Bytes/Seconds; BusBW is AlgBW * 2(n-1)/n, the rate each rank
 	// moves data at (NCCL's bus bandwidth).
@@ -96,9 +70,9 @@ type AllReduceResult struct {
 	TCPCopyBW float64
 }
 
-// BenchAllReduce runs SumInt64 on in-process rings on 127.0.0.1 loopback
+// AllReduce runs SumInt64 on in-process rings on 127.0.0.1 loopback
 // listeners and measures it next to a raw TCP copy of the same bytes.
-func BenchAllReduce(ctx context.Context, opts BenchOptions) ([]AllReduceResult, error) {
+func AllReduce(ctx context.Context, opts Options) ([]AllReduceResult, error) {
 	opts.defaults()
 	var out []AllReduceResult
 	for _, n := range opts.Ranks {
@@ -111,7 +85,7 @@ func BenchAllReduce(ctx context.Context, opts BenchOptions) ([]AllReduceResult, 
 			for _, codec := range opts.Codecs {
 				for _, tr := range opts.Transports {
 					o := opts
-					o.Transports = []Transport{tr}
+					o.Transports = []collective.Transport{tr}
 					res, err := benchOne(ctx, n, size, codec, o)
 					if err != nil {
 						return nil, err
@@ -126,7 +100,7 @@ func BenchAllReduce(ctx context.Context, opts BenchOptions) ([]AllReduceResult, 
 	return out, nil
 }
 
-func benchRings(n int, mut func(*Config)) ([]*Ring, error) {
+func benchRings(n int, mut func(*collective.Config)) ([]*collective.Ring, error) {
 	lis := make([]net.Listener, n)
 	addrs := make([]string, n)
 	closeLis := func() {
@@ -144,15 +118,15 @@ func benchRings(n int, mut func(*Config)) ([]*Ring, error) {
 		}
 		lis[i], addrs[i] = l, l.Addr().String()
 	}
-	rings := make([]*Ring, n)
+	rings := make([]*collective.Ring, n)
 	for i := range rings {
-		cfg := DefaultConfig()
+		cfg := collective.DefaultConfig()
 		cfg.RingID, cfg.Rank, cfg.Peers, cfg.Generation = "bench", i, addrs, 1
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		if mut != nil {
 			mut(&cfg)
 		}
-		r, err := New(cfg, lis[i])
+		r, err := collective.New(cfg, lis[i])
 		if err != nil {
 			for _, r := range rings[:i] {
 				r.Close()
@@ -167,7 +141,7 @@ func benchRings(n int, mut func(*Config)) ([]*Ring, error) {
 	return rings, nil
 }
 
-func closeRings(rings []*Ring) {
+func closeRings(rings []*collective.Ring) {
 	var wg sync.WaitGroup
 	for _, r := range rings {
 		wg.Add(1)
@@ -177,7 +151,7 @@ func closeRings(rings []*Ring) {
 }
 
 // runAll calls fn on every rank at once and returns the first error.
-func runAll(rings []*Ring, fn func(rank int, r *Ring) error) error {
+func runAll(rings []*collective.Ring, fn func(rank int, r *collective.Ring) error) error {
 	errs := make([]error, len(rings))
 	var wg sync.WaitGroup
 	for i, r := range rings {
@@ -188,8 +162,8 @@ func runAll(rings []*Ring, fn func(rank int, r *Ring) error) error {
 	return errors.Join(errs...)
 }
 
-func benchOne(ctx context.Context, n, size int, codec Codec, opts BenchOptions) (AllReduceResult, error) {
-	rings, err := benchRings(n, func(c *Config) {
+func benchOne(ctx context.Context, n, size int, codec collective.Codec, opts Options) (AllReduceResult, error) {
+	rings, err := benchRings(n, func(c *collective.Config) {
 		c.Codec = codec
 		c.Transport = opts.Transports[0]
 		if opts.ChunkBytes > 0 {
@@ -205,7 +179,7 @@ func benchOne(ctx context.Context, n, size int, codec Codec, opts BenchOptions) 
 	src := make([][]int64, n)
 	bufs := make([][]int64, n)
 	for r := range src {
-		src[r] = FixedPointGradient(elems, uint64(r+1))
+		src[r] = gradgen.FixedPoint(elems, uint64(r+1))
 		bufs[r] = make([]int64, elems)
 	}
 	// One call, timed without refilling the inputs.
@@ -214,7 +188,7 @@ func benchOne(ctx context.Context, n, size int, codec Codec, opts BenchOptions) 
 			copy(bufs[r], src[r])
 		}
 		start := time.Now()
-		err := runAll(rings, func(r int, ring *Ring) error { return ring.SumInt64(ctx, bufs[r]) })
+		err := runAll(rings, func(r int, ring *collective.Ring) error { return ring.SumInt64(ctx, bufs[r]) })
 		return time.Since(start), err
 	}
 	if _, err := call(); err != nil { // warm-up: connections, buffers
@@ -321,7 +295,7 @@ func loopbackRingCopy(ctx context.Context, n, bytes, iters int) (float64, error)
 // CodecResult is one row of the codec table.
 type CodecResult struct {
 	Data  string // "int64 fixed point" or "float32"
-	Codec Codec
+	Codec collective.Codec
 	// WireVsFloat32 is the bytes sent on the ring over the float32 size of
 	// the same elements (4 bytes each).
 	WireVsFloat32 float64
@@ -329,27 +303,27 @@ type CodecResult struct {
 	EncodeMBps, DecodeMBps float64
 }
 
-// BenchCodecs measures the bytes on the wire of a 2-rank all-reduce of a
-// realistic gradient (FixedPointGradient for the exact codecs, Gradient32
+// Codecs measures the bytes on the wire of a 2-rank all-reduce of a
+// realistic gradient (gradgen.FixedPoint for the exact codecs, gradgen.Float32
 // for float32) per codec, and each codec's single-core speed.
-func BenchCodecs(ctx context.Context, elems int) ([]CodecResult, error) {
+func Codecs(ctx context.Context, elems int) ([]CodecResult, error) {
 	var out []CodecResult
 	type job struct {
 		data  string
-		codec Codec
+		codec collective.Codec
 	}
 	jobs := []job{
-		{"int64 fixed point", CodecNone}, {"int64 fixed point", CodecS2}, {"int64 fixed point", CodecZstd},
-		{"float32", CodecNone}, {"float32", CodecS2}, {"float32", CodecZstd},
-		{"float32", CodecFP16}, {"float32", CodecInt8},
+		{"int64 fixed point", collective.CodecNone}, {"int64 fixed point", collective.CodecS2}, {"int64 fixed point", collective.CodecZstd},
+		{"float32", collective.CodecNone}, {"float32", collective.CodecS2}, {"float32", collective.CodecZstd},
+		{"float32", collective.CodecFP16}, {"float32", collective.CodecInt8},
 	}
-	cd, err := newCoder(8 << 20)
+	cd, err := collective.NewChunkCodec(8 << 20)
 	if err != nil {
 		return nil, err
 	}
-	defer cd.close()
+	defer cd.Close()
 	for _, j := range jobs {
-		rings, err := benchRings(2, func(c *Config) {
+		rings, err := benchRings(2, func(c *collective.Config) {
 			if j.codec.Lossy() {
 				c.LossyCodec = j.codec
 			} else {
@@ -361,15 +335,15 @@ func BenchCodecs(ctx context.Context, elems int) ([]CodecResult, error) {
 		}
 		var enc, dec float64
 		if j.data == "float32" {
-			err = runAll(rings, func(r int, ring *Ring) error {
-				return ring.SumFloat32(ctx, Gradient32(elems, uint64(r+1)))
+			err = runAll(rings, func(r int, ring *collective.Ring) error {
+				return ring.SumFloat32(ctx, gradgen.Float32(elems, uint64(r+1)))
 			})
-			enc, dec = codecSpeed(cd, j.codec, Gradient32(elems, 9))
+			enc, dec = codecSpeed(cd, j.codec, gradgen.Float32(elems, 9))
 		} else {
-			err = runAll(rings, func(r int, ring *Ring) error {
-				return ring.SumInt64(ctx, FixedPointGradient(elems, uint64(r+1)))
+			err = runAll(rings, func(r int, ring *collective.Ring) error {
+				return ring.SumInt64(ctx, gradgen.FixedPoint(elems, uint64(r+1)))
 			})
-			enc, dec = codecSpeed(cd, j.codec, FixedPointGradient(elems, 9))
+			enc, dec = codecSpeed(cd, j.codec, gradgen.FixedPoint(elems, 9))
 		}
 		st := rings[0].Stats()
 		closeRings(rings)
@@ -391,37 +365,33 @@ func BenchCodecs(ctx context.Context, elems int) ([]CodecResult, error) {
 }
 
 // codecSpeed times one encode and decode of v in chunks of 256 KiB.
-func codecSpeed[T elem](cd *coder, codec Codec, v []T) (encMBps, decMBps float64) {
-	chunk := (256 << 10) / elemSize[T]()
+func codecSpeed[T int64 | float32](cd *collective.ChunkCodec, codec collective.Codec, v []T) (encMBps, decMBps float64) {
+	size := 8 // bytes per element
+	if _, ok := any(v).([]float32); ok {
+		size = 4
+	}
+	chunk := (256 << 10) / size
 	var payloads [][]byte
 	start := time.Now()
 	for lo := 0; lo < len(v); lo += chunk {
 		c := v[lo:min(lo+chunk, len(v))]
-		if codec.Lossy() {
-			payloads = append(payloads, *encodeLossy(codec, any(c).([]float32)))
-		} else {
-			payloads = append(payloads, *encode(cd, codec, c))
-		}
+		payloads = append(payloads, collective.EncodeChunk(cd, codec, c))
 	}
 	enc := time.Since(start).Seconds()
 	dst := make([]T, chunk)
 	start = time.Now()
 	for i, lo := 0, 0; lo < len(v); i, lo = i+1, lo+chunk {
 		d := dst[:min(chunk, len(v)-lo)]
-		if codec.Lossy() {
-			_ = decodeLossy(codec, any(d).([]float32), payloads[i])
-		} else {
-			_ = decode(cd, codec, d, payloads[i])
-		}
+		_ = collective.DecodeChunk(cd, codec, d, payloads[i])
 	}
 	dec := time.Since(start).Seconds()
-	mb := float64(len(v)*elemSize[T]()) / 1e6
+	mb := float64(len(v)*size) / 1e6
 	return mb / enc, mb / dec
 }
 
-// RunBench runs both benchmarks and prints their tables to w.
-func RunBench(ctx context.Context, w io.Writer, opts BenchOptions) error {
-	rows, err := BenchAllReduce(ctx, opts)
+// Run runs both benchmarks and prints their tables to w.
+func Run(ctx context.Context, w io.Writer, opts Options) error {
+	rows, err := AllReduce(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -431,7 +401,7 @@ func RunBench(ctx context.Context, w io.Writer, opts BenchOptions) error {
 		fmt.Fprintf(w, "%5d %6d %-5s %-4s %9.2f %7.0fMB/s %7.0fMB/s %10.3f %9.0fMB/s %6.0f%%\n", r.Ranks, r.Bytes>>20, r.Codec, r.Transport,
 			r.Seconds*1e3, r.AlgBW/1e6, r.BusBW/1e6, r.WireRatio, r.TCPCopyBW/1e6, 100*r.AlgBW/r.TCPCopyBW)
 	}
-	codecs, err := BenchCodecs(ctx, 1<<20)
+	codecs, err := Codecs(ctx, 1<<20)
 	if err != nil {
 		return err
 	}
