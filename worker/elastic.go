@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -111,15 +110,7 @@ type Elastic struct {
 	log *slog.Logger
 	tr  *trainer.Trainer
 
-	watchCancel context.CancelFunc
-	watchDone   chan struct{}
-
-	mu       sync.Mutex
-	gens     map[uint64]state.Generation
-	latest   uint64
-	newGen   chan struct{} // closed and replaced when a generation arrives
-	watchErr error
-	abort    context.CancelFunc // cancels the call in flight (crash generations)
+	gens *generations // the coordinators' generations, watched
 
 	ring    *collective.Ring
 	gen     state.Generation // the generation of ring
@@ -128,17 +119,10 @@ type Elastic struct {
 	done uint64  // collective calls completed
 	last []int64 // the result of call number done, as int64 bits
 
-	// progress accounting
-	prev      *trainer.Boundary // the step that ran last (not yet accounted)
-	pending   []state.StepRange // steps not yet in a report that went out
-	reported  uint64            // the global step of the last report the coordinators took
-	sent      uint64            // ... of the last report sent (maybe still travelling)
-	sentAt    time.Time
-	inflight  *sending // the report travelling, not yet collected
-	skipAgree int64    // a boundary whose agreement was done before the snapshot
-	ckptBusy  chan struct{}
+	progress  progress     // steps run and reported
+	ckpt      checkpointer // checkpoints of the member of rank 0
 	bg        sync.WaitGroup
-	lastCkpt  time.Time // when this worker last took a checkpoint
+	skipAgree int64     // a boundary whose agreement was done before the snapshot
 	disturbed time.Time // when a generation change began (zero: none pending)
 	handed    []float32 // the residual the next ring starts with (own + leavers')
 	// testHandover, if set, sees a leaver's residual as it hands it over,
@@ -147,29 +131,17 @@ type Elastic struct {
 	Activation   func(gen state.Generation) // tests: called on each ring change
 }
 
-// joinBlob is the state a joining worker takes from a live peer and a
-// checkpoint holds: the runtime's counters and the trainer's snapshot.
-type joinBlob struct {
-	Done      uint64            `json:"done"`
-	Last      []int64           `json:"-"`
-	Pending   []state.StepRange `json:"pending"`
-	Reported  uint64            `json:"reported"`
-	Agreed    bool              `json:"agreed"`
-	Snapshot  []byte            `json:"-"`
-	GlobalKey uint64            `json:"global_step"`
-}
-
 // NewElastic starts watching the coordinator's generations. Attach the
-// trainer, then Join (or Start) before training.
+// trainer, then Begin before training.
 func NewElastic(cfg ElasticConfig) (*Elastic, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &Elastic{cfg: cfg, log: cfg.Logger.With("worker", cfg.ID), gens: map[uint64]state.Generation{},
-		newGen: make(chan struct{}), watchCancel: cancel, watchDone: make(chan struct{}), skipAgree: -1,
-		ckptBusy: make(chan struct{}, 1)}
-	go e.watch(ctx)
+	e := &Elastic{cfg: cfg, log: cfg.Logger.With("worker", cfg.ID), skipAgree: -1}
+	e.progress = progress{coord: cfg.Coord, id: cfg.ID, log: e.log, bg: &e.bg}
+	e.ckpt = checkpointer{coord: cfg.Coord, log: e.log, metrics: cfg.Metrics, bg: &e.bg,
+		every: cfg.CheckpointEvery, seconds: cfg.CheckpointSeconds, busy: make(chan struct{}, 1)}
+	e.gens = watchGenerations(cfg.Coord)
 	return e, nil
 }
 
@@ -179,76 +151,6 @@ func (e *Elastic) Attach(tr *trainer.Trainer) {
 	e.tr = tr
 	tr.SetStepHook(e.onStep)
 	tr.SetStageHook(e.onStage)
-}
-
-func (e *Elastic) watch(ctx context.Context) {
-	defer close(e.watchDone)
-	gens, errs := e.cfg.Coord.WatchGenerations(ctx, 0)
-	for {
-		select {
-		case g, ok := <-gens:
-			if !ok {
-				return
-			}
-			e.mu.Lock()
-			e.gens[g.Number] = g
-			e.latest = max(e.latest, g.Number)
-			close(e.newGen)
-			e.newGen = make(chan struct{})
-			// A crash generation ends the call in flight: it would wait
-			// for the dead member until its timeout.
-			if g.Number > e.gen.Number && isCrash(g) && e.abort != nil {
-				e.abort()
-			}
-			e.mu.Unlock()
-		case err := <-errs:
-			e.mu.Lock()
-			e.watchErr = err
-			close(e.newGen)
-			e.newGen = make(chan struct{})
-			if e.abort != nil {
-				e.abort()
-			}
-			e.mu.Unlock()
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// waitGen returns the newest generation for which ok holds, waiting for
-// one up to timeout.
-func (e *Elastic) waitGen(ctx context.Context, timeout time.Duration, ok func(state.Generation) bool) (state.Generation, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		e.mu.Lock()
-		for n := e.latest; n > 0; n-- {
-			if g, found := e.gens[n]; found && ok(g) {
-				e.mu.Unlock()
-				return g, nil
-			}
-		}
-		ch, werr := e.newGen, e.watchErr
-		e.mu.Unlock()
-		if werr != nil {
-			return state.Generation{}, fmt.Errorf("watching generations: %w", werr)
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return state.Generation{}, errors.New("no new generation")
-		case <-ctx.Done():
-			return state.Generation{}, ctx.Err()
-		}
-	}
-}
-
-func (e *Elastic) latestNumber() uint64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.latest
 }
 
 // openRing makes the ring of generation g on this worker's host and takes
@@ -283,9 +185,8 @@ func (e *Elastic) openRing(g state.Generation) error {
 	if residual != nil {
 		r.SetResidual(residual)
 	}
-	e.mu.Lock() // the watch reads gen
 	e.ring, e.gen = r, g
-	e.mu.Unlock()
+	e.gens.ringIs(g.Number)
 	e.cfg.Metrics.ringOpened(r, g, e.cfg.Codec)
 	e.changes++
 	if e.tr != nil {
@@ -310,8 +211,7 @@ func (e *Elastic) openRing(g state.Generation) error {
 
 // Close stops the watch, waits for a checkpoint upload and leaves the ring.
 func (e *Elastic) Close() error {
-	e.watchCancel()
-	<-e.watchDone
+	e.gens.stop()
 	e.bg.Wait()
 	e.cfg.Metrics.stopped("the elastic runtime closed")
 	if e.ring != nil {
@@ -326,7 +226,8 @@ func (e *Elastic) Ring() *collective.Ring { return e.ring }
 // Generation is the current ring's generation.
 func (e *Elastic) Generation() state.Generation { return e.gen }
 
-// bits converts between a call's vector and the int64 words it is kept
+// elem is the element types of the trainer's collective calls; toBits and
+// fromBits convert between a call's vector and the int64 words it is kept
 // and shared as.
 type elem interface{ int64 | float64 | float32 }
 
@@ -360,154 +261,4 @@ func fromBits[T elem](b []int64, v []T) {
 			x[i] = math.Float32frombits(uint32(b[i]))
 		}
 	}
-}
-
-// call runs one collective call of the trainer's sequence. On a failure it
-// reconciles with the survivors (docs/elastic.md): either the call's result
-// comes from a survivor that completed it (nil), or the caller must
-// recompute its input under the new ownership (trainer.ErrRedo).
-func call[T elem](e *Elastic, ctx context.Context, v []T, run func(*collective.Ring, context.Context, []T) error) error {
-	if e.ring == nil {
-		return fmt.Errorf("%w: no ring yet", ErrConfig)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	e.mu.Lock()
-	e.abort = cancel
-	e.mu.Unlock()
-	err := run(e.ring, cctx, v)
-	e.mu.Lock()
-	e.abort = nil
-	e.mu.Unlock()
-	cancel()
-	if err == nil {
-		e.done++
-		e.last = toBits(v, e.last)
-		e.settled()
-		return nil
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if e.disturbed.IsZero() {
-		e.disturbed = time.Now()
-	}
-	e.log.Warn("collective call failed; reconciling", "call", e.done+1, "generation", e.gen.Number, "err", err)
-	res, rerr := e.reconcile(ctx, len(v), err)
-	if rerr != nil {
-		return rerr
-	}
-	e.cfg.Metrics.reconciledCall()
-	if res != nil {
-		fromBits(res, v)
-		e.done++
-		e.last = append(e.last[:0], res...)
-		return nil
-	}
-	return fmt.Errorf("%w: generation %d", trainer.ErrRedo, e.gen.Number)
-}
-
-// settled logs how long the training stood still for a generation change:
-// from the failure (or the boundary's decision) to the first call that
-// completed on the new ring.
-func (e *Elastic) settled() {
-	if e.disturbed.IsZero() {
-		return
-	}
-	e.log.Info("generation change pause", "generation", e.gen.Number, "cause", e.gen.Cause,
-		"pause", time.Since(e.disturbed).Round(time.Millisecond))
-	e.disturbed = time.Time{}
-}
-
-// MaxFloat64 implements trainer.Reducer.
-func (e *Elastic) MaxFloat64(ctx context.Context, v []float64) error {
-	return call(e, ctx, v, (*collective.Ring).MaxFloat64)
-}
-
-// SumInt64 implements trainer.Reducer.
-func (e *Elastic) SumInt64(ctx context.Context, v []int64) error {
-	return call(e, ctx, v, (*collective.Ring).SumInt64)
-}
-
-// SumFloat32 implements trainer.Reducer.
-func (e *Elastic) SumFloat32(ctx context.Context, v []float32) error {
-	return call(e, ctx, v, (*collective.Ring).SumFloat32)
-}
-
-// reconcile forms the ring of the newest crash (or start) generation with
-// the other survivors and settles the call that failed: it returns the
-// call's result if a survivor completed it, nil if every survivor must
-// redo it.
-func (e *Elastic) reconcile(ctx context.Context, n int, cause error) ([]int64, error) {
-	for {
-		g, err := e.waitGen(ctx, e.cfg.ReconfigureTimeout, func(g state.Generation) bool {
-			return g.Number > e.gen.Number && (isCrash(g) || isStart(g))
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%w (and then: %v)", cause, err)
-		}
-		if g.Index(e.cfg.ID) < 0 {
-			return nil, fmt.Errorf("%w: generation %d", ErrRemoved, g.Number)
-		}
-		if err := e.openRing(g); err != nil {
-			return nil, err
-		}
-		res, err := e.settle(ctx, n)
-		if err == nil {
-			return res, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		cause = err
-		e.log.Warn("reconciliation failed; waiting for a newer generation", "generation", g.Number, "err", err)
-	}
-}
-
-// settle agrees on the survivors' progress: if some completed the pending
-// call, the lowest-ranked of them sends its result to all.
-func (e *Elastic) settle(ctx context.Context, n int) ([]int64, error) {
-	r := e.ring
-	d := float64(e.done)
-	v := []float64{d, -d}
-	if err := r.MaxFloat64(ctx, v); err != nil {
-		return nil, err
-	}
-	hi, lo := uint64(v[0]), uint64(-v[1])
-	if hi == lo {
-		return nil, nil
-	}
-	if hi-lo > 1 {
-		return nil, fmt.Errorf("worker: survivors %d calls apart (at most 1 is possible)", hi-lo)
-	}
-	src := []float64{-1e18} // finite: the ring refuses non-finite values
-	if e.done == hi {
-		src[0] = -float64(r.Rank())
-	}
-	if err := r.MaxFloat64(ctx, src); err != nil {
-		return nil, err
-	}
-	if e.done == hi {
-		n = len(e.last) // the laggards' pending call is the one this worker completed
-	}
-	out := make([]int64, n)
-	if e.done == hi && -src[0] == float64(r.Rank()) {
-		copy(out, e.last)
-	}
-	if err := r.SumInt64(ctx, out); err != nil {
-		return nil, err
-	}
-	if e.done == lo {
-		return out, nil // finish the call with it
-	}
-	return nil, nil // ahead: redo the pending call
-}
-
-// isCrash reports a generation that removes members the coordinator found
-// dead: it ends the calls in flight and is what survivors reconcile on.
-func isCrash(g state.Generation) bool { return strings.Contains(g.Cause, "crash:") }
-
-// isStart reports a generation whose members all begin together (the first,
-// or a restart after every worker was lost).
-func isStart(g state.Generation) bool {
-	return g.Cause == "start" || strings.HasPrefix(g.Cause, "restart")
 }

@@ -33,7 +33,11 @@ func newFakeCoord() *fakeCoord { return &fakeCoord{changed: make(chan struct{})}
 func (f *fakeCoord) commit(members []string, addrs map[string]string, shards int, cause string) state.Generation {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	g := state.Generation{Number: uint64(len(f.gens) + 1), Cause: cause, Owner: make([]int, shards)}
+	c, err := state.ParseCause(cause)
+	if err != nil {
+		panic(err)
+	}
+	g := state.Generation{Number: uint64(len(f.gens) + 1), Cause: c, Owner: make([]int, shards)}
 	for _, id := range members {
 		g.Members = append(g.Members, state.Member{ID: id, Addr: addrs[id]})
 	}
@@ -333,16 +337,16 @@ func TestSettleSharesTheCompletedCall(t *testing.T) {
 
 // Checkpoints fall due every N steps, and by time at progress reports.
 func TestCheckpointDue(t *testing.T) {
-	e := &Elastic{cfg: ElasticConfig{CheckpointEvery: 20}}
-	if !e.checkpointDue(40) || e.checkpointDue(30) {
+	c := &checkpointer{every: 20}
+	if !c.due(40) || c.due(30) {
 		t.Fatal("every 20 steps: due at 40, not at 30")
 	}
-	e = &Elastic{cfg: ElasticConfig{CheckpointSeconds: 0.05}}
-	if e.checkpointDue(10) {
+	c = &checkpointer{seconds: 0.05}
+	if c.due(10) {
 		t.Fatal("due before any time passed")
 	}
 	time.Sleep(60 * time.Millisecond)
-	if !e.checkpointDue(15) {
+	if !c.due(15) {
 		t.Fatal("not due 60 ms after the clock started, with a 50 ms interval")
 	}
 }

@@ -201,7 +201,7 @@ func (m *Metrics) ringOpened(r *collective.Ring, g state.Generation, codec colle
 	m.foldRing()
 	m.ring, m.codec = r, string(codec)
 	m.generation = g.Number
-	m.changes[telemetry.GenerationCause(g.Cause)]++
+	m.changes[g.Cause.Label()]++
 	m.ready = true
 }
 

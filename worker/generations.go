@@ -1,0 +1,164 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/causalrm/causalrm/coordinator/state"
+)
+
+// generations follows the coordinators' generations for one worker: it
+// keeps every generation the watch delivers, wakes whoever waits for one,
+// and ends the collective call in flight when a crash generation newer
+// than the ring's arrives (the call would wait for the dead member until
+// its timeout).
+type generations struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	byNum   map[uint64]state.Generation
+	latest  uint64
+	changed chan struct{}      // closed and replaced when a generation arrives
+	err     error              // the watch's error, once it ended with one
+	abort   context.CancelFunc // cancels the call in flight (nil: none)
+	ring    uint64             // the generation of the worker's ring
+}
+
+// watchGenerations starts the watch; stop ends it.
+func watchGenerations(c Coordinator) *generations {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &generations{cancel: cancel, done: make(chan struct{}), byNum: map[uint64]state.Generation{}, changed: make(chan struct{})}
+	go w.watch(ctx, c)
+	return w
+}
+
+func (w *generations) watch(ctx context.Context, c Coordinator) {
+	defer close(w.done)
+	gens, errs := c.WatchGenerations(ctx, 0)
+	for {
+		select {
+		case g, ok := <-gens:
+			if !ok {
+				return
+			}
+			w.mu.Lock()
+			w.byNum[g.Number] = g
+			w.latest = max(w.latest, g.Number)
+			w.wakeLocked()
+			if g.Number > w.ring && isCrash(g) && w.abort != nil {
+				w.abort()
+			}
+			w.mu.Unlock()
+		case err := <-errs:
+			w.mu.Lock()
+			w.err = err
+			w.wakeLocked()
+			if w.abort != nil {
+				w.abort()
+			}
+			w.mu.Unlock()
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (w *generations) wakeLocked() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// stop ends the watch and waits for it.
+func (w *generations) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// errNoGeneration is wait's error when no generation it accepts came in
+// time.
+var errNoGeneration = errors.New("no new generation")
+
+// wait returns the newest generation for which ok holds, waiting for one
+// up to timeout.
+func (w *generations) wait(ctx context.Context, timeout time.Duration, ok func(state.Generation) bool) (state.Generation, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		for n := w.latest; n > 0; n-- {
+			if g, found := w.byNum[n]; found && ok(g) {
+				w.mu.Unlock()
+				return g, nil
+			}
+		}
+		ch, werr := w.changed, w.err
+		w.mu.Unlock()
+		if werr != nil {
+			return state.Generation{}, fmt.Errorf("watching generations: %w", werr)
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return state.Generation{}, errNoGeneration
+		case <-ctx.Done():
+			return state.Generation{}, ctx.Err()
+		}
+	}
+}
+
+// newest is the number of the newest generation seen.
+func (w *generations) newest() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.latest
+}
+
+// newestStart is the newest start (or restart) generation seen, if any:
+// its members all begin together from the same state.
+func (w *generations) newestStart() (state.Generation, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for n := w.latest; n > 0; n-- {
+		if g, ok := w.byNum[n]; ok && isStart(g) {
+			return g, true
+		}
+	}
+	return state.Generation{}, false
+}
+
+// ringIs records the generation of the worker's ring: crash generations
+// newer than it end the call in flight.
+func (w *generations) ringIs(n uint64) {
+	w.mu.Lock()
+	w.ring = n
+	w.mu.Unlock()
+}
+
+// inFlight records the cancel of the collective call in flight (nil: the
+// call is over).
+func (w *generations) inFlight(cancel context.CancelFunc) {
+	w.mu.Lock()
+	w.abort = cancel
+	w.mu.Unlock()
+}
+
+// isCrash reports a generation that removes members the coordinator found
+// dead: it ends the calls in flight and is what survivors reconcile on.
+func isCrash(g state.Generation) bool { return g.Cause.Has(state.ChangeCrash) }
+
+// isStart reports a generation whose members all begin together (the first,
+// or a restart after every worker was lost).
+func isStart(g state.Generation) bool { return g.Cause.IsStart() }
+
+// get is generation n, if seen.
+func (w *generations) get(n uint64) (state.Generation, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	g, ok := w.byNum[n]
+	return g, ok
+}
