@@ -20,7 +20,7 @@ type joinBlob struct {
 	Reported  uint64            `json:"reported"`
 	Agreed    bool              `json:"agreed"`
 	Snapshot  []byte            `json:"-"`
-	GlobalKey uint64            `json:"global_step"`
+	GlobalStep uint64           `json:"global_step"`
 }
 
 const blobMagic = "CRMW1\n"
@@ -37,7 +37,7 @@ func (e *Elastic) blob(b trainer.Boundary, agreed bool) ([]byte, error) {
 		return nil, err
 	}
 	hdr, err := json.Marshal(joinBlob{Done: e.done, Pending: e.progress.unreported(), Reported: e.progress.reported, Agreed: agreed,
-		GlobalKey: b.GlobalStep})
+		GlobalStep: b.GlobalStep})
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +75,7 @@ func (e *Elastic) restore(data []byte) error {
 	e.progress.restored(jb.Pending, jb.Reported)
 	e.skipAgree = -1
 	if jb.Agreed {
-		e.skipAgree = int64(jb.GlobalKey)
+		e.skipAgree = int64(jb.GlobalStep)
 	}
 	return nil
 }
