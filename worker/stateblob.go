@@ -14,13 +14,13 @@ import (
 // joinBlob is the state a joining worker takes from a live peer and a
 // checkpoint holds: the runtime's counters and the trainer's snapshot.
 type joinBlob struct {
-	Done      uint64            `json:"done"`
-	Last      []int64           `json:"-"`
-	Pending   []state.StepRange `json:"pending"`
-	Reported  uint64            `json:"reported"`
-	Agreed    bool              `json:"agreed"`
-	Snapshot  []byte            `json:"-"`
-	GlobalStep uint64           `json:"global_step"`
+	Done       uint64            `json:"done"`
+	Last       []int64           `json:"-"`
+	Pending    []state.StepRange `json:"pending"`
+	Reported   uint64            `json:"reported"`
+	Agreed     bool              `json:"agreed"`
+	Snapshot   []byte            `json:"-"`
+	GlobalStep uint64            `json:"global_step"`
 }
 
 const blobMagic = "CRMW1\n"
