@@ -288,3 +288,25 @@ func newBuilders(sel map[string]string, path string, line bool, counts map[strin
 	}
 	return byLabel, out, nil
 }
+
+// finishBuilders finishes the builders of a row-oriented reader into one
+// part per slot, in a fixed order so that the first error is deterministic.
+// A builder that never saw a row gets dimension 0 (an empty X).
+func finishBuilders(out map[string]*slotBuilder) (map[string]*part, error) {
+	parts := map[string]*part{}
+	for _, slot := range labelNames {
+		b, ok := out[slot]
+		if !ok {
+			continue
+		}
+		if b.s.X == nil {
+			b.setD(0) // no rows at all
+		}
+		p, err := b.finish()
+		if err != nil {
+			return nil, err
+		}
+		parts[slot] = p
+	}
+	return parts, nil
+}

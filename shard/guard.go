@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/parquet-go/parquet-go/format"
@@ -269,6 +270,28 @@ func pqCheckFooter(path string, r io.ReaderAt, size int64) (int64, error) {
 		return 0, fileErr(path, "", "", ErrFormat, "corrupt Parquet file: footer: %v", err)
 	}
 	return n, nil
+}
+
+// pqCountRows is the row count of a Parquet file of size bytes whose footer
+// is md (opened: the row groups parquet-go opened), refused when the row
+// groups disagree with the footer or announce more rows than the file can
+// hold (see minRowBytes).
+func pqCountRows(path string, md *format.FileMetaData, opened int, size int64) (int, error) {
+	if len(md.RowGroups) != opened {
+		return 0, fileErr(path, "", "", ErrFormat, "corrupt Parquet file: %d row groups in the footer, %d opened", len(md.RowGroups), opened)
+	}
+	maxRows := min(int64(rowFloor)+size/minRowBytes, math.MaxInt32) // rows are located by int32 indices
+	var rows int64
+	for g, rg := range md.RowGroups {
+		if rg.NumRows < 0 || rg.NumRows > maxRows-rows {
+			return 0, fileErr(path, "", "", ErrFormat, "row group %d announces %d rows: more than a file of %d bytes can hold (%d)", g, rg.NumRows, size, maxRows)
+		}
+		rows += rg.NumRows
+	}
+	if md.NumRows != rows {
+		return 0, fileErr(path, "", "", ErrFormat, "corrupt Parquet file: the footer announces %d rows, its row groups %d", md.NumRows, rows)
+	}
+	return int(rows), nil
 }
 
 // pqPageLimits bounds what the pages of one column may announce.

@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"strconv"
@@ -202,8 +201,22 @@ func appendDoubling(b, add []byte) []byte {
 	return append(b, add...)
 }
 
+// jsonlRow holds the raw values of the fields of one line (nil: absent).
 type jsonlRow struct {
 	id, x, o, y, p, r, rating, split []byte
+}
+
+// jsonlRead is the state of read's pass over the lines: where each split's
+// rows go and the embedding dimension, which the first row fixes when the
+// caller asks for none.
+type jsonlRead struct {
+	s        *jsonlSource
+	byLabel  [4]*slotBuilder
+	out      map[string]*slotBuilder
+	capacity int64     // the most embedding values the file can hold
+	d        int       // the dimension; 0 until the first row gives it
+	first    []float32 // the first row's x, parsed before d is known
+	skip     []float32 // the x of a row not kept: parsed and checked, not stored
 }
 
 func (s *jsonlSource) read(sel map[string]string, wantD int, keep func(string, int) []Range) (map[string]*part, error) {
@@ -212,406 +225,171 @@ func (s *jsonlSource) read(sel map[string]string, wantD int, keep func(string, i
 		return nil, err
 	}
 	// Each embedding value takes two bytes of text at least ("0," or "0]").
-	capacity := s.bytes / 2
+	r := &jsonlRead{s: s, byLabel: byLabel, out: out, capacity: s.bytes / 2, d: wantD}
 	if wantD > 0 {
-		setDims(out, wantD, capacity)
+		setDims(out, wantD, r.capacity)
 	}
-	d := wantD
-	var first []float32
-	var skip []float32 // the x of a row not kept: parsed and checked, not stored
-	err = s.eachLine(func(line int, text []byte) error {
-		var row jsonlRow
-		err := parseObject(text, func(key string, val []byte) error {
-			switch key {
-			case "id":
-				row.id = val
-			case "x":
-				row.x = val
-			case "o":
-				row.o = val
-			case "y":
-				row.y = val
-			case "p":
-				row.p = val
-			case "r":
-				row.r = val
-			case "rating":
-				row.rating = val
-			case "split":
-				row.split = val
-			}
-			return nil
-		})
+	if err := s.eachLine(r.line); err != nil {
+		return nil, err
+	}
+	return finishBuilders(out)
+}
+
+// line reads one line into the builder of its split (a line of a split not
+// selected is skipped unchecked).
+func (r *jsonlRead) line(line int, text []byte) error {
+	row, err := parseJSONLRow(text)
+	if err != nil {
+		return loc{file: r.s.path, row: line, line: true}.err("", "", ErrFormat, "invalid JSON object: %v", err)
+	}
+	b, i, err := r.route(line, row.split)
+	if b == nil || err != nil {
+		return err
+	}
+	if v := row.id; isPresent(v) {
+		id, err := parseID(v)
 		if err != nil {
-			return loc{file: s.path, row: line, line: true}.err("", "", ErrFormat, "invalid JSON object: %v", err)
+			return b.err(i, "id", ErrFormat, "%v", err)
 		}
-		idx := 3
-		if row.split != nil && string(row.split) != "null" {
-			raw, _ := jsonString(row.split)
-			l, _ := CanonicalSplit(raw)
-			idx = int(labelIndex(l))
+		if err := b.setID(i, id); err != nil {
+			return err
 		}
-		if idx < 0 {
-			return loc{file: s.path, row: line, line: true}.err("", "split", ErrFormat, "the file changed while it was read")
-		}
-		b := byLabel[idx]
-		if b == nil {
-			return nil
-		}
-		i := len(b.rows)
-		if i >= b.s.N { // more rows than the first pass counted
-			return loc{file: s.path, row: line, line: true}.err(b.slot, "", ErrFormat, "the file changed while it was read")
-		}
-		b.rows = append(b.rows, int32(line))
-		if v := row.id; isPresent(v) {
-			id, err := parseID(v)
-			if err != nil {
-				return b.err(i, "id", ErrFormat, "%v", err)
-			}
-			if err := b.setID(i, id); err != nil {
-				return err
-			}
-		}
-		if !isPresent(row.x) {
-			return b.err(i, "x", ErrMissingField, "missing")
-		}
-		if d == 0 {
-			var err error
-			if first, _, err = parseFloatArray(row.x, first[:0], -1); err != nil {
-				return b.err(i, "x", ErrFormat, "%v", err)
-			}
-			if len(first) == 0 {
-				return b.err(i, "x", ErrDimension, "x has dimension 0; need at least 1")
-			}
-			d = len(first)
-			setDims(out, d, capacity)
-			copy(b.xRow(i), first) // a no-op when the row is not kept
-			if err := b.checkX(i, first); err != nil {
-				return err
-			}
-		} else {
-			dst := b.xRow(i)
-			if dst == nil {
-				if cap(skip) < d {
-					skip = make([]float32, 0, d)
-				}
-				dst = skip[:d]
-			}
-			_, got, err := parseFloatArray(row.x, dst[:0], d)
-			if err != nil {
-				return b.err(i, "x", ErrFormat, "%v", err)
-			}
-			if got != d {
-				return b.err(i, "x", ErrDimension, "expected %d values, got %d", d, got)
-			}
-			if err := b.checkX(i, dst); err != nil {
-				return err
-			}
-		}
-		for _, f := range []struct {
-			name string
-			v    []byte
-			flag bool
-			set  func(b *slotBuilder, i int, v float64) error
-		}{
-			{"o", row.o, true, (*slotBuilder).setO}, {"r", row.r, true, (*slotBuilder).setR},
-			{"y", row.y, true, (*slotBuilder).setY}, {"p", row.p, false, (*slotBuilder).setP},
-			{"rating", row.rating, false, (*slotBuilder).setRating},
-		} {
-			if !isPresent(f.v) {
-				continue
-			}
-			v, err := parseNumber(f.v, f.flag)
-			if err != nil {
-				if f.flag && !(f.name == "y" && b.s.O[i] == 0) {
-					return b.err(i, f.name, ErrNotBinary, "value %s not in {0,1}", clip(f.v))
-				}
-				if !f.flag {
-					return b.err(i, f.name, ErrFormat, "expected a number, got %s", clip(f.v))
-				}
-				continue // a label on an unobserved row is ignored
-			}
-			if err := f.set(b, i, v); err != nil {
-				return err
-			}
+	}
+	if !isPresent(row.x) {
+		return b.err(i, "x", ErrMissingField, "missing")
+	}
+	if err := r.readX(b, i, row.x); err != nil {
+		return err
+	}
+	return setJSONLLabels(b, i, &row)
+}
+
+// parseJSONLRow picks the fields of the layout out of one line's object
+// (other fields are skipped).
+func parseJSONLRow(text []byte) (jsonlRow, error) {
+	var row jsonlRow
+	err := parseObject(text, func(key string, val []byte) error {
+		switch key {
+		case "id":
+			row.id = val
+		case "x":
+			row.x = val
+		case "o":
+			row.o = val
+		case "y":
+			row.y = val
+		case "p":
+			row.p = val
+		case "r":
+			row.r = val
+		case "rating":
+			row.rating = val
+		case "split":
+			row.split = val
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	return row, err
+}
+
+// route finds the builder of the line's split and appends the line to its
+// rows, returning the builder (nil when the split is not read) and the
+// line's row in it. The first pass checked the split names, so a name it did
+// not count means the file changed in between.
+func (r *jsonlRead) route(line int, split []byte) (*slotBuilder, int, error) {
+	idx := 3
+	if split != nil && string(split) != "null" {
+		raw, _ := jsonString(split)
+		l, _ := CanonicalSplit(raw)
+		idx = int(labelIndex(l))
 	}
-	parts := map[string]*part{}
-	for _, slot := range labelNames {
-		b, ok := out[slot]
-		if !ok {
+	if idx < 0 {
+		return nil, 0, loc{file: r.s.path, row: line, line: true}.err("", "split", ErrFormat, "the file changed while it was read")
+	}
+	b := r.byLabel[idx]
+	if b == nil {
+		return nil, 0, nil
+	}
+	i := len(b.rows)
+	if i >= b.s.N { // more rows than the first pass counted
+		return nil, 0, loc{file: r.s.path, row: line, line: true}.err(b.slot, "", ErrFormat, "the file changed while it was read")
+	}
+	b.rows = append(b.rows, int32(line))
+	return b, i, nil
+}
+
+// readX parses row i's embedding v straight into its storage (into a
+// scratch row when the row is not kept) and checks its length and values.
+func (r *jsonlRead) readX(b *slotBuilder, i int, v []byte) error {
+	if r.d == 0 {
+		return r.readFirstX(b, i, v)
+	}
+	d := r.d
+	dst := b.xRow(i)
+	if dst == nil {
+		if cap(r.skip) < d {
+			r.skip = make([]float32, 0, d)
+		}
+		dst = r.skip[:d]
+	}
+	_, got, err := parseFloatArray(v, dst[:0], d)
+	if err != nil {
+		return b.err(i, "x", ErrFormat, "%v", err)
+	}
+	if got != d {
+		return b.err(i, "x", ErrDimension, "expected %d values, got %d", d, got)
+	}
+	return b.checkX(i, dst)
+}
+
+// readFirstX parses the first row's embedding, whose length fixes the
+// dimension, and only then sizes the builders' X (see setDims).
+func (r *jsonlRead) readFirstX(b *slotBuilder, i int, v []byte) error {
+	var err error
+	if r.first, _, err = parseFloatArray(v, r.first[:0], -1); err != nil {
+		return b.err(i, "x", ErrFormat, "%v", err)
+	}
+	if len(r.first) == 0 {
+		return b.err(i, "x", ErrDimension, "x has dimension 0; need at least 1")
+	}
+	r.d = len(r.first)
+	setDims(r.out, r.d, r.capacity)
+	copy(b.xRow(i), r.first) // a no-op when the row is not kept
+	return b.checkX(i, r.first)
+}
+
+// setJSONLLabels sets row i's o, r, y, p and rating from their JSON values,
+// o before y (setY reads it). A y that is not 0/1 on an unobserved row is
+// ignored, as its value would be.
+func setJSONLLabels(b *slotBuilder, i int, row *jsonlRow) error {
+	for _, f := range []struct {
+		name string
+		v    []byte
+		flag bool
+		set  func(b *slotBuilder, i int, v float64) error
+	}{
+		{"o", row.o, true, (*slotBuilder).setO}, {"r", row.r, true, (*slotBuilder).setR},
+		{"y", row.y, true, (*slotBuilder).setY}, {"p", row.p, false, (*slotBuilder).setP},
+		{"rating", row.rating, false, (*slotBuilder).setRating},
+	} {
+		if !isPresent(f.v) {
 			continue
 		}
-		if b.s.X == nil {
-			b.setD(0)
-		}
-		p, err := b.finish()
+		v, err := parseNumber(f.v, f.flag)
 		if err != nil {
-			return nil, err
+			if f.flag && !(f.name == "y" && b.s.O[i] == 0) {
+				return b.err(i, f.name, ErrNotBinary, "value %s not in {0,1}", clip(f.v))
+			}
+			if !f.flag {
+				return b.err(i, f.name, ErrFormat, "expected a number, got %s", clip(f.v))
+			}
+			continue // a label on an unobserved row is ignored
 		}
-		parts[slot] = p
-	}
-	return parts, nil
-}
-
-func isPresent(v []byte) bool { return v != nil && string(v) != "null" }
-
-func clip(v []byte) string {
-	if len(v) > 40 {
-		return string(v[:37]) + "..."
-	}
-	return string(v)
-}
-
-// ---------------------------------------------------------------------------
-// A small JSON scanner for flat objects. It accepts the non-standard number
-// tokens NaN, Infinity and -Infinity, and skips nested values of fields it
-// does not use.
-
-func skipWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// parseObject calls fn for every key of the object in b with the raw bytes of
-// its value.
-func parseObject(b []byte, fn func(key string, val []byte) error) error {
-	i := skipWS(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return errors.New("expected '{'")
-	}
-	i = skipWS(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		i++
-	} else {
-		for {
-			if i >= len(b) || b[i] != '"' {
-				return fmt.Errorf("expected a key at byte %d", i)
-			}
-			end, err := skipString(b, i)
-			if err != nil {
-				return err
-			}
-			key, ok := jsonString(b[i:end])
-			if !ok {
-				return fmt.Errorf("bad key at byte %d", i)
-			}
-			i = skipWS(b, end)
-			if i >= len(b) || b[i] != ':' {
-				return fmt.Errorf("expected ':' at byte %d", i)
-			}
-			i = skipWS(b, i+1)
-			vend, err := skipValue(b, i)
-			if err != nil {
-				return fmt.Errorf("field %q: %v", key, err)
-			}
-			if err := fn(key, b[i:vend]); err != nil {
-				return err
-			}
-			i = skipWS(b, vend)
-			if i < len(b) && b[i] == ',' {
-				i = skipWS(b, i+1)
-				continue
-			}
-			if i < len(b) && b[i] == '}' {
-				i++
-				break
-			}
-			return fmt.Errorf("expected ',' or '}' at byte %d", i)
+		if err := f.set(b, i, v); err != nil {
+			return err
 		}
-	}
-	if i = skipWS(b, i); i != len(b) {
-		return fmt.Errorf("trailing data at byte %d", i)
 	}
 	return nil
-}
-
-// skipString returns the index just past the string starting at b[i] == '"'.
-func skipString(b []byte, i int) (int, error) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, nil
-		}
-	}
-	return 0, errors.New("unterminated string")
-}
-
-// skipValue returns the index just past the value starting at b[i].
-func skipValue(b []byte, i int) (int, error) {
-	if i >= len(b) {
-		return 0, errors.New("missing value")
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				end, err := skipString(b, j)
-				if err != nil {
-					return 0, err
-				}
-				j = end - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1, nil
-				}
-			}
-		}
-		return 0, errors.New("unterminated array or object")
-	}
-	j := i
-	for j < len(b) && !isDelim(b[j]) {
-		j++
-	}
-	tok := string(b[i:j])
-	switch tok {
-	case "":
-		return 0, fmt.Errorf("unexpected %q", b[i])
-	case "true", "false", "null", "NaN", "Infinity", "-Infinity":
-		return j, nil
-	}
-	if _, err := strconv.ParseFloat(tok, 64); err != nil && !errors.Is(err, strconv.ErrRange) {
-		return 0, fmt.Errorf("invalid token %q", clip(b[i:j]))
-	}
-	return j, nil
-}
-
-func isDelim(c byte) bool {
-	switch c {
-	case ',', '}', ']', ' ', '\t', '\r', '\n', ':', '"', '{', '[':
-		return true
-	}
-	return false
-}
-
-// jsonString decodes a JSON string literal.
-func jsonString(v []byte) (string, bool) {
-	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
-		return "", false
-	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		return string(v[1 : len(v)-1]), true
-	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return "", false
-	}
-	return s, true
-}
-
-// parseID accepts a string or an integer literal (kept as written).
-func parseID(v []byte) (string, error) {
-	if v[0] == '"' {
-		s, ok := jsonString(v)
-		if !ok {
-			return "", fmt.Errorf("invalid string %s", clip(v))
-		}
-		return s, nil
-	}
-	s := string(v)
-	t := strings.TrimPrefix(s, "-")
-	if t == "" || strings.Trim(t, "0123456789") != "" {
-		return "", fmt.Errorf("expected a string or an integer, got %s", clip(v))
-	}
-	return s, nil
-}
-
-// parseNumber parses a number token (NaN and ±Infinity included); booleans
-// are accepted as 0/1 when flag is set.
-func parseNumber(v []byte, flag bool) (float64, error) {
-	switch string(v) {
-	case "true":
-		if flag {
-			return 1, nil
-		}
-	case "false":
-		if flag {
-			return 0, nil
-		}
-	case "NaN":
-		return math.NaN(), nil
-	case "Infinity":
-		return math.Inf(1), nil
-	case "-Infinity":
-		return math.Inf(-1), nil
-	}
-	if len(v) == 0 || v[0] == '"' || v[0] == '[' || v[0] == '{' || v[0] == 't' || v[0] == 'f' {
-		return 0, errors.New("not a number")
-	}
-	f, err := strconv.ParseFloat(string(v), 64)
-	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return 0, err
-	}
-	return f, nil
-}
-
-// parseFloatArray appends the numbers of the JSON array v to dst as float32
-// (correctly rounded) and returns the element count. With limit >= 0 at most
-// limit values are appended; the rest are only counted.
-func parseFloatArray(v []byte, dst []float32, limit int) ([]float32, int, error) {
-	if len(v) == 0 || v[0] != '[' {
-		return dst, 0, fmt.Errorf("expected an array, got %s", clip(v))
-	}
-	i := skipWS(v, 1)
-	if i < len(v) && v[i] == ']' {
-		return dst, 0, nil
-	}
-	n := 0
-	for {
-		j := i
-		for j < len(v) && !isDelim(v[j]) {
-			j++
-		}
-		tok := v[i:j]
-		var f float32
-		switch string(tok) {
-		case "NaN":
-			f = float32(math.NaN())
-		case "Infinity":
-			f = float32(math.Inf(1))
-		case "-Infinity":
-			f = float32(math.Inf(-1))
-		case "":
-			return dst, 0, fmt.Errorf("element %d: expected a number", n)
-		case "null":
-			return dst, 0, fmt.Errorf("element %d is null", n)
-		default:
-			g, err := strconv.ParseFloat(string(tok), 32)
-			if err != nil && !errors.Is(err, strconv.ErrRange) {
-				return dst, 0, fmt.Errorf("element %d: invalid number %q", n, clip(tok))
-			}
-			f = float32(g)
-		}
-		if limit < 0 || n < limit {
-			dst = append(dst, f)
-		}
-		n++
-		i = skipWS(v, j)
-		if i < len(v) && v[i] == ',' {
-			i = skipWS(v, i+1)
-			continue
-		}
-		if i < len(v) && v[i] == ']' {
-			break
-		}
-		return dst, 0, fmt.Errorf("element %d: expected ',' or ']'", n-1)
-	}
-	return dst, n, nil
 }
 
 // ---------------------------------------------------------------------------

@@ -136,67 +136,121 @@ func Load(spec LoadSpec) (*Dataset, error) {
 	if spec.Train == "" {
 		return nil, fmt.Errorf("shard: LoadSpec.Train is empty")
 	}
-	type job struct {
-		path string
-		src  source
-		sel  map[string]string // label -> slot
+	lp := &loadPlan{byPath: map[string]*loadJob{}}
+	defer lp.close()
+	tj, err := lp.planTrain(spec)
+	if err != nil {
+		return nil, err
 	}
-	var jobs []*job
-	byPath := map[string]*job{}
-	defer func() {
-		for _, j := range jobs {
-			j.src.close()
-		}
-	}()
-	get := func(path string) (*job, error) {
-		if j, ok := byPath[path]; ok {
-			return j, nil
-		}
-		src, err := openSource(path)
-		if err != nil {
-			return nil, err
-		}
-		j := &job{path: path, src: src, sel: map[string]string{}}
-		jobs = append(jobs, j)
-		byPath[path] = j
+	if err := lp.planNamed(spec); err != nil {
+		return nil, err
+	}
+	parts, err := lp.read(tj, spec)
+	if err != nil {
+		return nil, err
+	}
+	ds := &Dataset{Train: parts[SplitTrain].s}
+	if ds.Test, err = testSplit(spec, parts[SplitTest]); err != nil {
+		return nil, err
+	}
+	if ds.Val, err = valSplit(spec, parts[SplitVal], ds.Train.D); err != nil {
+		return nil, err
+	}
+	if v := ds.Val; v.N == 0 && v.D != ds.Train.D && v.XIndex == nil {
+		// An empty val file has no dimension of its own: the train one.
+		v.D, v.X = ds.Train.D, []float32{}
+	}
+	if err := checkDuplicates([]*part{parts[SplitTrain], parts[SplitVal], parts[SplitTest]}); err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+// loadJob is one file of a load: its open source and which of its split
+// labels fill which slots.
+type loadJob struct {
+	path string
+	src  source
+	sel  map[string]string // label -> slot
+}
+
+// loadPlan is the files of a load in the order first named, each opened
+// once however many slots it fills.
+type loadPlan struct {
+	jobs   []*loadJob
+	byPath map[string]*loadJob
+}
+
+// get returns the job of path, opening the file the first time.
+func (lp *loadPlan) get(path string) (*loadJob, error) {
+	if j, ok := lp.byPath[path]; ok {
 		return j, nil
 	}
-	assign := func(j *job, label, slot string) error {
-		if prev, ok := j.sel[label]; ok && prev != slot {
-			what := "the rows of " + j.path
-			if label != "" {
-				what = fmt.Sprintf("the %s rows of %s", label, j.path)
-			}
-			return fileErr(j.path, slot, "", ErrDuplicateID, "%s would be used for both %s and %s", what, prev, slot)
-		}
-		j.sel[label] = slot
-		return nil
+	src, err := openSource(path)
+	if err != nil {
+		return nil, err
 	}
+	j := &loadJob{path: path, src: src, sel: map[string]string{}}
+	lp.jobs = append(lp.jobs, j)
+	lp.byPath[path] = j
+	return j, nil
+}
 
-	tj, err := get(spec.Train)
+// close closes every file opened.
+func (lp *loadPlan) close() {
+	for _, j := range lp.jobs {
+		j.src.close()
+	}
+}
+
+// assign has the rows of label fill slot, refusing rows that would fill
+// two slots.
+func (j *loadJob) assign(label, slot string) error {
+	if prev, ok := j.sel[label]; ok && prev != slot {
+		what := "the rows of " + j.path
+		if label != "" {
+			what = fmt.Sprintf("the %s rows of %s", label, j.path)
+		}
+		return fileErr(j.path, slot, "", ErrDuplicateID, "%s would be used for both %s and %s", what, prev, slot)
+	}
+	j.sel[label] = slot
+	return nil
+}
+
+// planTrain opens the train file and assigns its rows: an unlabelled file
+// is the train split; a labelled one gives its train rows, and its val and
+// test rows to the slots whose file is not named.
+func (lp *loadPlan) planTrain(spec LoadSpec) (*loadJob, error) {
+	tj, err := lp.get(spec.Train)
 	if err != nil {
 		return nil, err
 	}
 	tl := tj.src.labels()
 	if _, ok := tl[""]; ok {
-		if err := assign(tj, "", SplitTrain); err != nil {
+		if err := tj.assign("", SplitTrain); err != nil {
 			return nil, err
 		}
-	} else {
-		if _, ok := tl[SplitTrain]; !ok {
-			return nil, fileErr(spec.Train, SplitTrain, "", ErrEmptySplit, "holds no train rows (splits present: %s)", labelList(tl))
+		return tj, nil
+	}
+	if _, ok := tl[SplitTrain]; !ok {
+		return nil, fileErr(spec.Train, SplitTrain, "", ErrEmptySplit, "holds no train rows (splits present: %s)", labelList(tl))
+	}
+	tj.assign(SplitTrain, SplitTrain)
+	for _, slot := range []string{SplitVal, SplitTest} {
+		named := spec.Val
+		if slot == SplitTest {
+			named = spec.Test
 		}
-		assign(tj, SplitTrain, SplitTrain)
-		for _, slot := range []string{SplitVal, SplitTest} {
-			named := spec.Val
-			if slot == SplitTest {
-				named = spec.Test
-			}
-			if _, ok := tl[slot]; ok && named == "" {
-				assign(tj, slot, slot)
-			}
+		if _, ok := tl[slot]; ok && named == "" {
+			tj.assign(slot, slot)
 		}
 	}
+	return tj, nil
+}
+
+// planNamed opens the files named for val and test and assigns the rows
+// each is read for (see LoadSpec).
+func (lp *loadPlan) planNamed(spec LoadSpec) error {
 	for _, slot := range []string{SplitVal, SplitTest} {
 		path := spec.Val
 		if slot == SplitTest {
@@ -205,31 +259,46 @@ func Load(spec LoadSpec) (*Dataset, error) {
 		if path == "" {
 			continue
 		}
-		j, err := get(path)
+		j, err := lp.get(path)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		l := j.src.labels()
-		label := ""
-		if _, ok := l[""]; !ok {
-			if _, ok := l[slot]; ok {
-				label = slot
-			} else if len(l) == 1 {
-				for k := range l {
-					label = k
-				}
-			} else {
-				return nil, fileErr(path, slot, "", ErrEmptySplit, "holds no %s rows (splits present: %s)", slot, labelList(l))
-			}
+		label, err := namedLabel(path, slot, j.src.labels())
+		if err != nil {
+			return err
 		}
-		if err := assign(j, label, slot); err != nil {
-			return nil, err
+		if err := j.assign(label, slot); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
+// namedLabel is the label of the rows a file named for slot is read for:
+// all rows ("") if unlabelled, else its slot rows, else its only split.
+func namedLabel(path, slot string, l map[string]int) (string, error) {
+	label := ""
+	if _, ok := l[""]; !ok {
+		if _, ok := l[slot]; ok {
+			label = slot
+		} else if len(l) == 1 {
+			for k := range l {
+				label = k
+			}
+		} else {
+			return "", fileErr(path, slot, "", ErrEmptySplit, "holds no %s rows (splits present: %s)", slot, labelList(l))
+		}
+	}
+	return label, nil
+}
+
+// read reads every file's assigned rows into parts by slot. The first
+// embedding dimension read is required of every later file, and the train
+// split must have rows.
+func (lp *loadPlan) read(tj *loadJob, spec LoadSpec) (map[string]*part, error) {
 	parts := map[string]*part{}
 	wantD := 0
-	for _, j := range jobs {
+	for _, j := range lp.jobs {
 		got, err := j.src.read(j.sel, wantD, spec.KeepX)
 		if err != nil {
 			return nil, err
@@ -244,41 +313,45 @@ func Load(spec LoadSpec) (*Dataset, error) {
 			return nil, fileErr(spec.Train, SplitTrain, "", ErrEmptySplit, "the train split has no rows")
 		}
 	}
-	ds := &Dataset{Train: parts[SplitTrain].s}
-	if p := parts[SplitTest]; p == nil && spec.AllowNoTest {
-		// no test split: fine for scoring
-	} else if p == nil {
+	return parts, nil
+}
+
+// testSplit is the dataset's test split from its part (nil: none read),
+// which must have rows unless the spec allows no test split at all.
+func testSplit(spec LoadSpec, p *part) (*Split, error) {
+	switch {
+	case p == nil && spec.AllowNoTest:
+		return nil, nil // no test split: fine for scoring
+	case p == nil:
 		return nil, fileErr(spec.Train, SplitTest, "", ErrEmptySplit, "no test split: the file holds no test rows and LoadSpec.Test is empty")
-	} else if p.s.N == 0 {
+	case p.s.N == 0:
 		return nil, fileErr(p.s.Source, SplitTest, "", ErrEmptySplit, "the test split has no rows")
-	} else {
-		ds.Test = p.s
 	}
-	if p := parts[SplitVal]; p != nil && (p.s.N > 0 || spec.AllowEmptyVal) {
-		ds.Val = p.s
-	} else if !spec.AllowEmptyVal {
+	return p.s, nil
+}
+
+// valSplit is the dataset's validation split from its part (nil: none
+// read): with AllowEmptyVal a missing one is an empty split of dimension d
+// (with its KeepX plan), otherwise it must have rows.
+func valSplit(spec LoadSpec, p *part, d int) (*Split, error) {
+	if p != nil && (p.s.N > 0 || spec.AllowEmptyVal) {
+		return p.s, nil
+	}
+	if !spec.AllowEmptyVal {
 		if p == nil {
 			return nil, fileErr(spec.Train, SplitVal, "", ErrEmptySplit, "no validation split: the file holds no val rows and LoadSpec.Val is empty (set AllowEmptyVal to split one off train)")
 		}
 		return nil, fileErr(p.s.Source, SplitVal, "", ErrEmptySplit, "the val split has no rows (set AllowEmptyVal to split one off train)")
-	} else {
-		ds.Val = emptySplit(SplitVal, ds.Train.D)
-		kp, err := planKeep(spec.KeepX, SplitVal, 0)
-		if err != nil {
-			return nil, err
-		}
-		if kp != nil {
-			ds.Val.XIndex = kp.index
-		}
 	}
-	if v := ds.Val; v.N == 0 && v.D != ds.Train.D && v.XIndex == nil {
-		// An empty val file has no dimension of its own: the train one.
-		v.D, v.X = ds.Train.D, []float32{}
-	}
-	if err := checkDuplicates([]*part{parts[SplitTrain], parts[SplitVal], parts[SplitTest]}); err != nil {
+	v := emptySplit(SplitVal, d)
+	kp, err := planKeep(spec.KeepX, SplitVal, 0)
+	if err != nil {
 		return nil, err
 	}
-	return ds, nil
+	if kp != nil {
+		v.XIndex = kp.index
+	}
+	return v, nil
 }
 
 func emptySplit(name string, d int) *Split {

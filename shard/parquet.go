@@ -83,9 +83,29 @@ func openParquetSource(path string) (s *pqSource, err error) {
 		return nil, fileErr(path, "", "", ErrFormat, "not a readable Parquet file: %v", err)
 	}
 	s = &pqSource{path: path, f: f, pf: pf, cols: map[string]*parquet.Column{}}
-	root := pf.Root()
+	if err := s.bindColumns(); err != nil {
+		return nil, err
+	}
+	// The row count, checked before anything is sized by it.
+	md := pf.Metadata()
+	if s.rows, err = pqCountRows(path, md, len(pf.RowGroups()), size); err != nil {
+		return nil, err
+	}
+	if err := s.checkPages(size, footerLen, md); err != nil {
+		return nil, err
+	}
+	if err := s.readLabels(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// bindColumns finds the columns of the layout in the file's schema,
+// checking their shape and physical type (x: its leaf, a list of floats).
+func (s *pqSource) bindColumns() error {
+	root := s.pf.Root()
 	bad := func(field, format string, args ...any) error {
-		return fileErr(path, "", field, ErrFormat, format, args...)
+		return fileErr(s.path, "", field, ErrFormat, format, args...)
 	}
 	for _, name := range []string{"id", "o", "y", "p", "r", "rating", "split"} {
 		c := root.Column(name)
@@ -93,63 +113,53 @@ func openParquetSource(path string) (s *pqSource, err error) {
 			continue
 		}
 		if !c.Leaf() || c.MaxRepetitionLevel() != 0 {
-			return nil, bad(name, "expected a scalar column, got %s", c)
+			return bad(name, "expected a scalar column, got %s", c)
 		}
-		k := c.Type().Kind()
-		ok := false
-		switch name {
-		case "id":
-			ok = k == parquet.ByteArray || k == parquet.FixedLenByteArray || k == parquet.Int32 || k == parquet.Int64
-		case "o", "y", "r":
-			ok = k == parquet.Boolean || k == parquet.Int32 || k == parquet.Int64 || k == parquet.Float || k == parquet.Double
-		case "p", "rating":
-			ok = k == parquet.Float || k == parquet.Double || k == parquet.Int32 || k == parquet.Int64
-		case "split":
-			ok = k == parquet.ByteArray || k == parquet.FixedLenByteArray
-		}
-		if !ok {
-			return nil, bad(name, "unsupported physical type %s", k)
+		if !pqKindOK(name, c.Type().Kind()) {
+			return bad(name, "unsupported physical type %s", c.Type().Kind())
 		}
 		s.cols[name] = c
 	}
-	if x := root.Column("x"); x != nil {
-		leaf := x
-		for !leaf.Leaf() {
-			ch := leaf.Columns()
-			if len(ch) != 1 {
-				return nil, bad("x", "expected a list of floats, got %s", x)
-			}
-			leaf = ch[0]
-		}
-		if leaf.MaxRepetitionLevel() != 1 {
-			return nil, bad("x", "expected a list of floats (one level of repetition), got %s", x)
-		}
-		if k := leaf.Type().Kind(); k != parquet.Float && k != parquet.Double {
-			return nil, bad("x", "expected float or double elements, got %s", k)
-		}
-		s.cols["x"] = leaf
-	} else {
-		return nil, fileErr(path, "", "x", ErrMissingField, "no x column")
+	x := root.Column("x")
+	if x == nil {
+		return fileErr(s.path, "", "x", ErrMissingField, "no x column")
 	}
+	leaf := x
+	for !leaf.Leaf() {
+		ch := leaf.Columns()
+		if len(ch) != 1 {
+			return bad("x", "expected a list of floats, got %s", x)
+		}
+		leaf = ch[0]
+	}
+	if leaf.MaxRepetitionLevel() != 1 {
+		return bad("x", "expected a list of floats (one level of repetition), got %s", x)
+	}
+	if k := leaf.Type().Kind(); k != parquet.Float && k != parquet.Double {
+		return bad("x", "expected float or double elements, got %s", k)
+	}
+	s.cols["x"] = leaf
+	return nil
+}
 
-	// The row count, checked before anything is sized by it.
-	md := pf.Metadata()
-	if len(md.RowGroups) != len(pf.RowGroups()) {
-		return nil, fileErr(path, "", "", ErrFormat, "corrupt Parquet file: %d row groups in the footer, %d opened", len(md.RowGroups), len(pf.RowGroups()))
+// pqKindOK reports whether the scalar column name may have physical type k.
+func pqKindOK(name string, k parquet.Kind) bool {
+	switch name {
+	case "id":
+		return k == parquet.ByteArray || k == parquet.FixedLenByteArray || k == parquet.Int32 || k == parquet.Int64
+	case "o", "y", "r":
+		return k == parquet.Boolean || k == parquet.Int32 || k == parquet.Int64 || k == parquet.Float || k == parquet.Double
+	case "p", "rating":
+		return k == parquet.Float || k == parquet.Double || k == parquet.Int32 || k == parquet.Int64
+	case "split":
+		return k == parquet.ByteArray || k == parquet.FixedLenByteArray
 	}
-	maxRows := min(int64(rowFloor)+size/minRowBytes, math.MaxInt32) // rows are located by int32 indices
-	var rows int64
-	for g, rg := range md.RowGroups {
-		if rg.NumRows < 0 || rg.NumRows > maxRows-rows {
-			return nil, fileErr(path, "", "", ErrFormat, "row group %d announces %d rows: more than a file of %d bytes can hold (%d)", g, rg.NumRows, size, maxRows)
-		}
-		rows += rg.NumRows
-	}
-	if md.NumRows != rows {
-		return nil, fileErr(path, "", "", ErrFormat, "corrupt Parquet file: the footer announces %d rows, its row groups %d", md.NumRows, rows)
-	}
-	s.rows = int(rows)
-	// The pages of every column read, before parquet-go reads them.
+	return false
+}
+
+// checkPages checks the pages of every column read, before parquet-go
+// reads them, and keeps the count of values the x pages announce.
+func (s *pqSource) checkPages(size, footerLen int64, md *format.FileMetaData) error {
 	for _, name := range []string{"split", "id", "o", "y", "r", "p", "rating", "x"} { // fixed order: deterministic errors
 		c, ok := s.cols[name]
 		if !ok {
@@ -158,42 +168,47 @@ func openParquetSource(path string) (s *pqSource, err error) {
 		k := c.Type().Kind()
 		lim := pqPageLimits{scalar: name != "x", values: maxDecoded(size) / 4,
 			dict8: k == parquet.Boolean || (k == parquet.FixedLenByteArray && c.Type().Length() < 4)}
-		nv, err := pqCheckPages(path, name, f, size, footerLen, md, c.Index(), lim)
+		nv, err := pqCheckPages(s.path, name, s.f, size, footerLen, md, c.Index(), lim)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if name == "x" {
 			s.xValues = nv
 		}
 	}
+	return nil
+}
 
+// readLabels counts the rows of each split, reading the split column into
+// s.label; a file without one is one unlabelled split.
+func (s *pqSource) readLabels() error {
 	n := s.rows
 	s.counts = map[string]int{}
 	if _, ok := s.cols["split"]; !ok {
 		s.counts[""] = n
-		return s, nil
+		return nil
 	}
 	s.label = make([]int8, 0, n)
-	err = s.scan("split", func(row int, v parquet.Value) error {
+	err := s.scan("split", func(row int, v parquet.Value) error {
 		if v.IsNull() {
-			return loc{file: path, row: row}.err("", "split", ErrMissingField, "missing")
+			return loc{file: s.path, row: row}.err("", "split", ErrMissingField, "missing")
 		}
 		raw := string(v.ByteArray())
 		l, ok := CanonicalSplit(raw)
 		if !ok {
-			return loc{file: path, row: row}.err("", "split", ErrSplitName, "unknown split %q (want train, val or test)", raw)
+			return loc{file: s.path, row: row}.err("", "split", ErrSplitName, "unknown split %q (want train, val or test)", raw)
 		}
 		s.label = append(s.label, labelIndex(l))
 		s.counts[l]++
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(s.label) != n {
-		return nil, fileErr(path, "", "split", ErrFormat, "column has %d values for the file's %d rows", len(s.label), n)
+		return fileErr(s.path, "", "split", ErrFormat, "column has %d values for the file's %d rows", len(s.label), n)
 	}
-	return s, nil
+	return nil
 }
 
 func (s *pqSource) labels() map[string]int { return s.counts }
@@ -384,22 +399,7 @@ func (s *pqSource) read(sel map[string]string, wantD int, keep func(string, int)
 			return nil, err
 		}
 	}
-	parts := map[string]*part{}
-	for _, slot := range labelNames { // fixed order: the first error is deterministic
-		b, ok := out[slot]
-		if !ok {
-			continue
-		}
-		if b.s.X == nil {
-			b.setD(0) // no rows at all
-		}
-		p, err := b.finish()
-		if err != nil {
-			return nil, err
-		}
-		parts[slot] = p
-	}
-	return parts, nil
+	return finishBuilders(out)
 }
 
 // readX streams the x column into the builders' X, checking every row's

@@ -151,153 +151,47 @@ func (s *stSource) read(sel map[string]string, wantD int, keep func(string, int)
 	return out, nil
 }
 
+// stSplit is one split being read from a safetensors file: its tensor
+// names, its row count and the slot its errors name.
+type stSplit struct {
+	s    *stSource
+	slot string
+	k    stKeys
+	n    int
+}
+
+// bad is the error about row (-1: the whole tensor) of tensor field.
+func (r *stSplit) bad(row int, field string, sentinel error, format string, args ...any) error {
+	return &RowError{File: r.s.path, Split: r.slot, Row: row, Field: field, Msg: fmt.Sprintf(format, args...), Err: sentinel}
+}
+
+// readSplit reads the split of label into a part for slot: embeddings
+// first (of dimension wantD when > 0), then labels, scores and ids.
 func (s *stSource) readSplit(label, slot string, wantD int, keep func(string, int) []Range) (*part, error) {
 	k := keysFor(s.suffix[label])
 	info, _ := s.f.Info(k.x)
 	n, d := info.Shape[0], info.Shape[1]
-	bad := func(row int, field string, sentinel error, format string, args ...any) error {
-		return &RowError{File: s.path, Split: slot, Row: row, Field: field, Msg: fmt.Sprintf(format, args...), Err: sentinel}
-	}
+	r := &stSplit{s: s, slot: slot, k: k, n: n}
 	if wantD > 0 && d != wantD {
 		row := 0
 		if n == 0 {
 			row = -1
 		}
-		return nil, bad(row, k.x, ErrDimension, "expected %d values, got %d", wantD, d)
+		return nil, r.bad(row, k.x, ErrDimension, "expected %d values, got %d", wantD, d)
 	}
 	sp := &Split{Name: slot, Source: s.path, N: n, D: d}
-	kp, err := planKeep(keep, slot, n)
-	if err != nil {
+	if err := r.readX(sp, info, keep); err != nil {
 		return nil, err
 	}
-	if kp == nil {
-		sp.X = make([]float32, n*d)
-		if err := s.f.ReadFloat32Into(k.x, sp.X); err != nil {
-			return nil, bad(-1, k.x, ErrFormat, "%v", err)
-		}
-	} else {
-		// Only the kept rows, one read per contiguous range, straight into
-		// the packed X. The other rows are never read (nor checked).
-		if _, err := (safetensors.Tensor{DType: info.DType, Shape: []int{0}}).Float32s(); err != nil {
-			return nil, bad(-1, k.x, ErrFormat, "%v", err)
-		}
-		sp.XIndex = kp.index
-		sp.X = make([]float32, kp.kept*d)
-		for j, r := range kp.ranges {
-			dst := sp.X[kp.starts[j]*d : (kp.starts[j]+r.Len())*d]
-			if err := s.readRows(info, d, r.Lo, dst); err != nil {
-				return nil, bad(-1, k.x, ErrFormat, "%v", err)
-			}
-		}
-	}
-	if i := firstNonFinite(sp.X); i >= 0 {
-		return nil, bad(sp.rowOfX(i/d), k.x, ErrNonFinite, "x[%d] = %v", i%d, sp.X[i])
-	}
-
-	// column reads a 1-column tensor of n values as float64 (nil if absent).
-	column := func(name string) ([]float64, error) {
-		if !s.f.Has(name) {
-			return nil, nil
-		}
-		info, _ := s.f.Info(name)
-		if !(len(info.Shape) == 1 || (len(info.Shape) == 2 && info.Shape[1] == 1)) || info.Shape[0] != n {
-			return nil, bad(-1, name, ErrShape, "expected shape [%d], got %v", n, info.Shape)
-		}
-		t, err := s.f.Tensor(name)
-		if err != nil {
-			return nil, bad(-1, name, ErrFormat, "%v", err)
-		}
-		v, err := t.Float64s()
-		if err != nil {
-			return nil, bad(-1, name, ErrFormat, "%v", err)
-		}
-		return v, nil
-	}
-	binaryCol := func(name string, v []float64, where []uint8) ([]uint8, error) {
-		out := make([]uint8, n)
-		for i, x := range v {
-			if where != nil && where[i] == 0 {
-				continue
-			}
-			b, ok := binary01(x)
-			if !ok {
-				return nil, bad(i, name, ErrNotBinary, "value %s not in {0,1}", fmtValue(x))
-			}
-			out[i] = b
-		}
-		return out, nil
-	}
-
-	mask, err := column(k.mask)
-	if err != nil {
+	if err := r.readLabels(sp); err != nil {
 		return nil, err
 	}
-	if mask == nil {
-		if slot != SplitTest {
-			return nil, bad(-1, k.mask, ErrMissingField, "missing tensor (the observation indicator o)")
-		}
-		sp.O = make([]uint8, n)
-		for i := range sp.O {
-			sp.O[i] = 1
-		}
-	} else if sp.O, err = binaryCol(k.mask, mask, nil); err != nil {
+	if err := r.readScores(sp); err != nil {
 		return nil, err
 	}
-
-	y, err := column(k.y)
-	if err != nil {
-		return nil, err
-	}
-	if y == nil {
-		return nil, bad(-1, k.y, ErrMissingField, "missing tensor (the observed label y)")
-	}
-	if sp.Y, err = binaryCol(k.y, y, sp.O); err != nil {
-		return nil, err
-	}
-
-	r, err := column(k.r)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case r != nil:
-		if sp.R, err = binaryCol(k.r, r, nil); err != nil {
-			return nil, err
-		}
-	case slot == SplitTest && !s.ours:
-		// The authors' y_test_binary is the clean label of the test rows.
-		if sp.R, err = binaryCol(k.y, y, nil); err != nil {
-			return nil, err
-		}
-	}
-
-	if p, err := column(k.prop); err != nil {
-		return nil, err
-	} else if p != nil {
-		sp.P = make([]float32, n)
-		for i, v := range p {
-			f, ok := propensity32(v)
-			if !ok {
-				return nil, bad(i, k.prop, ErrPropensity, "propensity %s outside (0,1]", fmtValue(v))
-			}
-			sp.P[i] = f
-		}
-	}
-	if rt, err := column(k.rating); err != nil {
-		return nil, err
-	} else if rt != nil {
-		sp.Rating = make([]float32, n)
-		for i, v := range rt {
-			f, ok := rating32(v)
-			if !ok {
-				return nil, bad(i, k.rating, ErrNonFinite, "rating %s is not a finite float32", fmtValue(v))
-			}
-			sp.Rating[i] = f
-		}
-	}
-
 	if s.f.Has(k.idBytes) || s.f.Has(k.idOffsets) {
-		if sp.IDs, err = s.readIDs(k, n, bad); err != nil {
+		var err error
+		if sp.IDs, err = s.readIDs(k, n, r.bad); err != nil {
 			return nil, err
 		}
 	} else {
@@ -307,6 +201,158 @@ func (s *stSource) readSplit(label, slot string, wantD int, keep func(string, in
 		}
 	}
 	return &part{s: sp}, nil
+}
+
+// readX reads the embeddings into sp.X, all of them or (with a KeepX plan)
+// only the kept rows, and checks that the values read are finite.
+func (r *stSplit) readX(sp *Split, info safetensors.Info, keep func(string, int) []Range) error {
+	s, k, n, d := r.s, r.k, r.n, sp.D
+	kp, err := planKeep(keep, r.slot, n)
+	if err != nil {
+		return err
+	}
+	if kp == nil {
+		sp.X = make([]float32, n*d)
+		if err := s.f.ReadFloat32Into(k.x, sp.X); err != nil {
+			return r.bad(-1, k.x, ErrFormat, "%v", err)
+		}
+	} else {
+		// Only the kept rows, one read per contiguous range, straight into
+		// the packed X. The other rows are never read (nor checked).
+		if _, err := (safetensors.Tensor{DType: info.DType, Shape: []int{0}}).Float32s(); err != nil {
+			return r.bad(-1, k.x, ErrFormat, "%v", err)
+		}
+		sp.XIndex = kp.index
+		sp.X = make([]float32, kp.kept*d)
+		for j, rg := range kp.ranges {
+			dst := sp.X[kp.starts[j]*d : (kp.starts[j]+rg.Len())*d]
+			if err := s.readRows(info, d, rg.Lo, dst); err != nil {
+				return r.bad(-1, k.x, ErrFormat, "%v", err)
+			}
+		}
+	}
+	if i := firstNonFinite(sp.X); i >= 0 {
+		return r.bad(sp.rowOfX(i/d), k.x, ErrNonFinite, "x[%d] = %v", i%d, sp.X[i])
+	}
+	return nil
+}
+
+// readLabels reads o (all ones for a test split without a mask), y and the
+// clean label r, which the authors' test files give as y_test_binary.
+func (r *stSplit) readLabels(sp *Split) error {
+	k := r.k
+	mask, err := r.column(k.mask)
+	if err != nil {
+		return err
+	}
+	if mask == nil {
+		if r.slot != SplitTest {
+			return r.bad(-1, k.mask, ErrMissingField, "missing tensor (the observation indicator o)")
+		}
+		sp.O = make([]uint8, r.n)
+		for i := range sp.O {
+			sp.O[i] = 1
+		}
+	} else if sp.O, err = r.binaryCol(k.mask, mask, nil); err != nil {
+		return err
+	}
+
+	y, err := r.column(k.y)
+	if err != nil {
+		return err
+	}
+	if y == nil {
+		return r.bad(-1, k.y, ErrMissingField, "missing tensor (the observed label y)")
+	}
+	if sp.Y, err = r.binaryCol(k.y, y, sp.O); err != nil {
+		return err
+	}
+
+	clean, err := r.column(k.r)
+	if err != nil {
+		return err
+	}
+	switch {
+	case clean != nil:
+		if sp.R, err = r.binaryCol(k.r, clean, nil); err != nil {
+			return err
+		}
+	case r.slot == SplitTest && !r.s.ours:
+		// The authors' y_test_binary is the clean label of the test rows.
+		if sp.R, err = r.binaryCol(k.y, y, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readScores reads the optional propensity and rating columns, checking
+// each value as it is converted to float32.
+func (r *stSplit) readScores(sp *Split) error {
+	k, n := r.k, r.n
+	if p, err := r.column(k.prop); err != nil {
+		return err
+	} else if p != nil {
+		sp.P = make([]float32, n)
+		for i, v := range p {
+			f, ok := propensity32(v)
+			if !ok {
+				return r.bad(i, k.prop, ErrPropensity, "propensity %s outside (0,1]", fmtValue(v))
+			}
+			sp.P[i] = f
+		}
+	}
+	if rt, err := r.column(k.rating); err != nil {
+		return err
+	} else if rt != nil {
+		sp.Rating = make([]float32, n)
+		for i, v := range rt {
+			f, ok := rating32(v)
+			if !ok {
+				return r.bad(i, k.rating, ErrNonFinite, "rating %s is not a finite float32", fmtValue(v))
+			}
+			sp.Rating[i] = f
+		}
+	}
+	return nil
+}
+
+// column reads a 1-column tensor of n values as float64 (nil if absent).
+func (r *stSplit) column(name string) ([]float64, error) {
+	s, n := r.s, r.n
+	if !s.f.Has(name) {
+		return nil, nil
+	}
+	info, _ := s.f.Info(name)
+	if !(len(info.Shape) == 1 || (len(info.Shape) == 2 && info.Shape[1] == 1)) || info.Shape[0] != n {
+		return nil, r.bad(-1, name, ErrShape, "expected shape [%d], got %v", n, info.Shape)
+	}
+	t, err := s.f.Tensor(name)
+	if err != nil {
+		return nil, r.bad(-1, name, ErrFormat, "%v", err)
+	}
+	v, err := t.Float64s()
+	if err != nil {
+		return nil, r.bad(-1, name, ErrFormat, "%v", err)
+	}
+	return v, nil
+}
+
+// binaryCol converts a column to 0/1 labels, checking only the rows where
+// where is 1 (every row when where is nil); the others stay 0.
+func (r *stSplit) binaryCol(name string, v []float64, where []uint8) ([]uint8, error) {
+	out := make([]uint8, r.n)
+	for i, x := range v {
+		if where != nil && where[i] == 0 {
+			continue
+		}
+		b, ok := binary01(x)
+		if !ok {
+			return nil, r.bad(i, name, ErrNotBinary, "value %s not in {0,1}", fmtValue(x))
+		}
+		out[i] = b
+	}
+	return out, nil
 }
 
 // nativeLittle reports a little-endian host, where F32 file bytes are the

@@ -95,33 +95,9 @@ func Apply(full *shard.Dataset, cfg Config) (*shard.Dataset, error) {
 	if err := cfg.validateProtocol(); err != nil {
 		return nil, err
 	}
-	if full == nil || full.Train == nil {
-		return nil, errors.New("sim: the protocol needs a training split (rows of split train)")
-	}
-	if full.Test == nil {
-		return nil, errors.New("sim: the protocol needs a test split (rows of split test)")
-	}
-	if err := checkSplit(full.Train, true); err != nil {
+	if err := checkInput(full); err != nil {
 		return nil, err
 	}
-	if full.Val != nil {
-		if err := checkSplit(full.Val, true); err != nil {
-			return nil, err
-		}
-		if full.Val.D != full.Train.D {
-			return nil, fmt.Errorf("sim: val dimension %d != train dimension %d", full.Val.D, full.Train.D)
-		}
-	}
-	if err := checkSplit(full.Test, false); err != nil {
-		return nil, err
-	}
-	if full.Test.D != full.Train.D {
-		return nil, fmt.Errorf("sim: test dimension %d != train dimension %d", full.Test.D, full.Train.D)
-	}
-	if full.Test.Rating == nil && full.Test.R == nil {
-		return nil, errors.New("sim: test split needs a rating or a clean label r")
-	}
-
 	var valRating []float32
 	if full.Val != nil {
 		valRating = full.Val.Rating
@@ -131,29 +107,72 @@ func Apply(full *shard.Dataset, cfg Config) (*shard.Dataset, error) {
 	if gmin == gmax {
 		return nil, fmt.Errorf("sim: all ratings equal %v; the protocol needs at least two levels", gmin)
 	}
-
-	// Step 1.
-	var train, val *shard.Split
-	if full.Val == nil {
-		n := full.Train.N
-		nVal := int(math.Round(ValFraction * float64(n)))
-		if nVal < 1 || n-nVal < 1 {
-			return nil, fmt.Errorf("sim: %d training rows are too few for an 80/20 train/val split", n)
-		}
-		perm := newRand(cfg.Seed, streamSplit).Perm(n)
-		valIdx, trainIdx := perm[:nVal], perm[nVal:]
-		slices.Sort(valIdx)
-		slices.Sort(trainIdx)
-		train = gather(full.Train, "train", "train", trainIdx)
-		val = gather(full.Train, "val", "train", valIdx)
-	} else {
-		train = gather(full.Train, "train", "train", nil)
-		val = gather(full.Val, "val", "val", nil)
+	train, val, err := splitTrainVal(full, cfg.Seed)
+	if err != nil {
+		return nil, err
 	}
-
-	// Step 2: raw propensities, then one scale factor over train+val.
 	parts := []*shard.Split{train, val}
-	raw := make([][]float64, len(parts))
+	raw, k := propensities(parts, gmin, gmax, cfg)
+	observe(parts, raw, k, median, cfg)
+	test := cleanTest(full.Test, median)
+	return &shard.Dataset{Train: train, Val: val, Test: test}, nil
+}
+
+// checkInput rejects a dataset Apply cannot use: missing splits, bad
+// shapes, dimensions that differ, a test split with neither rating nor r.
+func checkInput(full *shard.Dataset) error {
+	if full == nil || full.Train == nil {
+		return errors.New("sim: the protocol needs a training split (rows of split train)")
+	}
+	if full.Test == nil {
+		return errors.New("sim: the protocol needs a test split (rows of split test)")
+	}
+	if err := checkSplit(full.Train, true); err != nil {
+		return err
+	}
+	if full.Val != nil {
+		if err := checkSplit(full.Val, true); err != nil {
+			return err
+		}
+		if full.Val.D != full.Train.D {
+			return fmt.Errorf("sim: val dimension %d != train dimension %d", full.Val.D, full.Train.D)
+		}
+	}
+	if err := checkSplit(full.Test, false); err != nil {
+		return err
+	}
+	if full.Test.D != full.Train.D {
+		return fmt.Errorf("sim: test dimension %d != train dimension %d", full.Test.D, full.Train.D)
+	}
+	if full.Test.Rating == nil && full.Test.R == nil {
+		return errors.New("sim: test split needs a rating or a clean label r")
+	}
+	return nil
+}
+
+// splitTrainVal is step 1: the train and validation splits, the latter
+// ValFraction of full.Train by a seeded permutation unless full.Val is given.
+func splitTrainVal(full *shard.Dataset, seed uint64) (train, val *shard.Split, err error) {
+	if full.Val != nil {
+		return gather(full.Train, "train", "train", nil), gather(full.Val, "val", "val", nil), nil
+	}
+	n := full.Train.N
+	nVal := int(math.Round(ValFraction * float64(n)))
+	if nVal < 1 || n-nVal < 1 {
+		return nil, nil, fmt.Errorf("sim: %d training rows are too few for an 80/20 train/val split", n)
+	}
+	perm := newRand(seed, streamSplit).Perm(n)
+	valIdx, trainIdx := perm[:nVal], perm[nVal:]
+	slices.Sort(valIdx)
+	slices.Sort(trainIdx)
+	return gather(full.Train, "train", "train", trainIdx), gather(full.Train, "val", "train", valIdx), nil
+}
+
+// propensities is step 2: the raw propensity of every row of parts, and
+// the one scale factor k that brings their mean over train+val to
+// cfg.ObsRate.
+func propensities(parts []*shard.Split, gmin, gmax float64, cfg Config) (raw [][]float64, k float64) {
+	raw = make([][]float64, len(parts))
 	sum, count := 0.0, 0
 	for i, s := range parts {
 		raw[i] = make([]float64, s.N)
@@ -163,9 +182,13 @@ func Apply(full *shard.Dataset, cfg Config) (*shard.Dataset, error) {
 		}
 		count += s.N
 	}
-	k := cfg.ObsRate / (sum / float64(count))
+	return raw, cfg.ObsRate / (sum / float64(count))
+}
 
-	// Steps 3-5.
+// observe is steps 3-5 on parts: P, the observation o, the clean label r
+// and the noisy observed label y, drawing one uniform of each stream per
+// row in order.
+func observe(parts []*shard.Split, raw [][]float64, k, median float64, cfg Config) {
 	obsRng := newRand(cfg.Seed, streamObserve)
 	flipRng := newRand(cfg.Seed, streamFlip)
 	for i, s := range parts {
@@ -198,9 +221,11 @@ func Apply(full *shard.Dataset, cfg Config) (*shard.Dataset, error) {
 			s.Y[j] = y
 		}
 	}
+}
 
-	// Step 6.
-	t := full.Test
+// cleanTest is step 6: the test split clean and fully observed (O = 1,
+// Y = R, no P), sharing X with t.
+func cleanTest(t *shard.Split, median float64) *shard.Split {
 	test := &shard.Split{
 		Name: "test", Source: t.Source, N: t.N, D: t.D,
 		IDs: ids(t.IDs, "test", t.N, nil), X: t.X,
@@ -220,8 +245,7 @@ func Apply(full *shard.Dataset, cfg Config) (*shard.Dataset, error) {
 		test.O[j] = 1
 	}
 	test.Y = slices.Clone(test.R)
-
-	return &shard.Dataset{Train: train, Val: val, Test: test}, nil
+	return test
 }
 
 // checkSplit rejects shapes Apply cannot index safely and ratings it cannot rescale.

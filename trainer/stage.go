@@ -46,104 +46,152 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 	if err != nil {
 		return nil, err
 	}
-	model := sp.model
-	res := &StageResult{Name: st.name, Rows: len(st.rows)}
-	stopper := &causal.EarlyStopper{Patience: cfg.Patience}
-	var best *nn.MLP
 	n := len(st.rows)
-	steps := shard.Batches(n, cfg.Batch)
-	epoch0, step0, sum0 := 1, 0, 0.0
-	if r := t.resume; r != nil {
-		if r.name != st.name {
-			return nil, fmt.Errorf("%w: the restored snapshot is in stage %s, but the pipeline ran stage %s first", ErrSnapshot, r.name, st.name)
-		}
-		if r.steps != steps || len(r.params) != len(model.Params) {
-			return nil, fmt.Errorf("%w: stage %s has %d steps per epoch and %d parameters, the snapshot %d and %d", ErrSnapshot, st.name, steps, len(model.Params), r.steps, len(r.params))
-		}
-		t.resume = nil
-		copy(model.Params, r.params)
-		sp.eng.Touch()
-		sp.opt.Step = r.adamStep
-		copy(sp.opt.M, r.adamM)
-		copy(sp.opt.V, r.adamV)
-		*stopper = r.stopper
-		if r.best != nil {
-			best = model.Clone()
-			copy(best.Params, r.best)
-		}
-		res.Train = append([]float64(nil), r.train...)
-		res.Val = append([]float64(nil), r.val...)
-		res.Epochs = len(res.Train)
-		epoch0, step0, sum0 = r.epoch, r.step, r.trainSum
+	r := &stageRun{st: st, sp: sp, res: &StageResult{Name: st.name, Rows: n},
+		stopper: &causal.EarlyStopper{Patience: cfg.Patience}, n: n, steps: shard.Batches(n, cfg.Batch)}
+	epoch0, step0, sum0, err := t.resumeStage(r)
+	if err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	for epoch := epoch0; epoch <= cfg.MaxEpochs; epoch++ {
 		epochStart := time.Now()
-		perm := shard.EpochPerm(cfg.Seed, st.name, epoch, n)
 		trainSum, first := 0.0, 0
 		if epoch == epoch0 {
 			trainSum, first = sum0, step0
 		}
-		for step := first; step < steps; step++ {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			if t.stepHook != nil {
-				t.live = &liveStage{st: st, sp: sp, stopper: stopper, best: best, res: res,
-					epoch: epoch, step: step, steps: steps, trainSum: trainSum}
-				err := t.stepHook(ctx, Boundary{Stage: st.name, Epoch: epoch, Step: step, Steps: steps, GlobalStep: t.globalStep})
-				t.live = nil
-				if err != nil {
-					return nil, fmt.Errorf("stage %s epoch %d step %d: step hook: %w", st.name, epoch, step, err)
-				}
-			}
-			batch := shard.BatchRows(perm, step, cfg.Batch)
-			loss, ok, err := t.trainStep(ctx, st, sp, batch)
-			if err != nil {
-				return nil, fmt.Errorf("stage %s epoch %d step %d: %w", st.name, epoch, step, err)
-			}
-			if ok {
-				trainSum += loss
-			}
-			t.globalStep++
+		if trainSum, err = t.runSteps(ctx, r, epoch, first, trainSum); err != nil {
+			return nil, err
 		}
-		trainLoss := trainSum / float64(steps)
-		if sp.res != nil {
-			if err := sp.res.Sync(sp.opt); err != nil { // the host reads the parameters below
-				return nil, err
-			}
-		}
-		valLoss, err := t.evalLoss(ctx, sp.eng, st)
+		stop, err := t.endEpoch(ctx, r, epoch, trainSum, epochStart)
 		if err != nil {
 			return nil, err
 		}
-		if math.IsNaN(trainLoss) || math.IsNaN(valLoss) {
-			return nil, fmt.Errorf("stage %s epoch %d: %w loss (train %v, val %v); lower the learning rate", st.name, epoch, nn.ErrNonFinite, trainLoss, valLoss)
-		}
-		res.Train = append(res.Train, trainLoss)
-		res.Val = append(res.Val, valLoss)
-		res.Epochs = epoch
-		monitored := valLoss
-		if st.monitorTrain {
-			monitored = trainLoss
-		}
-		improved, stop := stopper.Observe(epoch, monitored)
-		if improved {
-			best = model.Clone()
-		}
-		t.progress(st, epoch, trainLoss, valLoss, stopper, time.Since(epochStart), n)
 		if stop {
 			break
 		}
 	}
-	res.BestEpoch, res.BestVal = stopper.Best()
+	res := r.res
+	res.BestEpoch, res.BestVal = r.stopper.Best()
+	best := r.best
 	if best == nil {
-		best = model
+		best = sp.model
 	}
 	res.Model = best
 	res.Seconds = time.Since(start).Seconds()
 	t.Stages[st.name] = res
 	return res, nil
+}
+
+// stageRun is the state runStage carries across a stage's epochs: the
+// stepper, the early stopper, the best parameters so far (nil: none yet),
+// the result being filled, and the stage's rows and steps per epoch.
+type stageRun struct {
+	st       *stage
+	sp       *stepper
+	stopper  *causal.EarlyStopper
+	best     *nn.MLP
+	res      *StageResult
+	n, steps int
+}
+
+// resumeStage takes a restored snapshot of the stage, if any, into r (the
+// parameters, optimizer, stopper, best parameters and losses so far) and
+// returns where to resume: its epoch, step and the epoch's loss sum so
+// far. Without one, the stage starts at epoch 1, step 0. A snapshot of
+// another stage, or of another shape, is refused.
+func (t *Trainer) resumeStage(r *stageRun) (epoch0, step0 int, sum0 float64, err error) {
+	rs := t.resume
+	if rs == nil {
+		return 1, 0, 0.0, nil
+	}
+	st, sp, model, res := r.st, r.sp, r.sp.model, r.res
+	if rs.name != st.name {
+		return 0, 0, 0, fmt.Errorf("%w: the restored snapshot is in stage %s, but the pipeline ran stage %s first", ErrSnapshot, rs.name, st.name)
+	}
+	if rs.steps != r.steps || len(rs.params) != len(model.Params) {
+		return 0, 0, 0, fmt.Errorf("%w: stage %s has %d steps per epoch and %d parameters, the snapshot %d and %d", ErrSnapshot, st.name, r.steps, len(model.Params), rs.steps, len(rs.params))
+	}
+	t.resume = nil
+	copy(model.Params, rs.params)
+	sp.eng.Touch()
+	sp.opt.Step = rs.adamStep
+	copy(sp.opt.M, rs.adamM)
+	copy(sp.opt.V, rs.adamV)
+	*r.stopper = rs.stopper
+	if rs.best != nil {
+		r.best = model.Clone()
+		copy(r.best.Params, rs.best)
+	}
+	res.Train = append([]float64(nil), rs.train...)
+	res.Val = append([]float64(nil), rs.val...)
+	res.Epochs = len(res.Train)
+	return rs.epoch, rs.step, rs.trainSum, nil
+}
+
+// runSteps runs steps first.. of epoch over the epoch's permutation of the
+// stage's rows, calling the step hook before each, and returns trainSum
+// plus the losses of the steps that updated.
+func (t *Trainer) runSteps(ctx context.Context, r *stageRun, epoch, first int, trainSum float64) (float64, error) {
+	st, steps := r.st, r.steps
+	perm := shard.EpochPerm(t.cfg.Seed, st.name, epoch, r.n)
+	for step := first; step < steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if t.stepHook != nil {
+			t.live = &liveStage{st: st, sp: r.sp, stopper: r.stopper, best: r.best, res: r.res,
+				epoch: epoch, step: step, steps: steps, trainSum: trainSum}
+			err := t.stepHook(ctx, Boundary{Stage: st.name, Epoch: epoch, Step: step, Steps: steps, GlobalStep: t.globalStep})
+			t.live = nil
+			if err != nil {
+				return 0, fmt.Errorf("stage %s epoch %d step %d: step hook: %w", st.name, epoch, step, err)
+			}
+		}
+		batch := shard.BatchRows(perm, step, t.cfg.Batch)
+		loss, ok, err := t.trainStep(ctx, st, r.sp, batch)
+		if err != nil {
+			return 0, fmt.Errorf("stage %s epoch %d step %d: %w", st.name, epoch, step, err)
+		}
+		if ok {
+			trainSum += loss
+		}
+		t.globalStep++
+	}
+	return trainSum, nil
+}
+
+// endEpoch closes an epoch: the mean train loss, the validation loss, the
+// early stopper's verdict (keeping the parameters when they improved) and
+// the progress line. stop reports that the stage is done.
+func (t *Trainer) endEpoch(ctx context.Context, r *stageRun, epoch int, trainSum float64, epochStart time.Time) (stop bool, err error) {
+	st, sp, res := r.st, r.sp, r.res
+	trainLoss := trainSum / float64(r.steps)
+	if sp.res != nil {
+		if err := sp.res.Sync(sp.opt); err != nil { // the host reads the parameters below
+			return false, err
+		}
+	}
+	valLoss, err := t.evalLoss(ctx, sp.eng, st)
+	if err != nil {
+		return false, err
+	}
+	if math.IsNaN(trainLoss) || math.IsNaN(valLoss) {
+		return false, fmt.Errorf("stage %s epoch %d: %w loss (train %v, val %v); lower the learning rate", st.name, epoch, nn.ErrNonFinite, trainLoss, valLoss)
+	}
+	res.Train = append(res.Train, trainLoss)
+	res.Val = append(res.Val, valLoss)
+	res.Epochs = epoch
+	monitored := valLoss
+	if st.monitorTrain {
+		monitored = trainLoss
+	}
+	improved, stop := r.stopper.Observe(epoch, monitored)
+	if improved {
+		r.best = sp.model.Clone()
+	}
+	t.progress(st, epoch, trainLoss, valLoss, r.stopper, time.Since(epochStart), r.n)
+	return stop, nil
 }
 
 // evalLoss is the stage's validation loss with the current parameters,
@@ -320,264 +368,4 @@ func (t *Trainer) progress(st *stage, epoch int, train, val float64, es *causal.
 	eta := time.Duration(float64(left) * float64(took)).Round(time.Second)
 	fmt.Fprintf(w, "stage %-22s epoch %4d/%d  train %.5f  val %.5f  best %.5f@%d  %8.0f rows/s  eta <=%s\n",
 		st.name, epoch, t.cfg.MaxEpochs, train, val, bestVal, bestEpoch, rate, eta)
-}
-
-// stepper holds one stage's model, engine, optimizer and step buffers.
-type stepper struct {
-	model *nn.MLP
-	eng   nn.Runner
-	res   nn.Resident // set when the device keeps the gradient and runs Adam
-	mx    []float64   // the last step's reduced maxima, and its 1/normaliser
-	scale float64
-	opt   *nn.Adam
-	exact bool
-	vec   []int64 // partial gradient, loss sum, active rows
-	grad  []float32
-	p32   []float32
-	act   []int32
-	xrows []int32 // act as indices into the loaded embeddings
-	dldf  []float64
-}
-
-// stageStepper initialises the stage's model from (seed, stage name) and
-// its stepper.
-func (t *Trainer) stageStepper(st *stage) (*stepper, error) {
-	model, err := nn.New(t.modelConfig(), stageSeed(t.cfg.Seed, st.name))
-	if err != nil {
-		return nil, err
-	}
-	return t.newStepper(model)
-}
-
-func (t *Trainer) newStepper(model *nn.MLP) (*stepper, error) {
-	exact := t.cfg.Reduce == "exact"
-	eng, err := t.newRunner(model)
-	if err != nil {
-		return nil, err
-	}
-	P := len(model.Params)
-	sp := &stepper{model: model, eng: eng, exact: exact,
-		opt:  nn.NewAdam(P, t.cfg.LR, t.cfg.WeightDecay),
-		vec:  make([]int64, P+2),
-		grad: make([]float32, P)}
-	if !exact {
-		sp.p32 = make([]float32, P)
-	}
-	// One process and no step hook: nothing outside needs the gradient,
-	// so a device that can keep it runs the optimizer too.
-	if r, ok := eng.(nn.Resident); ok && t.stepHook == nil {
-		if _, local := t.red.(Local); local {
-			r.Keep()
-			if err := r.Err(); err != nil {
-				return nil, err
-			}
-			sp.res = r
-		}
-	}
-	return sp, nil
-}
-
-// newRunner makes a model's runner on the configured device (the CPU
-// engine by default).
-func (t *Trainer) newRunner(model *nn.MLP) (nn.Runner, error) {
-	mk := t.cfg.Runners
-	if mk == nil {
-		mk = nn.CPURunner
-	}
-	return mk(model, t.cfg.Reduce == "exact", t.XExp, t.cfg.Batch)
-}
-
-// trainStep is one optimizer step over a batch (indices into st.rows). It
-// returns the batch's mean loss and whether an update happened.
-func (t *Trainer) trainStep(ctx context.Context, st *stage, sp *stepper, batch []int32) (float64, bool, error) {
-	loss, ok, err := t.batchGradient(ctx, st, sp, batch)
-	if err != nil || !ok {
-		return loss, ok, err
-	}
-	if sp.res != nil {
-		return loss, true, sp.res.Step(sp.opt, sp.mx, sp.scale)
-	}
-	sp.opt.Update(sp.model.Params, sp.grad)
-	sp.eng.Touch()
-	return loss, true, nil
-}
-
-// batchGradient computes the batch's gradient into sp.grad: the forward
-// pass over the rows that carry loss, the per-row loss derivative, the
-// exact (or fast) partial gradient and its reduction, divided by the
-// normaliser. ok is false when no row of the batch carries loss.
-//
-// Each reduction's input is computed from the rows owned when it is made:
-// after an ownership change (Own, during a call or before it) the forward
-// pass and the loss derivative are recomputed for the rows owned now, while
-// results already agreed (the non-negative parts' signs, the gradient
-// maxima, the fast partial gradient) are batch-wide and kept.
-func (t *Trainer) batchGradient(ctx context.Context, st *stage, sp *stepper, batch []int32) (float64, bool, error) {
-	tr := t.ds.Train
-	P := len(sp.grad)
-	var (
-		f                  []float64
-		gen                uint64
-		fwdOK, derOK, dzOK bool
-		keep1, keep0       = true, true
-		lossSum            int64
-		localMx            []float64
-	)
-	// fwd runs the forward pass over the active rows owned now.
-	fwd := func() {
-		if fwdOK && gen == t.ownGen {
-			return
-		}
-		sp.act = sp.act[:0]
-		for _, i := range batch {
-			r := st.rows[i]
-			if (st.active == nil || st.active(r)) && t.owns(tr, r) {
-				sp.act = append(sp.act, r)
-			}
-		}
-		sp.xrows = tr.XRows(sp.act, sp.xrows)
-		f = sp.eng.Forward(tr.X, sp.xrows)
-		gen, fwdOK, derOK, dzOK = t.ownGen, true, false, false
-	}
-	// der fills sp.dldf and lossSum for those rows.
-	der := func() {
-		fwd()
-		if derOK {
-			return
-		}
-		sp.dldf = sp.dldf[:0]
-		lossSum = 0
-		if st.parts != nil {
-			for i, r := range sp.act {
-				l, g := nonNegativeRow(st, r, f[i], keep1, keep0)
-				lossSum += fixedLoss(l)
-				sp.dldf = append(sp.dldf, g)
-			}
-		} else {
-			for i, r := range sp.act {
-				l, g := st.loss(r, f[i])
-				lossSum += fixedLoss(l)
-				sp.dldf = append(sp.dldf, g)
-			}
-		}
-		derOK = true
-	}
-	// dz runs the row-wise backward pass (exact mode) and keeps its maxima.
-	dz := func() {
-		der()
-		if !dzOK {
-			localMx = sp.eng.Maxima(sp.dldf)
-			dzOK = true
-		}
-	}
-	if st.parts != nil {
-		// The non-negative correction: sum the two class parts of the
-		// batch's risk exactly across holders, then keep the gradient of
-		// each part only where its sum is not negative.
-		sums := make([]int64, 3)
-		input := func() error {
-			fwd()
-			if err := sp.eng.Err(); err != nil {
-				return err
-			}
-			sums[0], sums[1], sums[2] = 0, 0, int64(len(sp.act))
-			for i, r := range sp.act {
-				wa, wb := st.parts(r, f[i])
-				sums[0] += fixedLoss(wa * causal.BCE(f[i], 1))
-				sums[1] += fixedLoss(wb * causal.BCE(f[i], 0))
-			}
-			return nil
-		}
-		if err := reduce(ctx, input, func() error { return t.red.SumInt64(ctx, sums) }); err != nil {
-			return 0, false, err
-		}
-		keep1, keep0 = sums[0] >= 0, sums[1] >= 0
-	}
-	var mx []float64
-	if sp.exact {
-		input := func() error {
-			dz()
-			mx = append(mx[:0], localMx...)
-			return sp.eng.Err()
-		}
-		if err := reduce(ctx, input, func() error { return t.red.MaxFloat64(ctx, mx) }); err != nil {
-			return 0, false, err
-		}
-	} else {
-		input := func() error {
-			der()
-			sp.eng.PartialFast(sp.dldf, sp.p32)
-			return sp.eng.Err()
-		}
-		if err := reduce(ctx, input, func() error { return t.red.SumFloat32(ctx, sp.p32) }); err != nil {
-			return 0, false, err
-		}
-	}
-	sums := sp.vec
-	if !sp.exact {
-		sums = sp.vec[P:] // the gradient went through SumFloat32
-	}
-	input := func() error {
-		if sp.exact {
-			dz()
-			if err := sp.eng.Partial(mx, sp.vec[:P]); err != nil {
-				return err
-			}
-		} else {
-			der()
-		}
-		sp.vec[P], sp.vec[P+1] = lossSum, int64(len(sp.act))
-		return nil
-	}
-	if err := reduce(ctx, input, func() error { return t.red.SumInt64(ctx, sums) }); err != nil {
-		return 0, false, err
-	}
-	norm := st.normaliser(int64(len(batch)), sp.vec[P+1])
-	if norm == 0 {
-		return 0, false, nil // no row carries loss in this batch: no update
-	}
-	if sp.res != nil {
-		sp.mx, sp.scale = mx, 1/norm // Step takes it from here, on the device
-	} else if sp.exact {
-		if err := sp.eng.Grad(sp.vec[:P], mx, 1/norm, sp.grad); err != nil {
-			return 0, false, err
-		}
-	} else {
-		if err := scaleFinite(sp.grad, sp.p32, float32(1/norm)); err != nil {
-			return 0, false, err
-		}
-	}
-	return fromFixed(sp.vec[P]) / norm, true, nil
-}
-
-// scaleFinite sets dst[i] = src[i]*s, or fails naming the first NaN or
-// ±Inf of src. The test is one mask on the bits (all exponent bits set)
-// instead of two float64 conversions and comparisons per element.
-func scaleFinite(dst, src []float32, s float32) error {
-	dst = dst[:len(src)]
-	for i, v := range src {
-		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
-			return fmt.Errorf("%w in the gradient (element %d is %v)", nn.ErrNonFinite, i, v)
-		}
-		dst[i] = v * s
-	}
-	return nil
-}
-
-// nonNegativeRow is one row's loss and d loss / d f under the
-// non-negative correction, given which of the batch's two class parts are
-// kept (their batch-wide sums are not negative).
-func nonNegativeRow(st *stage, r int32, f float64, keep1, keep0 bool) (loss, dldf float64) {
-	wa, wb := st.parts(r, f)
-	s := causal.Sigmoid(f)
-	g, l := 0.0, 0.0
-	if keep1 {
-		g += wa * -causal.Sigmoid(-f) // d l(f,1)/df = s - 1
-		l += wa * causal.BCE(f, 1)
-	}
-	if keep0 {
-		g += wb * s
-		l += wb * causal.BCE(f, 0)
-	}
-	return l, g
 }

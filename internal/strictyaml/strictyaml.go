@@ -188,6 +188,8 @@ func join(key, name string) string {
 	return key + "." + name
 }
 
+// walk checks node n (at path key) against the type t it will decode into,
+// counting the nodes visited (aliases each time) against MaxNodes.
 func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) error {
 	w.nodes++
 	if w.nodes > MaxNodes {
@@ -208,13 +210,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) error {
 		return nil // the type checks itself
 	}
 	if t.Kind() != reflect.Pointer && reflect.PointerTo(t).Implements(textUnmarshaler) {
-		if n.Kind != yaml.ScalarNode || isNull(n) {
-			return w.errf(n, key, "want a single value, got %s", describe(n))
-		}
-		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
-			return w.errf(n, key, "%s", pkgPrefix.ReplaceAllString(err.Error(), ""))
-		}
-		return nil
+		return w.walkText(n, t, key)
 	}
 	switch t.Kind() {
 	case reflect.Pointer:
@@ -227,45 +223,75 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) error {
 	case reflect.Struct:
 		return w.walkStruct(n, t, key)
 	case reflect.Slice, reflect.Array:
-		if isNull(n) {
-			return w.errf(n, key, "no value: give a list like [a, b] ([] for none), or remove the key")
-		}
-		if n.Kind != yaml.SequenceNode {
-			return w.errf(n, key, "%s is not a list (want e.g. [a, b])", show(n))
-		}
-		if t.Kind() == reflect.Array && len(n.Content) != t.Len() {
-			return w.errf(n, key, "want a list of %d values, got %d", t.Len(), len(n.Content))
-		}
-		for i, c := range n.Content {
-			if err := w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", key, i)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return w.walkList(n, t, key)
 	case reflect.Map:
-		if isNull(n) {
-			return nil
+		return w.walkMap(n, t, key)
+	}
+	return w.walkScalar(n, t, key)
+}
+
+// walkText checks a value of a type that parses its own text (a duration,
+// an address) by parsing it, so that the error says what is wrong with it.
+func (w *walker) walkText(n *yaml.Node, t reflect.Type, key string) error {
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		return w.errf(n, key, "want a single value, got %s", describe(n))
+	}
+	if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
+		return w.errf(n, key, "%s", pkgPrefix.ReplaceAllString(err.Error(), ""))
+	}
+	return nil
+}
+
+// walkList checks a list for a slice or array type t (an array's length
+// exactly) and each of its elements.
+func (w *walker) walkList(n *yaml.Node, t reflect.Type, key string) error {
+	if isNull(n) {
+		return w.errf(n, key, "no value: give a list like [a, b] ([] for none), or remove the key")
+	}
+	if n.Kind != yaml.SequenceNode {
+		return w.errf(n, key, "%s is not a list (want e.g. [a, b])", show(n))
+	}
+	if t.Kind() == reflect.Array && len(n.Content) != t.Len() {
+		return w.errf(n, key, "want a list of %d values, got %d", t.Len(), len(n.Content))
+	}
+	for i, c := range n.Content {
+		if err := w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", key, i)); err != nil {
+			return err
 		}
-		if n.Kind != yaml.MappingNode {
-			return w.errf(n, key, "%s is not a mapping (want key: value pairs)", show(n))
-		}
-		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if k.Kind != yaml.ScalarNode {
-				return w.errf(k, key, "a key must be a plain name, got %s", describe(k))
-			}
-			if prev, dup := seen[k.Value]; dup {
-				return w.errf(k, join(key, k.Value), "given twice (first at line %d)", prev)
-			}
-			seen[k.Value] = k.Line
-			if err := w.walk(v, t.Elem(), join(key, k.Value)); err != nil {
-				return err
-			}
-		}
+	}
+	return nil
+}
+
+// walkMap checks a mapping for a map type t: plain keys, each given once,
+// and each value.
+func (w *walker) walkMap(n *yaml.Node, t reflect.Type, key string) error {
+	if isNull(n) {
 		return nil
 	}
-	// A scalar.
+	if n.Kind != yaml.MappingNode {
+		return w.errf(n, key, "%s is not a mapping (want key: value pairs)", show(n))
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return w.errf(k, key, "a key must be a plain name, got %s", describe(k))
+		}
+		if prev, dup := seen[k.Value]; dup {
+			return w.errf(k, join(key, k.Value), "given twice (first at line %d)", prev)
+		}
+		seen[k.Value] = k.Line
+		if err := w.walk(v, t.Elem(), join(key, k.Value)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkScalar checks a single value for a scalar type t: integers in range
+// (an integer literal too large for YAML's int is out of range, not "not
+// an integer"), numbers, booleans; any scalar reads as a string.
+func (w *walker) walkScalar(n *yaml.Node, t reflect.Type, key string) error {
 	if n.Kind != yaml.ScalarNode {
 		return w.errf(n, key, "want a single value, got %s", describe(n))
 	}
