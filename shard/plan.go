@@ -1,10 +1,10 @@
 package shard
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
+
+	"github.com/causalrm/causalrm/internal/seeds"
 )
 
 // Range is the half-open row range [Lo, Hi).
@@ -48,27 +48,6 @@ func ShardOf(n, s, row int) int {
 	return r + (row-big)/q
 }
 
-// epochSeed derives the 128-bit PCG seed of one epoch's permutation:
-// SHA-256 of
-//
-//	"causalrm/epoch-perm/v1" | 0x00 | seed (uint64 LE) | len(stage) (uint64 LE) | stage | epoch (int64 LE)
-//
-// whose first two little-endian 64-bit words are the PCG seeds (hi, lo).
-func epochSeed(seed uint64, stage string, epoch int) (uint64, uint64) {
-	h := sha256.New()
-	h.Write([]byte("causalrm/epoch-perm/v1\x00"))
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], seed)
-	h.Write(b[:])
-	binary.LittleEndian.PutUint64(b[:], uint64(len(stage)))
-	h.Write(b[:])
-	h.Write([]byte(stage))
-	binary.LittleEndian.PutUint64(b[:], uint64(int64(epoch)))
-	h.Write(b[:])
-	sum := h.Sum(nil)
-	return binary.LittleEndian.Uint64(sum[0:8]), binary.LittleEndian.Uint64(sum[8:16])
-}
-
 // boundedUint64 returns a uniform value in [0, bound) from pcg, by Lemire's
 // multiply-and-reject method on pcg.Uint64 (spelled out here rather than
 // taken from rand.Rand so the stream is fixed by this file alone).
@@ -88,7 +67,7 @@ func boundedUint64(pcg *rand.PCG, bound uint64) uint64 {
 // and Go version:
 //
 //   - the PCG generator of math/rand/v2 (PCG-DXSM, whose output is fixed by
-//     its specification) is seeded with epochSeed(seed, stage, epoch);
+//     its specification) is seeded with seeds.EpochPerm(seed, stage, epoch);
 //   - starting from the identity, for i = n-1 down to 1, j = a uniform value
 //     in [0, i] drawn by boundedUint64, and perm[i], perm[j] are swapped
 //     (Fisher-Yates).
@@ -102,7 +81,7 @@ func EpochPerm(seed uint64, stage string, epoch int, n int) []int32 {
 	for i := range perm {
 		perm[i] = int32(i)
 	}
-	pcg := rand.NewPCG(epochSeed(seed, stage, epoch))
+	pcg := rand.NewPCG(seeds.EpochPerm(seed, stage, epoch))
 	for i := n - 1; i > 0; i-- {
 		j := boundedUint64(pcg, uint64(i)+1)
 		perm[i], perm[j] = perm[j], perm[i]

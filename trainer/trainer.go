@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"time"
 
@@ -167,13 +166,6 @@ func (t *Trainer) owns(s *shard.Split, r int32) bool {
 
 // Config returns the trainer's configuration.
 func (t *Trainer) Config() Config { return t.cfg }
-
-// stageSeed derives a stage's initialisation seed from the job seed.
-func stageSeed(seed uint64, name string) uint64 {
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%d/%s", seed, name)
-	return h.Sum64()
-}
 
 func (t *Trainer) modelConfig() nn.Config {
 	dims := append([]int{t.ds.Train.D}, t.cfg.Hidden...)

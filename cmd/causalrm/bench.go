@@ -229,7 +229,7 @@ func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps, ba
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	job := &Job{Config: trainer.DefaultConfig(), Data: DataSpec{Train: data}, Out: filepath.Join(dir, "out")}
+	job := &Job{Config: trainer.DefaultConfig(), Data: DataSpec{Train: data}, Out: filepath.Join(dir, "out"), Codec: "none"}
 	job.Reduce, job.Threads, job.Propensity, job.Batch = mode, 1, "given", batch
 	job.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
 	args := []string{"--bench-steps", strconv.Itoa(steps)}
@@ -241,7 +241,7 @@ func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps, ba
 		return 0, err
 	}
 	wd := &workerDevices{flags: dev, devs: devs}
-	if err := runCluster(cmd.Context(), job, n, "none", wd, true, io.Discard, cmd.ErrOrStderr(), args...); err != nil {
+	if err := runCluster(cmd.Context(), job, n, wd, true, io.Discard, cmd.ErrOrStderr(), args...); err != nil {
 		return 0, err
 	}
 	var r struct {
