@@ -92,25 +92,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-type tlsStream struct {
-	net.Listener
-	client    *tls.Config
-	advertise net.Addr // nil: the listener's address
-}
-
-// Addr is the address peers reach this node at.
-func (t *tlsStream) Addr() net.Addr {
-	if t.advertise != nil {
-		return t.advertise
-	}
-	return t.Listener.Addr()
-}
-
-func (t *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: t.client}
-	return d.Dial("tcp", string(addr))
-}
-
 func (n *Node) startRaft() error {
 	cfg := n.cfg
 	hl := newHclog(cfg.Logger.With("node", cfg.ID), "raft")
@@ -135,23 +116,28 @@ func (n *Node) startRaft() error {
 			return fmt.Errorf("%w: RaftAdvertise: %v", ErrConfig, err)
 		}
 	}
+	var lis net.Listener
+	var client *tls.Config
 	if cfg.TLS != nil {
-		lis, err := tls.Listen("tcp", cfg.RaftAddr, cfg.TLS)
-		if err != nil {
-			return fmt.Errorf("raft listen %s: %w", cfg.RaftAddr, err)
-		}
-		client := cfg.ClientTLS
+		lis, err = tls.Listen("tcp", cfg.RaftAddr, cfg.TLS)
+		client = cfg.ClientTLS
 		if client == nil {
 			client = cfg.TLS
 		}
-		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream: &tlsStream{Listener: lis, client: client, advertise: adv}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
 	} else {
-		n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
-		if err != nil {
-			return fmt.Errorf("raft transport %s: %w", cfg.RaftAddr, err)
-		}
+		lis, err = net.Listen("tcp", cfg.RaftAddr)
 	}
+	if err != nil {
+		return fmt.Errorf("raft listen %s: %w", cfg.RaftAddr, err)
+	}
+	if ta, ok := lis.Addr().(*net.TCPAddr); ok && adv == nil && ta.IP.IsUnspecified() {
+		lis.Close()
+		return fmt.Errorf("%w: raft address %s is not one peers can dial: give --raft-advertise", ErrConfig, cfg.RaftAddr)
+	}
+	// The job token protects raft as it protects gRPC (raftauth.go).
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &raftStream{Listener: lis, token: []byte(cfg.Token), client: client, advertise: adv},
+		MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
 
 	var logs raft.LogStore
 	var stable raft.StableStore
