@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -305,6 +306,7 @@ func TestManifestsConsistent(t *testing.T) {
 			if cc.Ports["raft"] != 7000 || cc.Ports["grpc"] != 7100 {
 				t.Errorf("coordinator ports %v, want raft 7000, grpc 7100", cc.Ports)
 			}
+			checkRaftPolicy(t, objs, cc.Ports)
 			if b, _ := flagValue(cc.Args, "--bootstrap-id"); b != co.PodName(0) {
 				t.Errorf("--bootstrap-id %q, want %q", b, co.PodName(0))
 			}
@@ -520,4 +522,59 @@ func TestDocsMTLSPatch(t *testing.T) {
 			t.Errorf("unknown flags %v", bad)
 		}
 	}
+}
+
+// checkRaftPolicy: the coordinators' NetworkPolicy admits the raft port
+// from coordinator pods only, and the gRPC and metrics ports from anyone
+// (workers, submit, scrapers): no rule admits raft from other pods.
+func checkRaftPolicy(t *testing.T, objs []map[string]any, ports map[string]int) {
+	t.Helper()
+	np := Find(objs, "NetworkPolicy", "causalrm-coordinator")
+	if np == nil {
+		t.Error("no NetworkPolicy for the coordinators")
+		return
+	}
+	coordinator := map[string]any{"app.kubernetes.io/name": "causalrm", "app.kubernetes.io/component": "coordinator"}
+	if !reflect.DeepEqual(Path(np, "spec", "podSelector", "matchLabels"), coordinator) {
+		t.Errorf("the NetworkPolicy selects %v, not the coordinators", Path(np, "spec", "podSelector"))
+	}
+	open := map[int]bool{}
+	rules, _ := Path(np, "spec", "ingress").([]any)
+	for _, r := range rules {
+		rule := r.(map[string]any)
+		from, _ := rule["from"].([]any)
+		onlyCoordinators := len(from) > 0
+		for _, f := range from {
+			if !reflect.DeepEqual(Path(f.(map[string]any), "podSelector", "matchLabels"), coordinator) {
+				onlyCoordinators = false
+			}
+		}
+		ps, _ := rule["ports"].([]any)
+		for _, p := range ps {
+			port := toInt(p.(map[string]any)["port"])
+			if port == ports["raft"] && !onlyCoordinators {
+				t.Errorf("a NetworkPolicy rule admits raft (%d) from pods other than the coordinators", port)
+			}
+			if !onlyCoordinators {
+				open[port] = true
+			}
+		}
+	}
+	for _, name := range []string{"grpc", "metrics"} {
+		if !open[ports[name]] {
+			t.Errorf("the NetworkPolicy does not admit %s (%d)", name, ports[name])
+		}
+	}
+}
+
+func toInt(v any) int {
+	switch x := v.(type) {
+	case int:
+		return x
+	case int64:
+		return int(x)
+	case float64:
+		return int(x)
+	}
+	return -1
 }
