@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/causalrm/causalrm/coordinator"
@@ -22,8 +21,14 @@ import (
 // runElastic is `train --workers N` with exact reduction: an embedded
 // single-node coordinator (raft in memory) on 127.0.0.1 and N elastic
 // worker processes, exactly what a multi-node job runs, supervised by this
-// command; worker i runs on its device of devs (nil: the CPU). The first failure or ctrl-C stops everyone; nothing is written
+// command; worker i runs on its device of devs (nil: the CPU). A worker
+// that dies while the job runs is replaced (elasticPool), as a cluster
+// would; the job's failure or ctrl-C stops everyone, and nothing is written
 // unless the job succeeds.
+// workerRestarts is how many times train --workers replaces the worker of
+// one slot.
+const workerRestarts = 3
+
 func runElastic(ctx context.Context, job *Job, n int, devs *workerDevices, force bool, stdout, log io.Writer) error {
 	staging, wjob, err := stageWorkers(job, n, force, log)
 	if err != nil {
@@ -70,22 +75,20 @@ func runElastic(ctx context.Context, job *Job, n int, devs *workerDevices, force
 	if err := client.SubmitJob(ctx, spec); err != nil {
 		return err
 	}
-	ch, err := startChildren(n, log, []string{"CAUSALRM_TOKEN=" + token}, func(i int) []string {
-		args := []string{"worker", "--coordinators", addr, "--id", fmt.Sprintf("w%d", i), "--listen", "127.0.0.1:0",
-			"--threads", strconv.Itoa(max(job.Threads, 0))}
-		if job.Progress == nil || i > 0 {
-			args = append(args, "--quiet")
-		}
-		return append(args, devs.args(i)...)
-	}, nil)
-	if err != nil {
+	pool := &elasticPool{env: []string{"CAUSALRM_TOKEN=" + token}, log: log, restarts: workerRestarts,
+		phase: func() state.JobPhase { return node.State().Status.Phase },
+		args: func(i int, id string) []string {
+			args := []string{"worker", "--coordinators", addr, "--id", id, "--listen", "127.0.0.1:0",
+				"--threads", strconv.Itoa(max(job.Threads, 0))}
+			if job.Progress == nil || i > 0 {
+				args = append(args, "--quiet")
+			}
+			return append(args, devs.args(i)...)
+		}}
+	// A worker that dies is replaced while the job runs; the job's failure
+	// or ctrl-C kills everyone (a SIGTERM would be a graceful leave).
+	if err := pool.run(ctx, n); err != nil {
 		return err
-	}
-	// The first failure or ctrl-C kills everyone (a SIGTERM would be a
-	// graceful leave).
-	first := ch.supervise(ctx, syscall.SIGKILL, 0)
-	if first != nil {
-		return first
 	}
 	st := node.State()
 	if st.Status.Phase != state.JobDone {

@@ -47,7 +47,10 @@ and writes to the output directory:
 With --reduce exact (the default) the model file is bit-identical for the same
 seed and data whatever --threads is, and whatever --workers is: an embedded
 coordinator and N worker processes (the elastic runtime of a multi-node job)
-sum their integer gradients with a ring all-reduce and train the same bits.
+sum their integer gradients with a ring all-reduce and train the same bits;
+a worker that dies or is paused past the heartbeat timeout is replaced by a
+new worker process (up to 3 times per worker), which joins with a live
+peer's state, and the bits stay the same.
 With --reduce fast and a lossy codec the workers form a static ring, each
 holding the embeddings of its virtual shards only. Outputs appear all at once when training
 succeeds; a failed or interrupted run writes nothing.
