@@ -37,14 +37,19 @@ type Config struct {
 	Propensity  string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
 	FlipRates   *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
 	Monitor     string        `yaml:"monitor" json:"monitor"` // "val" or "train"
-	// NonNegative (an experiment, not in the paper; docs/method.md) clamps the reward
-	// risk's two class parts at zero, in the style of nnPU (Kiryo et al.
-	// 2017): risk = max(0, sum wa*l(f,1)) + max(0, sum wb*l(f,0)), and a part
-	// below zero contributes no gradient. Off by default.
-	NonNegative bool      `yaml:"nonnegative,omitempty" json:"nonnegative,omitempty"`
-	Threads     int       `yaml:"threads" json:"threads"`
-	ScoreChunk  int       `yaml:"-" json:"-"`
-	Progress    io.Writer `yaml:"-" json:"-"`
+	// Risk is the reward stage's empirical risk for the estimators whose
+	// per-row weights can be negative (noise, causalrm-ips, dr,
+	// causalrm-dr). RiskNonNegative (the default) clamps its two class parts
+	// at zero, in the style of nnPU (Kiryo et al. 2017): risk = max(0, sum
+	// wa*l(f,1)) + max(0, sum wb*l(f,0)), and a part below zero contributes
+	// no gradient. RiskPlain is the paper's formula, unbounded below: a
+	// model can drive it (and the validation estimate) negative by
+	// overfitting (docs/method.md). naive and ips cannot go negative, so
+	// the setting does not change them.
+	Risk       string    `yaml:"risk" json:"risk"`
+	Threads    int       `yaml:"threads" json:"threads"`
+	ScoreChunk int       `yaml:"-" json:"-"`
+	Progress   io.Writer `yaml:"-" json:"-"`
 	// Runners makes each model's runner (nil: the CPU engine). A worker
 	// sets it from its --device; it is not part of the job, since exact
 	// mode gives the same bits on every device.
@@ -58,9 +63,15 @@ func DefaultConfig() Config {
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
 		MaxEpochs: 600, Patience: 30, Hidden: []int{256, 64}, LeakySlope: 0.01,
 		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, Propensity: "learn",
-		Monitor: "val", ScoreChunk: 4096, ProgressEach: 1,
+		Monitor: "val", Risk: RiskNonNegative, ScoreChunk: 4096, ProgressEach: 1,
 	}
 }
+
+// The reward risks (Config.Risk).
+const (
+	RiskNonNegative = "nonnegative"
+	RiskPlain       = "plain"
+)
 
 // Bounds of the settings that size a run (besides nn's model limits).
 const (
@@ -122,6 +133,8 @@ func (c Config) Validate() error {
 		return bad("propensity", c.Propensity, "want learn or given")
 	case c.Monitor != "val" && c.Monitor != "train":
 		return bad("monitor", c.Monitor, "want val or train")
+	case c.Risk != RiskNonNegative && c.Risk != RiskPlain:
+		return bad("risk", c.Risk, "want nonnegative (the default) or plain (the paper's formula, unbounded below)")
 	case !(c.LeakySlope >= 0 && c.LeakySlope < 1):
 		return bad("leaky_slope", c.LeakySlope, "want in [0,1)")
 	case len(c.Hidden) > nn.MaxLayers-1:

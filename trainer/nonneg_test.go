@@ -17,7 +17,7 @@ func TestNonNegativeGradient(t *testing.T) {
 	ctx := context.Background()
 	ds := smallData(t, 400, 10, 3)
 	cfg := smallConfig()
-	cfg.NonNegative = true
+	cfg.Risk = RiskNonNegative
 	cfg.FlipRates = &causal.Rates{Rho01: 0.3, Rho10: 0.4} // large rates: negative parts are easy to reach
 	tr, err := New(cfg, ds, nil, nil)
 	if err != nil {
@@ -74,5 +74,51 @@ func TestNonNegativeGradient(t *testing.T) {
 	}
 	if dropped == 0 {
 		t.Fatal("no batch had a negative part: the test did not exercise the correction")
+	}
+}
+
+// Model selection never keeps an epoch whose validation estimate is below
+// zero (no real model's risk is): with the plain risk, large flip rates and
+// a high learning rate the estimate goes negative, and the saved epoch is
+// one whose estimate is not (or the first, when none is). With the default
+// risk the estimate never goes below zero at all.
+func TestSelectionSkipsNegativeEstimates(t *testing.T) {
+	ctx := context.Background()
+	for _, risk := range []string{RiskPlain, RiskNonNegative} {
+		cfg := smallConfig()
+		cfg.Risk, cfg.LR, cfg.MaxEpochs, cfg.Patience = risk, 5e-2, 25, 25
+		cfg.FlipRates = &causal.Rates{Rho01: 0.3, Rho10: 0.4}
+		tr, err := New(cfg, smallData(t, 600, 10, 5), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := tr.Reward(ctx, causal.CausalIPS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		neg := 0
+		for _, v := range res.Val {
+			if v < 0 {
+				neg++
+			}
+		}
+		best := res.Val[res.BestEpoch-1]
+		t.Logf("%s: %d of %d epochs below zero; best epoch %d (%.4g)", risk, neg, len(res.Val), res.BestEpoch, best)
+		switch risk {
+		case RiskPlain:
+			if neg == 0 {
+				t.Fatal("the plain risk never went negative: the test shows nothing")
+			}
+			if best < 0 && res.BestEpoch != 1 {
+				t.Fatalf("kept epoch %d, whose estimate %v is below zero", res.BestEpoch, best)
+			}
+			if res.BestVal != best {
+				t.Fatalf("best_val %v, the epoch's estimate %v", res.BestVal, best)
+			}
+		case RiskNonNegative:
+			if neg > 0 {
+				t.Fatalf("the non-negative risk went below zero in %d epochs", neg)
+			}
+		}
 	}
 }

@@ -86,7 +86,7 @@ func (t *Trainer) snapshotKey() []keyField {
 		{"hidden", fmt.Sprint(c.Hidden)}, {"leaky_slope", f(c.LeakySlope)},
 		{"shards", strconv.Itoa(c.Shards)}, {"reduce", c.Reduce}, {"propensity_clip", f(c.Clip)},
 		{"quantile", f(c.Quantile)}, {"propensity", c.Propensity}, {"flip_rates", flip},
-		{"monitor", c.Monitor}, {"nonnegative", strconv.FormatBool(c.NonNegative)},
+		{"monitor", c.Monitor}, {"risk", c.Risk},
 		{"data", fmt.Sprintf("train %dx%d, val %d, feedback sha256 %x", t.ds.Train.N, t.ds.Train.D, t.ds.Val.N, h.Sum(nil)[:8])},
 	}
 }

@@ -25,7 +25,7 @@ type stage struct {
 	monitorTrain bool
 	// parts and valParts, when set, give a row's loss as wa*l(f,1) +
 	// wb*l(f,0) (the returned weights): the non-negative correction
-	// (Config.NonNegative) clamps the two sums at zero.
+	// (Config.Risk nonnegative) clamps the two sums at zero.
 	parts, valParts func(r int32, f float64) (wa, wb float64)
 }
 
@@ -73,6 +73,14 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 	}
 	res := r.res
 	res.BestEpoch, res.BestVal = r.stopper.Best()
+	if math.IsInf(res.BestVal, 1) && res.BestEpoch >= 1 && res.BestEpoch <= len(res.Val) {
+		// No epoch qualified (every monitored value was negative): the
+		// first one is kept, with its real value.
+		res.BestVal = res.Val[res.BestEpoch-1]
+		if st.monitorTrain {
+			res.BestVal = res.Train[res.BestEpoch-1]
+		}
+	}
 	best := r.best
 	if best == nil {
 		best = sp.model
@@ -185,6 +193,13 @@ func (t *Trainer) endEpoch(ctx context.Context, r *stageRun, epoch int, trainSum
 	monitored := valLoss
 	if st.monitorTrain {
 		monitored = trainLoss
+	}
+	if monitored < 0 {
+		// A real model's risk is not negative: an estimate below zero is
+		// the plain surrogate being overfit, never a better model. Such an
+		// epoch cannot become the best (it counts against patience); when
+		// no epoch qualifies, the first one is kept.
+		monitored = math.Inf(1)
 	}
 	improved, stop := r.stopper.Observe(epoch, monitored)
 	if improved {

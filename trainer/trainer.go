@@ -354,7 +354,7 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 		},
 		monitorTrain: t.cfg.Monitor == "train",
 	}
-	if t.cfg.NonNegative {
+	if t.cfg.Risk == RiskNonNegative && ClampsRisk(m) {
 		st.parts = func(r int32, f float64) (float64, float64) {
 			return m.Weights(rowInput(tr, pTr, gTr, r), rates)
 		}
@@ -371,6 +371,12 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 	}
 	return st
 }
+
+// ClampsRisk reports whether the non-negative risk changes method m:
+// only estimators whose per-row weights can be negative (the noise
+// correction's, or doubly robust's with p_hat < 1) have class parts that
+// can go below zero.
+func ClampsRisk(m causal.Method) bool { return m.UsesFlipRates() || m.UsesImputation() }
 
 // BenchReward times steps reward-stage steps of method m after warmup
 // steps and returns the rows of the batches per second. With

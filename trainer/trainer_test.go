@@ -52,6 +52,7 @@ func TestBatchGradientMatchesFiniteDifferences(t *testing.T) {
 	for _, reduce := range []string{"exact", "fast"} {
 		cfg := smallConfig()
 		cfg.Reduce = reduce
+		cfg.Risk = RiskPlain // the table's losses (TestNonNegativeGradient checks the clamped risk)
 		tr, err := New(cfg, ds, nil, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -28,6 +28,25 @@ const (
 	WarnConstantEmbeddings = "constant_embeddings"
 	// WarnNegativeValidation: a stage's validation estimate went below 0.
 	WarnNegativeValidation = "negative_validation"
+	// WarnNegativeTraining: a stage's training loss went below 0.
+	WarnNegativeTraining = "negative_training"
+	// WarnDiverged: a stage's training loss rose far above its lowest.
+	WarnDiverged = "diverged"
+	// WarnEarlyBest: a stage's best epoch was one of its first few, and
+	// every later epoch was worse.
+	WarnEarlyBest = "early_best"
+)
+
+// DivergenceRatio is how many times its lowest value a stage's last
+// training loss must reach to be warned about as diverged.
+const DivergenceRatio = 2
+
+// EarlyBestEpochs and EarlyBestRan: a stage whose best epoch is at most
+// EarlyBestEpochs after running at least EarlyBestRan epochs is warned
+// about.
+const (
+	EarlyBestEpochs = 2
+	EarlyBestRan    = 10
 )
 
 // ColumnScaleRatio is how many times the median of the other columns'
@@ -223,17 +242,49 @@ func OneClassWarnings(train *shard.Split) []Warning {
 		n[y], y, other, y)}}
 }
 
-// StageWarnings checks a trained stage: a validation estimate below zero
-// (possible only for the noise-corrected reward losses, which are
-// unbiased but unbounded below) means the estimate, and early stopping on
-// it, can reward a model for overfitting the corrected loss.
+// StageWarnings checks a trained stage: a validation estimate or training
+// loss below zero (possible only for the plain risk of the noise-corrected
+// and doubly robust estimators, which is unbiased but unbounded below: a
+// lower value need not mean a better model), a training loss that rose
+// far above its lowest (divergence), and a best epoch among the first few
+// of many (nothing learnt after it).
 func StageWarnings(res *StageResult) []Warning {
 	if res == nil {
 		return nil
 	}
+	var out []Warning
+	if w, ok := negativeWarning(res, res.Val, WarnNegativeValidation, "validation estimate"); ok {
+		out = append(out, w)
+	}
+	if w, ok := negativeWarning(res, res.Train, WarnNegativeTraining, "training loss"); ok {
+		out = append(out, w)
+	}
+	if n := len(res.Train); n > 1 {
+		low, lowAt := res.Train[0], 0
+		for i, v := range res.Train {
+			if v < low {
+				low, lowAt = v, i
+			}
+		}
+		if last := res.Train[n-1]; low > 0 && last > DivergenceRatio*low {
+			out = append(out, Warning{Kind: WarnDiverged, Message: fmt.Sprintf(
+				"stage %s: the training loss diverged: %.5g at the last epoch (%d), more than %d times its lowest %.5g (epoch %d); "+
+					"lower --lr.", res.Name, last, n, DivergenceRatio, low, lowAt+1)})
+		}
+	}
+	if res.Epochs >= EarlyBestRan && res.BestEpoch >= 1 && res.BestEpoch <= EarlyBestEpochs {
+		out = append(out, Warning{Kind: WarnEarlyBest, Message: fmt.Sprintf(
+			"stage %s: the best epoch was epoch %d of %d: every later epoch was worse on the monitored loss, so the "+
+				"saved model learnt little; lower --lr, or check the data.", res.Name, res.BestEpoch, res.Epochs)})
+	}
+	return out
+}
+
+// negativeWarning warns about a per-epoch series that went below zero.
+func negativeWarning(res *StageResult, series []float64, kind, what string) (Warning, bool) {
 	first := -1
 	low, lowAt := 0.0, 0
-	for i, v := range res.Val {
+	for i, v := range series {
 		if !(v < 0) { // NaN too
 			continue
 		}
@@ -245,11 +296,11 @@ func StageWarnings(res *StageResult) []Warning {
 		}
 	}
 	if first < 0 {
-		return nil
+		return Warning{}, false
 	}
-	return []Warning{{Kind: WarnNegativeValidation, Message: fmt.Sprintf(
-		"stage %s: the validation estimate went negative (%.5g at epoch %d; lowest %.5g at epoch %d). "+
-			"The noise-corrected loss is unbounded below, so a lower value need not mean a better model, and early "+
-			"stopping on it may keep an overfit one; consider --monitor train, fewer epochs, or checking the flip rates.",
-		res.Name, res.Val[first], first+1, low, lowAt+1)}}
+	return Warning{Kind: kind, Message: fmt.Sprintf(
+		"stage %s: the %s went negative (%.5g at epoch %d; lowest %.5g at epoch %d). "+
+			"The plain risk is unbounded below, so a lower value need not mean a better model; epochs below zero are "+
+			"not kept as the best. The default risk (--risk nonnegative) does not go below zero.",
+		res.Name, what, series[first], first+1, low, lowAt+1)}, true
 }

@@ -152,19 +152,30 @@ func TestOneClassWarnings(t *testing.T) {
 
 func TestStageWarnings(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		val  []float64
-		want [][]string
+		name       string
+		train, val []float64
+		best       int
+		want       [][]string
 	}{
-		{"positive", []float64{0.7, 0.5, 0.4}, nil},
-		{"zero is not negative", []float64{0.1, 0}, nil},
-		{"NaN is not negative", []float64{0.1, math.NaN()}, nil},
-		{"goes negative", []float64{0.5, 0.1, -0.02, -0.1, 0.03},
-			[][]string{{WarnNegativeValidation, "stage reward/causalrm-ips:", "went negative (-0.02 at epoch 3; lowest -0.1 at epoch 4)",
-				"unbounded below"}}},
+		{"positive", []float64{0.9, 0.6, 0.5}, []float64{0.7, 0.5, 0.4}, 3, nil},
+		{"zero is not negative", []float64{0.2, 0.1}, []float64{0.1, 0}, 2, nil},
+		{"NaN is not negative", []float64{0.2, 0.1}, []float64{0.1, math.NaN()}, 1, nil},
+		{"validation goes negative", []float64{0.9, 0.6, 0.5, 0.4, 0.4}, []float64{0.5, 0.1, -0.02, -0.1, 0.03}, 2,
+			[][]string{{WarnNegativeValidation, "stage reward/causalrm-ips:", "validation estimate went negative (-0.02 at epoch 3; lowest -0.1 at epoch 4)",
+				"unbounded below", "--risk nonnegative"}}},
+		{"training goes negative", []float64{0.5, -0.3, -0.7}, []float64{0.5, 0.4, 0.45}, 2,
+			[][]string{{WarnNegativeTraining, "training loss went negative (-0.3 at epoch 2; lowest -0.7 at epoch 3)"}}},
+		{"diverges", []float64{0.5, 0.2, 0.3, 0.41}, []float64{0.5, 0.4, 0.45, 0.5}, 2,
+			[][]string{{WarnDiverged, "0.41 at the last epoch (4), more than 2 times its lowest 0.2 (epoch 2)", "--lr"}}},
+		{"rises but not twice", []float64{0.5, 0.2, 0.39}, []float64{0.5, 0.4, 0.45}, 2, nil},
+		{"best epoch early", []float64{0.5, 0.45, 0.44, 0.43, 0.42, 0.41, 0.4, 0.39, 0.38, 0.37},
+			[]float64{0.5, 0.4, 0.45, 0.46, 0.47, 0.48, 0.49, 0.5, 0.51, 0.52}, 2,
+			[][]string{{WarnEarlyBest, "best epoch was epoch 2 of 10"}}},
+		{"best epoch early of few", []float64{0.5, 0.45, 0.44}, []float64{0.5, 0.4, 0.45}, 2, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkWarnings(t, StageWarnings(&StageResult{Name: "reward/causalrm-ips", Val: tc.val}), tc.want)
+			res := &StageResult{Name: "reward/causalrm-ips", Train: tc.train, Val: tc.val, Epochs: len(tc.val), BestEpoch: tc.best}
+			checkWarnings(t, StageWarnings(res), tc.want)
 		})
 	}
 	if StageWarnings(nil) != nil {

@@ -24,13 +24,13 @@ type DataSpec = job.DataSpec
 type jobFlags struct {
 	config, data, val, test, out string
 	method, reduce, propensity   string
-	monitor, flipRates           string
+	monitor, flipRates, risk     string
 	seed                         uint64
 	batch, maxEpochs, patience   int
 	shards, threads, every       int
 	lr, wd, clip, quantile       float64
 	hidden                       []int
-	quiet, force, nonneg         bool
+	quiet, force                 bool
 }
 
 func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
@@ -60,7 +60,7 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")
 	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate")
 	fs.IntVar(&f.every, "progress-every", 1, "print progress every N epochs")
-	fs.BoolVar(&f.nonneg, "nonnegative", false, "experiment, not in the paper (docs/method.md): clamp the reward risk's two class parts at zero (nnPU-style)")
+	fs.StringVar(&f.risk, "risk", d.Risk, "reward risk of noise, dr and the CausalRM estimators: nonnegative (its two class parts clamped at zero, nnPU-style) or plain (the paper's formula, unbounded below; docs/method.md)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&f.force, "force", false, "replace an existing output directory")
 }
@@ -138,7 +138,7 @@ func applyJobFlags(cmd *cobra.Command, f *jobFlags, job *Job) error {
 	set("monitor", func() { job.Monitor = f.monitor })
 	set("propensity-clip", func() { job.Clip = f.clip })
 	set("quantile", func() { job.Quantile = f.quantile })
-	set("nonnegative", func() { job.NonNegative = f.nonneg })
+	set("risk", func() { job.Risk = f.risk })
 	// --codec is not a job flag of every command; where there is one and
 	// it was given, it is the job's codec (Validate checks it).
 	if fl := cmd.Flags().Lookup("codec"); fl != nil && fl.Changed {

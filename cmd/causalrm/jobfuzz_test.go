@@ -36,7 +36,7 @@ func FuzzJobYAML(f *testing.F) {
 		"data: {train: d.safetensors}\nflip_rates: {rho01: 0.1}\n",
 		"data: {train: d.safetensors}\nhidden: [1000000000]\n",
 		"data: {train: d.safetensors}\nhidden: [65536, 1, 65536]\nbatch: 1048576\n",
-		"data:\n  train: a.parquet\n  val: b.parquet\n  test: c.jsonl.gz\nout: runs/x\ncodec: zstd\nreduce: fast\nthreads: 2\nnonnegative: true\n",
+		"data:\n  train: a.parquet\n  val: b.parquet\n  test: c.jsonl.gz\nout: runs/x\ncodec: zstd\nreduce: fast\nthreads: 2\nrisk: plain\n",
 		"data: {train: d.safetensors}\nbatch: &b 64\nshards: *b\n",
 		"data: {train: d.safetensors}\n<<: {batch: 3}\n",
 		`{"data": {"train": "d.safetensors"}, "batch": 3, "hidden": [8, 4]}`,

@@ -52,7 +52,7 @@ func TestJobFileStrict(t *testing.T) {
 		{"hidden: 256\n", "line 4: hidden: 256 is not a list"},
 		{"hidden:\n", "line 4: hidden: no value"},
 		{"lr: fast\n", "line 4: lr: fast is not a number"},
-		{"nonnegative: yes\n", "line 4: nonnegative: yes is not true or false"},
+		{"risk: clamped\n", "line 4: risk: clamped: want nonnegative (the default) or plain"},
 		{"batchsize: 64\n", `line 4: unknown key "batchsize" (did you mean batch?)`},
 		{"max-epochs: 3\n", `unknown key "max-epochs" (did you mean max_epochs?)`},
 		{"data: {train: a, trian: b}\n", `unknown key "data.trian" (did you mean data.train?)`},
