@@ -63,12 +63,19 @@ type benchRow struct {
 	Torch   float64
 }
 
+// benchTrain is `causalrm bench train`: its flags and its three parts
+// (the data, the in-process rows, the worker processes' rows).
+type benchTrain struct {
+	rows, dim, steps, warmup int
+	threadList               []int
+	python, script, data     string
+	ddpScript                string
+	workers, batch           int
+	dev                      deviceFlags
+}
+
 func benchTrainCmd() *cobra.Command {
-	var rows, dim, steps, warmup int
-	var threadList []int
-	var python, script, data, ddpScript string
-	var workers, batch int
-	var dev deviceFlags
+	var b benchTrain
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train the paper's reward model (d=4096, 256, 64, batch 512) in Go and in PyTorch, print rows/s",
@@ -88,101 +95,146 @@ through the CUDA driver and cuBLAS, PyTorch with its tensors on the device
 (a CUDA build of torch). --threads still sets the Go host side's (and
 PyTorch's CPU) threads.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, log := cmd.Context(), cmd.ErrOrStderr()
-			// The device first: a missing GPU fails before the data is made.
-			devName, err := benchDevice(&dev)
-			if err != nil {
-				return err
-			}
-			onGPU, torchDevice := dev.onGPU(), canonicalDevice(dev.device)
-			if data == "" {
-				dir, err := os.MkdirTemp("", "causalrm-bench-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
-				cfg := sim.DefaultConfig()
-				cfg.TrainRows, cfg.TestRows, cfg.Dim, cfg.Seed = rows, 16, dim, 1
-				fmt.Fprintf(log, "generating %d rows at d=%d ...\n", rows, dim)
-				ds, err := sim.Generate(cfg)
-				if err != nil {
-					return err
-				}
-				data = filepath.Join(dir, "bench.safetensors")
-				if err := shard.WriteSafetensors(data, ds); err != nil {
-					return err
-				}
-			}
-			var table []benchRow
-			for _, th := range threadList {
-				torch := runTorch(python, script, data, th, steps, warmup, batch, torchDevice, onGPU, log)
-				for _, mode := range []string{"exact", "fast"} {
-					for _, skip := range []bool{false, true} {
-						ds, err := shard.Load(shard.LoadSpec{Train: data})
-						if err != nil {
-							return err
-						}
-						c := trainer.DefaultConfig()
-						c.Reduce, c.Threads, c.Propensity, c.Batch = mode, th, "given", batch
-						c.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
-						rps, err := benchInProcess(ctx, c, ds, &dev, warmup, steps, skip)
-						if err != nil {
-							return err
-						}
-						label := mode + ", all rows"
-						if skip {
-							label = mode + ", skip o=0"
-						}
-						table = append(table, benchRow{Threads: th, Mode: label, GoRows: rps, Torch: torch})
-						fmt.Fprintf(log, "threads %d %-16s %8.0f rows/s\n", th, label, rps)
-					}
-				}
-			}
-			if workers > 0 {
-				for _, mode := range []string{"exact", "fast"} {
-					torch := runTorchDDP(python, ddpScript, data, workers, steps, batch, torchDevice, log)
-					for _, skip := range []bool{false, true} {
-						rps, err := benchCluster(cmd, data, workers, mode, steps, batch, &dev, skip)
-						if err != nil {
-							return err
-						}
-						label := fmt.Sprintf("%s, %d workers", mode, workers)
-						if skip {
-							label += ", skip o=0"
-						}
-						table = append(table, benchRow{Threads: workers, Mode: label, GoRows: rps, Torch: torch})
-					}
-				}
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintf(cmd.OutOrStdout(), "reward model %d-256-64-1, batch %d, blas %s, device %s\n", dim, batch, nn.Backend(), devName)
-			fmt.Fprintln(w, "threads\tmode\tGo rows/s\tPyTorch rows/s\tGo / PyTorch\t")
-			for _, r := range table {
-				ratio := "n/a"
-				if r.Torch > 0 {
-					ratio = fmt.Sprintf("%.2fx", r.GoRows/r.Torch)
-				}
-				fmt.Fprintf(w, "%d\t%s\t%.0f\t%.0f\t%s\t\n", r.Threads, r.Mode, r.GoRows, r.Torch, ratio)
-			}
-			return w.Flush()
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return b.run(cmd) },
 	}
 	fs := cmd.Flags()
-	fs.IntVar(&rows, "rows", 8192, "synthetic training rows")
-	fs.IntVar(&dim, "dim", 4096, "embedding dimension")
-	fs.IntVar(&steps, "steps", 30, "timed steps")
-	fs.IntVar(&warmup, "warmup", 3, "untimed steps first")
-	fs.IntSliceVar(&threadList, "threads", []int{1, 2}, "thread counts")
-	fs.StringVar(&python, "python", "/usr/bin/python3", "python with torch (empty: skip PyTorch)")
-	fs.StringVar(&script, "script", "bench/torch_reward.py", "PyTorch baseline script")
-	fs.StringVar(&data, "data", "", "use this file instead of generating rows")
-	fs.IntVar(&workers, "workers", 0, "also time N worker processes (1 thread each) against PyTorch DDP (gloo) with N processes")
-	fs.StringVar(&ddpScript, "ddp-script", "bench/torch_ddp.py", "PyTorch DDP baseline script")
-	fs.IntVar(&batch, "batch", 512, "rows per step (global batch with --workers)")
-	dev.add(fs)
+	fs.IntVar(&b.rows, "rows", 8192, "synthetic training rows")
+	fs.IntVar(&b.dim, "dim", 4096, "embedding dimension")
+	fs.IntVar(&b.steps, "steps", 30, "timed steps")
+	fs.IntVar(&b.warmup, "warmup", 3, "untimed steps first")
+	fs.IntSliceVar(&b.threadList, "threads", []int{1, 2}, "thread counts")
+	fs.StringVar(&b.python, "python", "/usr/bin/python3", "python with torch (empty: skip PyTorch)")
+	fs.StringVar(&b.script, "script", "bench/torch_reward.py", "PyTorch baseline script")
+	fs.StringVar(&b.data, "data", "", "use this file instead of generating rows")
+	fs.IntVar(&b.workers, "workers", 0, "also time N worker processes (1 thread each) against PyTorch DDP (gloo) with N processes")
+	fs.StringVar(&b.ddpScript, "ddp-script", "bench/torch_ddp.py", "PyTorch DDP baseline script")
+	fs.IntVar(&b.batch, "batch", 512, "rows per step (global batch with --workers)")
+	b.dev.add(fs)
 	fs.Lookup("device").Usage = "where both sides train: cpu, cuda or cuda:N (a CUDA GPU; PyTorch needs a CUDA build); --threads still sets the host threads"
 	return cmd
+}
+
+func (b *benchTrain) run(cmd *cobra.Command) error {
+	log := cmd.ErrOrStderr()
+	// The device first: a missing GPU fails before the data is made.
+	devName, err := benchDevice(&b.dev)
+	if err != nil {
+		return err
+	}
+	cleanup, err := b.ensureData(log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	table, err := b.inProcess(cmd.Context(), log)
+	if err != nil {
+		return err
+	}
+	if b.workers > 0 {
+		rows, err := b.cluster(cmd)
+		if err != nil {
+			return err
+		}
+		table = append(table, rows...)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "reward model %d-256-64-1, batch %d, blas %s, device %s\n", b.dim, b.batch, nn.Backend(), devName)
+	return printBenchTable(cmd.OutOrStdout(), table)
+}
+
+// ensureData generates the synthetic rows unless --data names a file.
+func (b *benchTrain) ensureData(log io.Writer) (cleanup func(), err error) {
+	if b.data != "" {
+		return func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "causalrm-bench-")
+	if err != nil {
+		return nil, err
+	}
+	cfg := sim.DefaultConfig()
+	cfg.TrainRows, cfg.TestRows, cfg.Dim, cfg.Seed = b.rows, 16, b.dim, 1
+	fmt.Fprintf(log, "generating %d rows at d=%d ...\n", b.rows, b.dim)
+	ds, err := sim.Generate(cfg)
+	if err == nil {
+		b.data = filepath.Join(dir, "bench.safetensors")
+		err = shard.WriteSafetensors(b.data, ds)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return func() { os.RemoveAll(dir) }, nil
+}
+
+// benchConfig is the timed job: causalrm-ips with given propensities and
+// flip rates and the plain risk, the arithmetic of the PyTorch scripts.
+func benchConfig(mode string, threads, batch int) trainer.Config {
+	c := trainer.DefaultConfig()
+	c.Reduce, c.Threads, c.Propensity, c.Batch, c.Risk = mode, threads, "given", batch, trainer.RiskPlain
+	c.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
+	return c
+}
+
+// inProcess times Go in one process at each thread count, in both modes,
+// every row and rows with feedback only, beside PyTorch at that count.
+func (b *benchTrain) inProcess(ctx context.Context, log io.Writer) ([]benchRow, error) {
+	var table []benchRow
+	onGPU, torchDevice := b.dev.onGPU(), canonicalDevice(b.dev.device)
+	for _, th := range b.threadList {
+		torch := runTorch(b.python, b.script, b.data, th, b.steps, b.warmup, b.batch, torchDevice, onGPU, log)
+		for _, mode := range []string{"exact", "fast"} {
+			for _, skip := range []bool{false, true} {
+				ds, err := shard.Load(shard.LoadSpec{Train: b.data})
+				if err != nil {
+					return nil, err
+				}
+				rps, err := benchInProcess(ctx, benchConfig(mode, th, b.batch), ds, &b.dev, b.warmup, b.steps, skip)
+				if err != nil {
+					return nil, err
+				}
+				label := mode + ", all rows"
+				if skip {
+					label = mode + ", skip o=0"
+				}
+				table = append(table, benchRow{Threads: th, Mode: label, GoRows: rps, Torch: torch})
+				fmt.Fprintf(log, "threads %d %-16s %8.0f rows/s\n", th, label, rps)
+			}
+		}
+	}
+	return table, nil
+}
+
+// cluster times --workers worker processes against PyTorch DDP.
+func (b *benchTrain) cluster(cmd *cobra.Command) ([]benchRow, error) {
+	var table []benchRow
+	torchDevice := canonicalDevice(b.dev.device)
+	for _, mode := range []string{"exact", "fast"} {
+		torch := runTorchDDP(b.python, b.ddpScript, b.data, b.workers, b.steps, b.batch, torchDevice, cmd.ErrOrStderr())
+		for _, skip := range []bool{false, true} {
+			rps, err := benchCluster(cmd, b.data, b.workers, mode, b.steps, b.batch, &b.dev, skip)
+			if err != nil {
+				return nil, err
+			}
+			label := fmt.Sprintf("%s, %d workers", mode, b.workers)
+			if skip {
+				label += ", skip o=0"
+			}
+			table = append(table, benchRow{Threads: b.workers, Mode: label, GoRows: rps, Torch: torch})
+		}
+	}
+	return table, nil
+}
+
+func printBenchTable(out io.Writer, table []benchRow) error {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "threads\tmode\tGo rows/s\tPyTorch rows/s\tGo / PyTorch\t")
+	for _, r := range table {
+		ratio := "n/a"
+		if r.Torch > 0 {
+			ratio = fmt.Sprintf("%.2fx", r.GoRows/r.Torch)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%.0f\t%.0f\t%s\t\n", r.Threads, r.Mode, r.GoRows, r.Torch, ratio)
+	}
+	return w.Flush()
 }
 
 // benchDevice checks --device (a GPU must open) and names it for the
@@ -229,9 +281,7 @@ func benchCluster(cmd *cobra.Command, data string, n int, mode string, steps, ba
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	job := &Job{Config: trainer.DefaultConfig(), Data: DataSpec{Train: data}, Out: filepath.Join(dir, "out"), Codec: "none"}
-	job.Reduce, job.Threads, job.Propensity, job.Batch = mode, 1, "given", batch
-	job.FlipRates = &causal.Rates{Rho01: 0.1, Rho10: 0.2}
+	job := &Job{Config: benchConfig(mode, 1, batch), Data: DataSpec{Train: data}, Out: filepath.Join(dir, "out"), Codec: "none"}
 	args := []string{"--bench-steps", strconv.Itoa(steps)}
 	if skip {
 		args = append(args, "--bench-skip-unobserved")
