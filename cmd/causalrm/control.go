@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -127,6 +128,7 @@ func submitCmd() *cobra.Command {
 		codec, registry                     string
 		tok                                 tokenFlags
 		tf                                  tlsFlags
+		timeout                             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "submit [job.yaml]",
@@ -153,13 +155,13 @@ with a message naming the field.`,
 			if err := spec.Validate(); err != nil {
 				return err
 			}
-			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "", withRegistry(registry))
+			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "", withRegistry(registry), withTimeout(timeout))
 			if err != nil {
-				return err
+				return unreachable(err, coords, timeout)
 			}
 			defer client.Close()
 			if err := client.SubmitJob(cmd.Context(), spec); err != nil {
-				return err
+				return unreachable(err, coords, timeout)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "submitted job %s: %s, %d shards, at least %d workers\n", spec.ID, job.Method, spec.Shards, spec.MinWorkers)
 			return nil
@@ -175,6 +177,7 @@ with a message naming the field.`,
 	fs.IntVar(&progressEvery, "report-every", 10, "workers report progress (and parameter hashes) every this many steps")
 	fs.DurationVar(&ckptInterval, "checkpoint-interval", 0, "also checkpoint when this long has passed since the last one (0: off), e.g. 10m")
 	fs.IntVar(&ckptEach, "checkpoint-every", 0, "checkpoint every this many steps (0: never; rounded up to a multiple of --report-every)")
+	fs.DurationVar(&timeout, "timeout", 5*time.Second, "give up when no coordinator answers within this long")
 	tok.add(fs)
 	tf.add(fs)
 	return cmd
@@ -182,25 +185,26 @@ with a message naming the field.`,
 
 func statusCmd() *cobra.Command {
 	var (
-		coords string
-		reg    string
-		asJSON bool
-		tok    tokenFlags
-		tf     tlsFlags
+		coords  string
+		reg     string
+		asJSON  bool
+		tok     tokenFlags
+		tf      tlsFlags
+		timeout time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show a job's members, generation, stage, step, rows/s and last checkpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "", withRegistry(reg))
+			client, err := dialCoordinators(cmd.Context(), coords, tok, tf, "", withRegistry(reg), withTimeout(timeout))
 			if err != nil {
-				return err
+				return unreachable(err, coords, timeout)
 			}
 			defer client.Close()
 			st, err := client.Status(cmd.Context())
 			if err != nil {
-				return err
+				return unreachable(err, coords, timeout)
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -214,10 +218,24 @@ func statusCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&coords, "coordinators", "127.0.0.1:7100", "the coordinators' gRPC addresses, host:port,...")
 	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
+	fs.DurationVar(&timeout, "timeout", 5*time.Second, "give up when no coordinator answers within this long")
 	fs.StringVar(&reg, "registry", "", "etcd://host:port[/name]: find the leading coordinator there (instead of, or besides, --coordinators)")
 	tok.add(fs)
 	tf.add(fs)
 	return cmd
+}
+
+// withTimeout bounds each call of the client (leader search included).
+func withTimeout(d time.Duration) func(*coordinator.ClientConfig) {
+	return func(c *coordinator.ClientConfig) { c.Timeout = d }
+}
+
+// unreachable says what to do when no coordinator answered in time.
+func unreachable(err error, coords string, timeout time.Duration) error {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("no coordinator answered at %s within %v (%w): is 'causalrm coordinator' running there? (--coordinators, --timeout)", coords, timeout, err)
 }
 
 // printStatus prints a job's status for people.

@@ -58,7 +58,9 @@ func newRoot() *cobra.Command {
 		Short:         "Train reward models for RLHF from observational user feedback (CausalRM)",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
+	root.SetVersionTemplate("causalrm {{.Version}}\n")
 	root.AddCommand(trainCmd(), compareCmd(), evalCmd(), simulateCmd(), versionCmd(), benchCmd(), workerCmd(),
 		coordinatorCmd(), submitCmd(), statusCmd())
 	// An unknown command gets cobra's "Did you mean this?" (on by default;

@@ -14,6 +14,19 @@ import (
 // version is set with -ldflags "-X main.version=...".
 var version = "dev"
 
+// versionString is the version and, when the build recorded it, the
+// commit: "dev (1984363...)".
+func versionString() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return version + " (" + s.Value + ")"
+			}
+		}
+	}
+	return version
+}
+
 func versionCmd() *cobra.Command {
 	var cudaLibs string
 	cmd := &cobra.Command{
@@ -24,15 +37,7 @@ and GPU 0 with the CUDA driver and cuBLAS found (or why there is none: the
 binary runs on the CPU without them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rev := ""
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				for _, s := range bi.Settings {
-					if s.Key == "vcs.revision" {
-						rev = " (" + s.Value + ")"
-					}
-				}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "causalrm %s%s\ngo: %s %s/%s\nblas: %s\nsimd: %s\n", version, rev,
+			fmt.Fprintf(cmd.OutOrStdout(), "causalrm %s\ngo: %s %s/%s\nblas: %s\nsimd: %s\n", versionString(),
 				runtime.Version(), runtime.GOOS, runtime.GOARCH, nn.Backend(), nn.SIMD())
 			fmt.Fprintln(cmd.OutOrStdout(), probeLine(cudaLibs))
 			return nil
