@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -41,22 +42,30 @@ var (
 	ErrConfig = errors.New("collective: invalid config")
 )
 
-// statusCodes is the one mapping of the sentinels to gRPC codes, used at the
-// service edge (Barrier, StateTransfer, stream termination).
+// A status error of this package carries an errdetails.ErrorInfo of
+// errorDomain whose Reason names the sentinel; a peer maps it back by
+// Reason. The message text is for humans, and for the raw transport's
+// replies, which carry only a code and the text.
+const errorDomain = "collective.causalrm"
+
+// statusCodes is the one mapping of the sentinels to gRPC codes and
+// ErrorInfo reasons, used at the service edge (Barrier, StateTransfer,
+// stream termination).
 var statusCodes = []struct {
-	err  error
-	code codes.Code
+	err    error
+	code   codes.Code
+	reason string
 }{
-	{ErrStaleGeneration, codes.FailedPrecondition},
-	{ErrWrongStep, codes.OutOfRange},
-	{ErrChecksum, codes.DataLoss},
-	{ErrOversized, codes.ResourceExhausted},
-	{ErrNonFinite, codes.InvalidArgument},
-	{ErrShape, codes.InvalidArgument},
-	{ErrNoState, codes.NotFound},
-	{ErrClosed, codes.Unavailable},
-	{ErrBroken, codes.Aborted},
-	{ErrPeer, codes.Aborted},
+	{ErrStaleGeneration, codes.FailedPrecondition, "STALE_GENERATION"},
+	{ErrWrongStep, codes.OutOfRange, "WRONG_STEP"},
+	{ErrChecksum, codes.DataLoss, "CHECKSUM"},
+	{ErrOversized, codes.ResourceExhausted, "OVERSIZED"},
+	{ErrNonFinite, codes.InvalidArgument, "NON_FINITE"},
+	{ErrShape, codes.InvalidArgument, "SHAPE"},
+	{ErrNoState, codes.NotFound, "NO_STATE"},
+	{ErrClosed, codes.Unavailable, "CLOSED"},
+	{ErrBroken, codes.Aborted, "BROKEN"},
+	{ErrPeer, codes.Aborted, "PEER"},
 }
 
 // toStatus turns an error of this package into a gRPC status error.
@@ -66,15 +75,21 @@ func toStatus(err error) error {
 	}
 	for _, m := range statusCodes {
 		if errors.Is(err, m.err) {
-			return status.Error(m.code, err.Error())
+			st := status.New(m.code, err.Error())
+			if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: m.reason, Domain: errorDomain}); derr == nil {
+				st = d
+			}
+			return st.Err()
 		}
 	}
 	return status.Error(codes.Internal, err.Error())
 }
 
 // fromStatus turns a gRPC status error from a peer back into the sentinel
-// its message names (the sentinel texts are unique), else by code; errors
-// it cannot place wrap ErrPeer.
+// its ErrorInfo names; without one (a raw transport reply, or a peer of a
+// version before the details) into the sentinel its message names (the
+// sentinel texts are unique), else by code; errors it cannot place wrap
+// ErrPeer.
 func fromStatus(err error) error {
 	if err == nil {
 		return nil
@@ -83,9 +98,17 @@ func fromStatus(err error) error {
 	if !ok {
 		return err
 	}
-	for _, m := range statusCodes {
-		if strings.Contains(st.Message(), m.err.Error()) {
-			return &remoteError{sentinel: m.err, msg: st.Message()}
+	if info := errorInfo(st); info != nil {
+		for _, m := range statusCodes {
+			if info.GetReason() == m.reason {
+				return &remoteError{sentinel: m.err, msg: st.Message()}
+			}
+		}
+	} else {
+		for _, m := range statusCodes {
+			if strings.Contains(st.Message(), m.err.Error()) {
+				return &remoteError{sentinel: m.err, msg: st.Message()}
+			}
 		}
 	}
 	switch st.Code() {
@@ -97,6 +120,25 @@ func fromStatus(err error) error {
 		return err
 	}
 	return &remoteError{sentinel: ErrPeer, msg: st.Code().String() + ": " + st.Message()}
+}
+
+// errorInfo is the ErrorInfo of errorDomain that st carries, nil if none.
+func errorInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return info
+		}
+	}
+	return nil
+}
+
+// isWireError reports whether err, from a gRPC stream's RecvMsg, is a
+// malformed segment (errWire). gRPC reports a codec's error as a status
+// whose message quotes it with %v (rpc_util.go: "grpc: failed to
+// unmarshal the received message: ..."), so the chain is gone and only the
+// text can tell; errors.Is covers the errors that keep it.
+func isWireError(err error) bool {
+	return errors.Is(err, errWire) || strings.Contains(err.Error(), errWire.Error())
 }
 
 // remoteError is a sentinel reported by a peer, with the peer's message.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -107,7 +106,7 @@ func (r *Ring) serveSegments(stream pb.Collective_SegmentsServer, first *inSegme
 				switch {
 				case status.Code(err) == codes.ResourceExhausted:
 					r.deliver(inItem{err: fmt.Errorf("%w: from the stream of %s: %v", ErrOversized, peerAddr(ctx), err)})
-				case strings.Contains(err.Error(), errWire.Error()):
+				case isWireError(err):
 					r.deliver(inItem{err: fmt.Errorf("%w: from the stream of %s: %v", ErrShape, peerAddr(ctx), err)})
 				case legit:
 					r.deliver(inItem{err: fmt.Errorf("%w: the predecessor's stream broke: %v", ErrPeer, err)})

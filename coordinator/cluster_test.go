@@ -133,7 +133,7 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 		hb[id] = startHeartbeat(ctx, cl, id)
 	}
 	g := waitGen(1)
-	if g.Cause != "start" || len(g.Members) != 2 || len(g.ShardsOf("w1")) != 4 || len(g.ShardsOf("w2")) != 4 {
+	if g.Cause.String() != "start" || len(g.Members) != 2 || len(g.ShardsOf("w1")) != 4 || len(g.ShardsOf("w2")) != 4 {
 		t.Fatalf("generation 1: %+v", g)
 	}
 	activate := func(g state.Generation) {
@@ -151,7 +151,7 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 	}
 	hb["w3"] = startHeartbeat(ctx, cl, "w3")
 	g2 := waitGen(2)
-	if g2.Cause != "join:w3" || g2.Index("w3") != 2 {
+	if g2.Cause.String() != "join:w3" || g2.Index("w3") != 2 {
 		t.Fatalf("generation 2: %+v", g2)
 	}
 	activate(g2)
@@ -172,7 +172,7 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 	hb["w2"].stop(t)
 	g3 := waitGen(3)
 	t.Logf("crash detected and generation committed in %v", time.Since(crash))
-	if g3.Cause != "crash:w2" || g3.Index("w2") >= 0 || len(g3.Members) != 2 {
+	if g3.Cause.String() != "crash:w2" || g3.Index("w2") >= 0 || len(g3.Members) != 2 {
 		t.Fatalf("generation 3: %+v", g3)
 	}
 	if time.Since(crash) > c.cfgs[0].HeartbeatTimeout {
@@ -190,7 +190,7 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 	}
 	g4 := waitGen(4)
 	hb["w3"].stopAfterLeave(t)
-	if g4.Cause != "leave:w3" || len(g4.Members) != 1 || len(g4.ShardsOf("w1")) != 8 {
+	if g4.Cause.String() != "leave:w3" || len(g4.Members) != 1 || len(g4.ShardsOf("w1")) != 8 {
 		t.Fatalf("generation 4: %+v", g4)
 	}
 	if err := cl.ReportProgress(ctx, state.Progress{WorkerID: "w1", Generation: 4, GlobalStep: 10, Stage: "ps", ParamHash: "h",
@@ -218,7 +218,7 @@ func TestClusterMembershipAndFailover(t *testing.T) {
 	hb["w4"] = startHeartbeat(ctx, cl, "w4")
 	g5 := waitGen(5)
 	t.Logf("first generation after the leader was killed: %v", time.Since(kill))
-	if g5.Cause != "join:w4" || g5.Index("w1") != 0 { // w1 re-attached in time: not crashed
+	if g5.Cause.String() != "join:w4" || g5.Index("w1") != 0 { // w1 re-attached in time: not crashed
 		t.Fatalf("generation 5: %+v", g5)
 	}
 	// A report of the same global step with another hash fails the job.

@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"fmt"
+
 	"github.com/causalrm/causalrm/coordinator/state"
 	pb "github.com/causalrm/causalrm/proto/coordinatorpb"
 )
@@ -21,7 +23,7 @@ func specFromPB(j *pb.JobSpec) state.JobSpec {
 }
 
 func genToPB(g state.Generation) *pb.Generation {
-	out := &pb.Generation{Number: g.Number, Cause: g.Cause, TimeUnixNano: g.Time, Owner: make([]int32, len(g.Owner))}
+	out := &pb.Generation{Number: g.Number, Cause: g.Cause.String(), TimeUnixNano: g.Time, Owner: make([]int32, len(g.Owner))}
 	for _, m := range g.Members {
 		out.Members = append(out.Members, &pb.Member{Id: m.ID, Addr: m.Addr})
 	}
@@ -31,15 +33,21 @@ func genToPB(g state.Generation) *pb.Generation {
 	return out
 }
 
-func genFromPB(g *pb.Generation) state.Generation {
-	out := state.Generation{Number: g.Number, Cause: g.Cause, Time: g.TimeUnixNano, Owner: make([]int, len(g.Owner))}
+// genFromPB converts a generation from the wire; a cause that does not
+// parse (state.ParseCause) is an error wrapping state.ErrInvalidArgument.
+func genFromPB(g *pb.Generation) (state.Generation, error) {
+	cause, err := state.ParseCause(g.Cause)
+	if err != nil {
+		return state.Generation{}, fmt.Errorf("generation %d: %w", g.Number, err)
+	}
+	out := state.Generation{Number: g.Number, Cause: cause, Time: g.TimeUnixNano, Owner: make([]int, len(g.Owner))}
 	for _, m := range g.Members {
 		out.Members = append(out.Members, state.Member{ID: m.Id, Addr: m.Addr})
 	}
 	for i, o := range g.Owner {
 		out.Owner[i] = int(o)
 	}
-	return out
+	return out, nil
 }
 
 func statusToPB(s state.JobStatus) *pb.JobStatus {

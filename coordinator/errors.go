@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/causalrm/causalrm/coordinator/state"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -33,22 +34,54 @@ func (e *notLeaderError) Error() string {
 
 func (e *notLeaderError) Unwrap() error { return ErrNotLeader }
 
-// sentinel codes: the one mapping between errors and gRPC codes.
+// A status error of this package carries an errdetails.ErrorInfo of
+// errorDomain whose Reason names the sentinel (and, for a not-leader error,
+// whose Metadata[leaderKey] is the leader's address): the client maps it
+// back by Reason, not by the message text, which is for humans.
+const (
+	errorDomain     = "causalrm"
+	reasonNotLeader = "NOT_LEADER"
+	leaderKey       = "leader"
+)
+
+// sentinel codes and reasons: the one mapping between errors and gRPC
+// codes and ErrorInfo reasons.
 var sentinels = []struct {
-	err  error
-	code codes.Code
+	err    error
+	code   codes.Code
+	reason string
 }{
-	{state.ErrInvalidSpec, codes.InvalidArgument},
-	{state.ErrInvalidArgument, codes.InvalidArgument},
-	{state.ErrNoJob, codes.NotFound},
-	{state.ErrNoCheckpoint, codes.NotFound},
-	{state.ErrUnknownWorker, codes.NotFound},
-	{state.ErrJobExists, codes.AlreadyExists},
-	{state.ErrConflict, codes.AlreadyExists},
-	{state.ErrStaleGeneration, codes.Aborted},
-	{state.ErrJobFailed, codes.Aborted},
-	{state.ErrJobDone, codes.Aborted},
-	{state.ErrChecksumMismatch, codes.DataLoss},
+	{state.ErrInvalidSpec, codes.InvalidArgument, "INVALID_SPEC"},
+	{state.ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT"},
+	{state.ErrNoJob, codes.NotFound, "NO_JOB"},
+	{state.ErrNoCheckpoint, codes.NotFound, "NO_CHECKPOINT"},
+	{state.ErrUnknownWorker, codes.NotFound, "UNKNOWN_WORKER"},
+	{state.ErrJobExists, codes.AlreadyExists, "JOB_EXISTS"},
+	{state.ErrConflict, codes.AlreadyExists, "CONFLICT"},
+	{state.ErrStaleGeneration, codes.Aborted, "STALE_GENERATION"},
+	{state.ErrJobFailed, codes.Aborted, "JOB_FAILED"},
+	{state.ErrJobDone, codes.Aborted, "JOB_DONE"},
+	{state.ErrChecksumMismatch, codes.DataLoss, "CHECKSUM_MISMATCH"},
+}
+
+// statusWithInfo is a status error of code and msg carrying an ErrorInfo
+// of errorDomain with reason and metadata md.
+func statusWithInfo(code codes.Code, msg, reason string, md map[string]string) error {
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: md}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// errorInfo is the ErrorInfo of errorDomain that st carries, nil if none.
+func errorInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return info
+		}
+	}
+	return nil
 }
 
 // toStatus maps an error to a gRPC status error, at the service edge.
@@ -62,13 +95,13 @@ func toStatus(err error) error {
 	var nl *notLeaderError
 	if errors.As(err, &nl) {
 		if nl.addr == "" {
-			return status.Error(codes.Unavailable, nl.Error())
+			return statusWithInfo(codes.Unavailable, nl.Error(), reasonNotLeader, nil)
 		}
-		return status.Error(codes.FailedPrecondition, nl.Error())
+		return statusWithInfo(codes.FailedPrecondition, nl.Error(), reasonNotLeader, map[string]string{leaderKey: nl.addr})
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {
-			return status.Error(s.code, err.Error())
+			return statusWithInfo(s.code, err.Error(), s.reason, nil)
 		}
 	}
 	switch {
@@ -82,21 +115,22 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-// remoteError is an error received from a coordinator: its message with the
+// remoteError is an error received from a coordinator: its status with the
 // sentinel it maps back to.
 type remoteError struct {
-	code     codes.Code
-	msg      string
+	st       *status.Status
 	sentinel error
 }
 
-func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Error() string { return e.st.Message() }
 func (e *remoteError) Unwrap() error { return e.sentinel }
 
-// GRPCStatus keeps the code visible to status.Code.
-func (e *remoteError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+// GRPCStatus keeps the code (and the details) visible to status.Code and
+// status.FromError.
+func (e *remoteError) GRPCStatus() *status.Status { return e.st }
 
-// fromStatus maps a gRPC error back to this package's and state's sentinels.
+// fromStatus maps a gRPC error back to this package's and state's sentinels,
+// by the Reason of its ErrorInfo.
 func fromStatus(err error) error {
 	if err == nil {
 		return nil
@@ -105,28 +139,64 @@ func fromStatus(err error) error {
 	if !ok {
 		return err
 	}
-	msg := st.Message()
-	if strings.HasPrefix(msg, "not leader") {
-		return &remoteError{st.Code(), msg, ErrNotLeader}
+	var sentinel error
+	if info := errorInfo(st); info != nil {
+		sentinel = sentinelOf(info.GetReason())
+	} else {
+		sentinel = legacySentinel(st)
 	}
-	for _, s := range sentinels {
-		if st.Code() == s.code && strings.Contains(msg, s.err.Error()) {
-			return &remoteError{st.Code(), msg, s.err}
-		}
+	if sentinel != nil {
+		return &remoteError{st, sentinel}
 	}
 	switch st.Code() {
 	case codes.Canceled:
-		return fmt.Errorf("%s: %w", msg, context.Canceled)
+		return fmt.Errorf("%s: %w", st.Message(), context.Canceled)
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("%s: %w", msg, context.DeadlineExceeded)
+		return fmt.Errorf("%s: %w", st.Message(), context.DeadlineExceeded)
 	}
 	return err
+}
+
+// sentinelOf is the sentinel an ErrorInfo reason names, nil if none.
+func sentinelOf(reason string) error {
+	if reason == reasonNotLeader {
+		return ErrNotLeader
+	}
+	for _, s := range sentinels {
+		if s.reason == reason {
+			return s.err
+		}
+	}
+	return nil
+}
+
+// legacySentinel places a status without an ErrorInfo, as a coordinator
+// of a version before the details sends it, by its code and text.
+func legacySentinel(st *status.Status) error {
+	msg := st.Message()
+	if strings.HasPrefix(msg, "not leader") {
+		return ErrNotLeader
+	}
+	for _, s := range sentinels {
+		if st.Code() == s.code && strings.Contains(msg, s.err.Error()) {
+			return s.err
+		}
+	}
+	return nil
 }
 
 // leaderHint returns the leader address a not-leader error names.
 func leaderHint(err error) (string, bool) {
 	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.FailedPrecondition || !strings.HasPrefix(st.Message(), notLeaderPrefix) {
+	if !ok {
+		return "", false
+	}
+	if info := errorInfo(st); info != nil {
+		addr := info.GetMetadata()[leaderKey]
+		return addr, info.GetReason() == reasonNotLeader && addr != ""
+	}
+	// A coordinator of a version before the details.
+	if st.Code() != codes.FailedPrecondition || !strings.HasPrefix(st.Message(), notLeaderPrefix) {
 		return "", false
 	}
 	return strings.TrimPrefix(st.Message(), notLeaderPrefix), true

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"time"
 
@@ -147,123 +146,39 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	}
 }
 
-type plan struct {
-	isolated   bool // every member of the running job is silent
-	gen        *state.Generation
-	rewind     *state.Command // before a restart generation: the step log back to the checkpoint
-	deregister []string
-	pending    bool // a change waits for the batch window
-}
-
-// decide computes the next membership step from the state and liveness.
-func (n *Node) decide(s *state.State, now time.Time, changeSince time.Time) plan {
-	var p plan
-	if s.Job == nil || (s.Status.Phase != state.JobPending && s.Status.Phase != state.JobRunning) {
-		return p
-	}
-	var crashed, leaving, joiners []state.Worker
-	for _, w := range s.Workers {
-		switch w.Status {
-		case state.WorkerPending:
-			if n.live.dead(w.ID, now, n.cfg.HeartbeatTimeout) {
-				p.deregister = append(p.deregister, w.ID)
-			} else {
-				joiners = append(joiners, w)
-			}
-		case state.WorkerActive:
-			if n.live.dead(w.ID, now, n.cfg.HeartbeatTimeout) {
-				crashed = append(crashed, w)
-			}
-		case state.WorkerLeaving:
-			leaving = append(leaving, w)
-		}
-	}
-	cur, ok := s.Current()
-	if !ok {
-		if len(joiners) >= s.Job.MinWorkers {
-			var ms []state.Member
-			for _, w := range joiners {
-				ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
-			}
-			p.gen = &state.Generation{Number: 1, Members: ms, Owner: state.Rebalance(state.Generation{}, ms, s.Job.Shards), Cause: "start"}
-		}
-		return p
-	}
-	if len(crashed)+len(leaving)+len(joiners) == 0 {
-		return p
-	}
-	p.isolated = len(crashed) == len(cur.Members) && len(leaving) == 0 && len(joiners) < s.Job.MinWorkers
-	if !changeSince.IsZero() && now.Sub(changeSince) < n.cfg.BatchWindow || changeSince.IsZero() && n.cfg.BatchWindow > 0 {
-		p.pending = true
-		return p
-	}
-	removed := map[string]bool{}
-	var cause []string
-	for _, w := range crashed {
-		removed[w.ID] = true
-		cause = append(cause, "crash:"+w.ID)
-	}
-	for _, w := range leaving {
-		removed[w.ID] = true
-		cause = append(cause, "leave:"+w.ID)
-	}
-	var ms, unready []state.Member
-	for _, m := range cur.Members {
-		if removed[m.ID] {
-			continue
-		}
-		// After a crash the survivors reconcile mid-step, so the new
-		// generation keeps only members holding the job's state: a joiner
-		// whose switch has not happened yet goes (docs/elastic.md).
-		if len(crashed) > 0 && !holdsState(s, m.ID) {
-			cause = append(cause, "unready:"+m.ID)
-			unready = append(unready, m)
-			continue
-		}
-		ms = append(ms, m)
-	}
-	if len(ms) == 0 {
-		// Nobody holds the state: every worker is gone, or this leader is
-		// cut off from them. Restart from the last checkpoint once enough
-		// new workers have registered.
-		// The live workers without the state (members whose join never
-		// took effect, and new registrations) begin together.
-		ms = unready
-		for _, w := range joiners {
-			ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
-		}
-		if len(ms) < s.Job.MinWorkers {
-			return p
-		}
-		rw := state.Command{Op: state.OpRewind}
-		if ck, ok := s.LatestCheckpoint(); ok && ck.GlobalStep <= s.Watermark.GlobalStep {
-			rw.GlobalStep, rw.CheckpointID = ck.GlobalStep, ck.ID
-		}
-		p.rewind = &rw
-		p.gen = &state.Generation{Number: cur.Number + 1, Members: ms, Owner: state.Rebalance(state.Generation{}, ms, s.Job.Shards),
-			Cause: strings.Join(append([]string{"restart"}, cause...), ",")}
-		return p
-	}
-	// A generation that removes a crashed member adds nobody: the survivors
-	// reconcile first.
-	if len(crashed) == 0 {
-		for _, w := range joiners {
-			ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
-			cause = append(cause, "join:"+w.ID)
-		}
-	}
-	p.gen = &state.Generation{Number: cur.Number + 1, Members: ms, Owner: state.Rebalance(cur, ms, s.Job.Shards), Cause: strings.Join(cause, ",")}
-	return p
-}
-
 // reconcile applies one membership step; it returns the time the pending
 // change was first seen (zero when none waits) and whether every member
 // of the running job is silent.
 func (n *Node) reconcile(ctx context.Context, changeSince time.Time) (time.Time, bool) {
 	now := time.Now()
 	var p plan
-	n.fsm.read(func(s *state.State) { p = n.decide(s, now, changeSince) })
+	n.fsm.read(func(s *state.State) {
+		p = decide(now, s, n.observe(s, now, changeSince), decideConfig{BatchWindow: n.cfg.BatchWindow})
+	})
 	return n.applyPlan(ctx, p, now, changeSince), p.isolated
+}
+
+// observe gathers what decide needs beyond the state: which pending and
+// active workers are dead at now. It asks liveness about exactly those
+// workers, and only while the job's membership is managed, since asking
+// starts a first-seen worker's grace period.
+func (n *Node) observe(s *state.State, now, changeSince time.Time) observations {
+	obs := observations{changeSince: changeSince}
+	if !jobLive(s) {
+		return obs
+	}
+	for _, w := range s.Workers {
+		if w.Status != state.WorkerPending && w.Status != state.WorkerActive {
+			continue
+		}
+		if n.live.dead(w.ID, now, n.cfg.HeartbeatTimeout) {
+			if obs.dead == nil {
+				obs.dead = map[string]bool{}
+			}
+			obs.dead[w.ID] = true
+		}
+	}
+	return obs
 }
 
 func (n *Node) applyPlan(ctx context.Context, p plan, now, changeSince time.Time) time.Time {
@@ -297,29 +212,11 @@ func (n *Node) applyPlan(ctx context.Context, p plan, now, changeSince time.Time
 		n.log.Warn("set generation", "generation", p.gen.Number, "err", err)
 		return changeSince
 	}
-	for _, c := range strings.Split(p.gen.Cause, ",") {
-		if id, ok := strings.CutPrefix(c, "crash:"); ok {
-			n.live.forget(id)
-		} else if id, ok := strings.CutPrefix(c, "leave:"); ok {
-			n.live.forget(id)
+	for _, c := range p.gen.Cause {
+		if c.Kind == state.ChangeCrash || c.Kind == state.ChangeLeave {
+			n.live.forget(c.Member)
 		}
 	}
-	n.log.Info("generation", "number", p.gen.Number, "members", len(p.gen.Members), "cause", p.gen.Cause)
+	n.log.Info("generation", "number", p.gen.Number, "members", len(p.gen.Members), "cause", p.gen.Cause.String())
 	return time.Time{}
-}
-
-// holdsState reports whether worker id holds the job's state: it has
-// trained in a ring, or it began with the latest start (or restart)
-// generation, whose members all begin together.
-func holdsState(s *state.State, id string) bool {
-	if w, ok := s.Worker(id); ok && w.Activated > 0 {
-		return true
-	}
-	for i := len(s.Generations) - 1; i >= 0; i-- {
-		g := s.Generations[i]
-		if g.Cause == "start" || strings.HasPrefix(g.Cause, "restart") {
-			return g.Index(id) >= 0
-		}
-	}
-	return false
 }

@@ -44,7 +44,7 @@ func (m *nodeMetrics) applied(c *state.Command, d time.Duration, err error) {
 	m.commit.Observe(d.Seconds())
 	if err == nil && c.Op == state.OpSetGeneration && c.Generation != nil {
 		m.mu.Lock()
-		m.changes[telemetry.GenerationCause(c.Generation.Cause)]++
+		m.changes[c.Generation.Cause.Label()]++
 		m.mu.Unlock()
 	}
 }

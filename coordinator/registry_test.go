@@ -107,7 +107,7 @@ func TestRegistryLeaseLiveness(t *testing.T) {
 		defer leases[id].Release()
 	}
 	waitFor(t, 10*time.Second, "generation 1", func() bool { return gen().Number == 1 })
-	if g := gen(); g.Cause != "start" || len(g.Members) != 2 {
+	if g := gen(); g.Cause.String() != "start" || len(g.Members) != 2 {
 		t.Fatalf("generation 1: %+v", g)
 	}
 	for _, id := range []string{"w1", "w2"} {
@@ -127,7 +127,7 @@ func TestRegistryLeaseLiveness(t *testing.T) {
 	leases["w2"].Release()
 	waitFor(t, 5*time.Second, "the crash generation of w2", func() bool { return gen().Number == 2 })
 	t.Logf("revoked lease: crash generation after %v", time.Since(start).Round(time.Millisecond))
-	if g := gen(); g.Cause != "crash:w2" || len(g.Members) != 1 || g.Index("w1") != 0 {
+	if g := gen(); g.Cause.String() != "crash:w2" || len(g.Members) != 1 || g.Index("w1") != 0 {
 		t.Fatalf("generation 2: %+v", g)
 	}
 
@@ -135,7 +135,7 @@ func TestRegistryLeaseLiveness(t *testing.T) {
 	// revoke; its key goes when the 1s lease expires.
 	leases["w3"] = hold("w3")
 	waitFor(t, 10*time.Second, "w3 joins", func() bool { return gen().Number == 3 })
-	if g := gen(); g.Cause != "join:w3" || len(g.Members) != 2 {
+	if g := gen(); g.Cause.String() != "join:w3" || len(g.Members) != 2 {
 		t.Fatalf("generation 3: %+v", g)
 	}
 	if err := cl.Activated(ctx, "w3", 3); err != nil {
@@ -148,7 +148,7 @@ func TestRegistryLeaseLiveness(t *testing.T) {
 	waitFor(t, 10*time.Second, "the crash generation of w3", func() bool { return gen().Number == 4 })
 	took := time.Since(start)
 	t.Logf("expired lease (TTL 1s): crash generation after %v", took.Round(time.Millisecond))
-	if g := gen(); g.Cause != "crash:w3" || len(g.Members) != 1 || g.Index("w1") != 0 {
+	if g := gen(); g.Cause.String() != "crash:w3" || len(g.Members) != 1 || g.Index("w1") != 0 {
 		t.Fatalf("generation 4: %+v", g)
 	}
 	if took > 5*time.Second {
@@ -172,7 +172,7 @@ func TestRegistryLeaseLiveness(t *testing.T) {
 		return err == nil && a == n.GRPCAddr() && a != old
 	})
 	waitFor(t, 10*time.Second, "the crash generation of w5", func() bool { return gen().Number == 6 })
-	if g := gen(); g.Cause != "crash:w5" || len(g.Members) != 1 || g.Index("w1") != 0 {
+	if g := gen(); g.Cause.String() != "crash:w5" || len(g.Members) != 1 || g.Index("w1") != 0 {
 		t.Fatalf("generation 6: %+v", g)
 	}
 	// The client followed the leader through the registry.

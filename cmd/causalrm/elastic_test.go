@@ -494,7 +494,7 @@ func TestElasticRestartFromCheckpoint(t *testing.T) {
 		st.Watermark.GlobalStep, st.LastCheckpoint.GlobalStep, st.LastCheckpoint.Size)
 	w3, w4 := c.startWorker("w3"), c.startWorker("w4")
 	st = c.waitStatus("the restart", time.Minute, func(st coordinator.Status) bool {
-		return st.Generation != nil && strings.HasPrefix(st.Generation.Cause, "restart") && len(st.Rewinds) > 0
+		return st.Generation != nil && st.Generation.Cause.Has(state.ChangeRestart) && len(st.Rewinds) > 0
 	})
 	t.Logf("restarted in generation %d, step log rewound %+v", st.Generation.Number, st.Rewinds)
 	c.waitStatus("progress after the restart", time.Minute, atLeast(st.Watermark.GlobalStep+20))

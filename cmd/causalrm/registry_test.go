@@ -53,7 +53,7 @@ func TestRegistryKillWorker(t *testing.T) {
 		return st.Generation != nil && st.Generation.Index("w3") < 0
 	})
 	crashGen := time.Since(start)
-	if st.Generation.Cause != "crash:w3" || len(st.Generation.Members) != 2 {
+	if st.Generation.Cause.String() != "crash:w3" || len(st.Generation.Members) != 2 {
 		t.Fatalf("generation %d after the kill: %q with %d members", st.Generation.Number, st.Generation.Cause, len(st.Generation.Members))
 	}
 	if l := c.coords[0].log.String(); !strings.Contains(l, "registry: a worker's key is gone: dead") || !strings.Contains(l, "worker=w3") {

@@ -46,7 +46,7 @@ func fuzzCommands() []Command {
 		{Op: OpRegister, Time: 2, Member: &ms[0]},
 		{Op: OpRegister, Time: 3, Member: &ms[1]},
 		{Op: OpRegister, Time: 4, Member: &Member{"c", "127.0.0.1:3"}},
-		{Op: OpSetGeneration, Time: 5, Generation: &Generation{Number: 1, Members: ms, Owner: Rebalance(Generation{}, ms, 4), Cause: "start"}},
+		{Op: OpSetGeneration, Time: 5, Generation: &Generation{Number: 1, Members: ms, Owner: Rebalance(Generation{}, ms, 4), Cause: Cause{{Kind: ChangeStart}}}},
 		{Op: OpActivate, Time: 6, WorkerID: "a", Generation: &Generation{Number: 1}},
 		{Op: OpReportProgress, Time: 7, Progress: &Progress{WorkerID: "a", Generation: 1, GlobalStep: 10, Stage: "ps", Epoch: 1, Step: 10,
 			ParamHash: "h1", RowsPerSec: 12.5, Ranges: []StepRange{{"ps", 1, 0, 10}}}},

@@ -34,7 +34,7 @@ func running(t *testing.T) *State {
 	mustApply(t, s, Command{Op: OpRegister, Time: 2, Member: &Member{"a", "127.0.0.1:1"}})
 	mustApply(t, s, Command{Op: OpRegister, Time: 3, Member: &Member{"b", "127.0.0.1:2"}})
 	ms := []Member{{"a", "127.0.0.1:1"}, {"b", "127.0.0.1:2"}}
-	mustApply(t, s, Command{Op: OpSetGeneration, Time: 4, Generation: &Generation{Number: 1, Members: ms, Owner: Rebalance(Generation{}, ms, 4), Cause: "start"}})
+	mustApply(t, s, Command{Op: OpSetGeneration, Time: 4, Generation: &Generation{Number: 1, Members: ms, Owner: Rebalance(Generation{}, ms, 4), Cause: Cause{{Kind: ChangeStart}}}})
 	return s
 }
 
@@ -180,13 +180,13 @@ func TestMembership(t *testing.T) {
 	}
 	g, _ := s.Current()
 	stale := g.Clone()
-	stale.Cause = "other"
+	stale.Cause = Cause{{Kind: ChangeJoin, Member: "other"}}
 	if _, err := s.Apply(Command{Op: OpSetGeneration, Generation: &stale}); !errors.Is(err, ErrStaleGeneration) {
 		t.Fatalf("stale generation: %v", err)
 	}
 	mustApply(t, s, Command{Op: OpSetGeneration, Generation: &g}) // replay is a no-op
 	ms := []Member{{"a", "127.0.0.1:1"}}
-	mustApply(t, s, Command{Op: OpSetGeneration, Generation: &Generation{Number: 2, Members: ms, Owner: Rebalance(g, ms, 4), Cause: "leave:b"}})
+	mustApply(t, s, Command{Op: OpSetGeneration, Generation: &Generation{Number: 2, Members: ms, Owner: Rebalance(g, ms, 4), Cause: Cause{{Kind: ChangeLeave, Member: "b"}}}})
 	if w, _ := s.Worker("b"); w.Status != WorkerGone {
 		t.Fatalf("b %+v", w)
 	}
@@ -326,7 +326,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		{Op: OpSubmit, Time: 1, Job: job(3, 1)},
 		{Op: OpRegister, Member: &Member{"a", "x:1"}},
 		{Op: OpLeave, WorkerID: "a"},
-		{Op: OpSetGeneration, Generation: &Generation{Number: 2, Members: []Member{{"a", "x"}}, Owner: []int{0, 0}, Cause: "crash:b"}},
+		{Op: OpSetGeneration, Generation: &Generation{Number: 2, Members: []Member{{"a", "x"}}, Owner: []int{0, 0}, Cause: Cause{{Kind: ChangeCrash, Member: "b"}}}},
 		{Op: OpReportProgress, Progress: &Progress{WorkerID: "a", Ranges: []StepRange{{"s", 1, 2, 3}}, RowsPerSec: 1.5}},
 		{Op: OpPutCheckpointChunk, UploadID: "u", Offset: 5, Data: []byte{0, 1, 2, 255}},
 		{Op: OpCommitCheckpoint, UploadID: "u", Checkpoint: &CheckpointRecord{Size: 3, Location: "dir:/x"}},

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -115,7 +116,7 @@ type Generation struct {
 	Number  uint64   `json:"number"`
 	Members []Member `json:"members"` // ring order
 	Owner   []int    `json:"owner"`   // len Shards; Owner[s] = index into Members
-	Cause   string   `json:"cause"`   // "start", "join:<id>", "leave:<id>", "crash:<id>", comma-joined when batched
+	Cause   Cause    `json:"cause"`   // encodes as its text: "start", "join:<id>", "restart,crash:<id>", ...
 	Time    int64    `json:"time"`    // leader-stamped unix nanos
 }
 
@@ -148,6 +149,7 @@ func (g Generation) ShardsOf(id string) []int {
 func (g Generation) Clone() Generation {
 	g.Members = append([]Member(nil), g.Members...)
 	g.Owner = append([]int(nil), g.Owner...)
+	g.Cause = slices.Clone(g.Cause)
 	return g
 }
 

@@ -120,26 +120,7 @@ func NewLogger(w io.Writer, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q: want text or json", format)
 }
 
-// GenerationCause is the cause label of a generation change: the kind of
-// a generation's cause ("start", "join:<id>", "crash:<id>,unready:<id>",
-// "restart,crash:<id>", ...), by priority restart, start, crash, leave,
-// join ("other" for anything else).
-func GenerationCause(cause string) string {
-	switch {
-	case strings.HasPrefix(cause, "restart"):
-		return "restart"
-	case cause == "start":
-		return "start"
-	case strings.Contains(cause, "crash:"):
-		return "crash"
-	case strings.Contains(cause, "leave:"):
-		return "leave"
-	case strings.Contains(cause, "join:"):
-		return "join"
-	}
-	return "other"
-}
-
-// GenerationCauses are the cause labels GenerationCause gives for the
-// generations the leader makes (initialised to 0 so that they export).
+// GenerationCauses are the cause labels of the generations the leader
+// makes (coordinator/state's Cause.Label, "other" aside), initialised to 0
+// so that they export.
 var GenerationCauses = []string{"start", "join", "leave", "crash", "restart"}

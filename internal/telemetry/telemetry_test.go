@@ -126,15 +126,3 @@ func TestLoggerFormats(t *testing.T) {
 		t.Fatal("--log-format xml accepted")
 	}
 }
-
-func TestGenerationCause(t *testing.T) {
-	for in, want := range map[string]string{
-		"start": "start", "join:w3": "join", "join:w3,join:w4": "join", "leave:w2": "leave",
-		"crash:w1,unready:w4": "crash", "crash:w1,leave:w2": "crash", "restart,crash:w1": "restart",
-		"restart": "restart", "": "other",
-	} {
-		if got := GenerationCause(in); got != want {
-			t.Errorf("GenerationCause(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
