@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -79,7 +80,9 @@ and clients dial the gRPC addresses.
 				node.Close()
 				return err
 			}
-			cfg.Logger.Info("coordinator started", "id", id, "raft", raftAddr, "grpc", grpcAddr)
+			cfg.Logger.Info("coordinator started", "id", id, "raft", raftAddr, "grpc", grpcAddr, "servers", serverList(cfg.Servers),
+				"bootstrap", cfg.Bootstrap)
+			go hintBootstrap(ctx, node, cfg.Bootstrap, cfg.Logger)
 			<-ctx.Done()
 			cfg.Logger.Info("coordinator stopping", "id", id)
 			stopMetrics()
@@ -103,6 +106,41 @@ and clients dial the gRPC addresses.
 	tok.add(fs)
 	tf.add(fs)
 	return cmd
+}
+
+// serverList is the group as --servers spells it.
+func serverList(ss []coordinator.Server) string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, fmt.Sprintf("%s=%s/%s", s.ID, s.RaftAddr, s.GRPCAddr))
+	}
+	if len(out) == 0 {
+		return "(this node alone)"
+	}
+	return strings.Join(out, ",")
+}
+
+// leaderHintAfter is how long a coordinator waits for a leader before it
+// says how a group is bootstrapped.
+const leaderHintAfter = 10 * time.Second
+
+// hintBootstrap logs, when no leader has appeared after leaderHintAfter,
+// what to check: most often, that no member was started with --bootstrap.
+func hintBootstrap(ctx context.Context, node *coordinator.Node, bootstrapped bool, log *slog.Logger) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(leaderHintAfter):
+	}
+	if id, _ := node.Leader(); id != "" {
+		return
+	}
+	if !bootstrapped {
+		log.Warn("no raft leader yet: a new group starts only when exactly one member runs with --bootstrap (or --bootstrap-id naming it); " +
+			"a restarted member with --data-dir rejoins by itself once a majority of --servers is up")
+		return
+	}
+	log.Warn("no raft leader yet: a majority of --servers must be up and reach each other's --raft-addr")
 }
 
 // parseServers reads id=raft/grpc,...
