@@ -437,7 +437,7 @@ func TestElasticOwnershipChangesKeepTheBits(t *testing.T) {
 	// The non-negative correction, with flip rates large enough that a
 	// class part goes negative (the gradient then depends on the agreed
 	// signs).
-	nonneg.cfg.NonNegative = true
+	nonneg.cfg.Risk = RiskNonNegative
 	nonneg.cfg.FlipRates = &causal.Rates{Rho01: 0.3, Rho10: 0.4}
 	nonneg.cfg.LR = 5e-2
 	nonneg.cfg.MaxEpochs = 4
