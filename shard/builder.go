@@ -189,6 +189,18 @@ func (b *slotBuilder) finish() (*part, error) {
 			return nil, b.err(i, "id", ErrMissingField, "missing")
 		}
 	}
+	if b.unlabelled() {
+		// Neither o nor y nor a clean label on any row: rows to score.
+		// The error is the one a training load reports (Load).
+		if b.slot == SplitTest {
+			s.unlabelled = b.err(0, "y", ErrMissingField, "missing on an observed row (o = 1)")
+		} else {
+			s.unlabelled = b.err(0, "o", ErrMissingField, "missing")
+		}
+		for i := range s.O {
+			s.O[i], s.Y[i] = 0, 0
+		}
+	}
 	if b.noFeedback() {
 		for i := range s.O {
 			s.O[i], s.Y[i] = 1, 0
@@ -248,6 +260,21 @@ func (b *slotBuilder) finish() (*part, error) {
 
 // noFeedback reports a rated split with no o and no y on any row: a fully
 // labelled file, the input of the semi-synthetic protocol.
+// unlabelled reports a split without o, y, rating or clean label on any
+// row (a file of rows to score).
+func (b *slotBuilder) unlabelled() bool {
+	s := b.s
+	if s.R != nil || s.Rating != nil || s.N == 0 {
+		return false
+	}
+	for i := range s.O {
+		if s.O[i] != missing8 || s.Y[i] != missing8 {
+			return false
+		}
+	}
+	return true
+}
+
 func (b *slotBuilder) noFeedback() bool {
 	s := b.s
 	if s.Rating == nil {

@@ -33,7 +33,16 @@ type Split struct {
 	// (every row has a rating): the input of the semi-synthetic protocol
 	// (sim.Apply), not something to train on. O is 1 and Y is 0 there.
 	NoFeedback bool
+
+	// unlabelled, when set, is why the split cannot be trained on: it has
+	// neither o nor y (nor clean labels) anywhere, rows to score only. O and
+	// Y are 0 there. Load returns it unless LoadSpec.AllowUnlabelled.
+	unlabelled error
 }
+
+// Unlabelled reports whether the split has no feedback columns at all
+// (rows to score only: LoadSpec.AllowUnlabelled).
+func (s *Split) Unlabelled() bool { return s.unlabelled != nil }
 
 // Row returns row i's embedding (a view into X, not a copy). With XIndex it
 // is the packed row XIndex[i]; it panics when row i's embedding was not

@@ -46,6 +46,11 @@ type LoadSpec struct {
 	// AllowNoTest accepts a file without test rows (scoring a file with a
 	// saved model): Dataset.Test is then nil.
 	AllowNoTest bool
+	// AllowUnlabelled accepts splits without o, y or clean labels on any
+	// row (rows to score with a saved model: id and x only); their O and Y
+	// are 0 and Split.Unlabelled reports them. Without it such a split is
+	// refused, naming the missing field.
+	AllowUnlabelled bool
 
 	// KeepX, when set, limits the embeddings loaded to some rows of each
 	// split (a worker's virtual shards): it is called once per split with
@@ -302,6 +307,13 @@ func (lp *loadPlan) read(tj *loadJob, spec LoadSpec) (map[string]*part, error) {
 		got, err := j.src.read(j.sel, wantD, spec.KeepX)
 		if err != nil {
 			return nil, err
+		}
+		if !spec.AllowUnlabelled {
+			for _, slot := range []string{SplitTrain, SplitVal, SplitTest} {
+				if p := got[slot]; p != nil && p.s.unlabelled != nil {
+					return nil, p.s.unlabelled
+				}
+			}
 		}
 		for slot, p := range got {
 			parts[slot] = p

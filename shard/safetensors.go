@@ -245,6 +245,9 @@ func (r *stSplit) readLabels(sp *Split) error {
 	if err != nil {
 		return err
 	}
+	if done, err := r.unlabelled(sp, mask); done || err != nil {
+		return err
+	}
 	if mask == nil {
 		if r.slot != SplitTest {
 			return r.bad(-1, k.mask, ErrMissingField, "missing tensor (the observation indicator o)")
@@ -284,6 +287,23 @@ func (r *stSplit) readLabels(sp *Split) error {
 		}
 	}
 	return nil
+}
+
+// unlabelled handles a split without o, y and clean labels (rows to
+// score): O and Y are 0 and the split records the error a training load
+// reports. done is false when the split has some of them.
+func (r *stSplit) unlabelled(sp *Split, mask []float64) (done bool, err error) {
+	k := r.k
+	if mask != nil || r.s.f.Has(k.y) || (k.r != "" && r.s.f.Has(k.r)) {
+		return false, nil
+	}
+	sp.O, sp.Y = make([]uint8, r.n), make([]uint8, r.n)
+	if r.slot == SplitTest {
+		sp.unlabelled = r.bad(-1, k.y, ErrMissingField, "missing tensor (the observed label y)")
+	} else {
+		sp.unlabelled = r.bad(-1, k.mask, ErrMissingField, "missing tensor (the observation indicator o)")
+	}
+	return true, nil
 }
 
 // readScores reads the optional propensity and rating columns, checking

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -29,8 +30,13 @@ func evalCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Score a file with a saved reward model; metrics when it has clean labels",
-		Example: `  causalrm eval --model runs/demo/reward.json --data data.safetensors
-  causalrm eval --model runs/demo/reward.json --data new.jsonl --split train --scores scores.jsonl`,
+		Long: `Scores the rows of a file with a reward model written by train (--model
+names the run directory or its reward.json), and prints the paper's metrics
+when the rows have clean labels (r). The rows need only an id and an
+embedding x: feedback columns (o, y) and split labels are optional. Without
+--split it scores the file's test split if it has one, else every row.`,
+		Example: `  causalrm eval --model runs/demo --data data.safetensors
+  causalrm eval --model runs/demo --data new.jsonl --scores scores.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelPath == "" || data == "" {
@@ -39,9 +45,11 @@ func evalCmd() *cobra.Command {
 			if threads < 0 || threads > trainer.MaxThreads {
 				return fmt.Errorf("--threads %d: want 0 (all cores) or 1..%d", threads, trainer.MaxThreads)
 			}
-			if split != "train" && split != "val" && split != "test" {
-				return fmt.Errorf("--split %q: want train, val or test", split)
+			split = strings.ToLower(split)
+			if split != "" && split != "train" && split != "val" && split != "test" {
+				return fmt.Errorf("--split %q: want train, val or test (any case), or none for the test split if the file has one, else every row", split)
 			}
+			modelPath = modelFile(modelPath)
 			if _, err := gpu.ParseDevice(dev.device); err != nil {
 				return fmt.Errorf("--device: %w", err)
 			}
@@ -52,9 +60,15 @@ func evalCmd() *cobra.Command {
 			if err := model.Cfg.CheckRows(scoreChunk); err != nil {
 				return fmt.Errorf("--model %s: %w", modelPath, err)
 			}
-			ds, err := shard.Load(shard.LoadSpec{Train: data, AllowEmptyVal: true, AllowNoTest: true})
+			ds, err := shard.Load(shard.LoadSpec{Train: data, AllowEmptyVal: true, AllowNoTest: true, AllowUnlabelled: true})
 			if err != nil {
 				return err
+			}
+			if split == "" {
+				split = "train" // a file without split labels is one train split
+				if ds.Test != nil && ds.Test.N > 0 {
+					split = "test"
+				}
 			}
 			// A file without split labels is read as one "train" split.
 			s := map[string]*shard.Split{"train": ds.Train, "val": ds.Val, "test": ds.Test}[split]
@@ -111,12 +125,21 @@ func evalCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&modelPath, "model", "", "reward.json (or .safetensors) written by train")
+	cmd.Flags().StringVar(&modelPath, "model", "", "a run directory written by train, or its reward.json (or .safetensors)")
 	cmd.Flags().StringVar(&data, "data", "", "file to score")
-	cmd.Flags().StringVar(&split, "split", "test", "split of the file to score: train, val or test (a file without split labels is one train split)")
+	cmd.Flags().StringVar(&split, "split", "", "split of the file to score: train, val or test (default: test if the file has one, else every row; a file without split labels is one train split)")
 	cmd.Flags().StringVar(&scores, "scores", "", "write id and reward per row to this JSONL file")
 	cmd.Flags().BoolVar(&exact, "exact", true, "use the exact forward pass (same bits as training)")
 	cmd.Flags().IntVar(&threads, "threads", 0, "threads (0: all cores)")
 	dev.add(cmd.Flags())
 	return cmd
+}
+
+// modelFile is the model file --model names: a run directory means its
+// reward.json.
+func modelFile(p string) string {
+	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+		return filepath.Join(p, "reward.json")
+	}
+	return p
 }
