@@ -68,6 +68,7 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 			return nil, err
 		}
 		if stop {
+			r.early = true
 			break
 		}
 	}
@@ -88,6 +89,7 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 	res.Model = best
 	res.Seconds = time.Since(start).Seconds()
 	t.Stages[st.name] = res
+	t.stageEnded(res, r.early)
 	return res, nil
 }
 
@@ -101,6 +103,7 @@ type stageRun struct {
 	best     *nn.MLP
 	res      *StageResult
 	n, steps int
+	early    bool // stopped by the patience, not by max_epochs
 }
 
 // resumeStage takes a restored snapshot of the stage, if any, into r (the

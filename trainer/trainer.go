@@ -72,6 +72,7 @@ type Trainer struct {
 	globalStep uint64      // training steps run so far over the whole pipeline
 	live       *liveStage  // the stage at the boundary, only while the step hook runs
 	resume     *stageState // a restored in-progress stage, until runStage takes it
+	run        runPlan     // the stages of the current Reward call, for progress
 }
 
 // New prepares a trainer. It quantizes the embeddings of every split in
@@ -315,6 +316,7 @@ func rowInput(s *shard.Split, p, g []float64, r int32) causal.RowInput {
 // A reward stage already completed (in this trainer or in the snapshot it
 // was restored from) is not trained again.
 func (t *Trainer) Reward(ctx context.Context, m causal.Method) (*StageResult, error) {
+	t.planRun(m)
 	if err := t.Prepare(ctx, m); err != nil {
 		return nil, err
 	}

@@ -33,10 +33,12 @@ type RunConfig struct {
 	Runners nn.RunnerFactory // the device's passes (nil: the CPU)
 	Metrics *Metrics         // nil: none
 	Logger  *slog.Logger
-	// Progress receives training progress (nil: quiet).
-	Progress  io.Writer
-	OpTimeout time.Duration
-	StepDelay time.Duration // slows every step (tests and demos)
+	// Progress receives training progress (nil: quiet), a line every
+	// ProgressEvery epochs (0: every epoch).
+	Progress      io.Writer
+	ProgressEvery int
+	OpTimeout     time.Duration
+	StepDelay     time.Duration // slows every step (tests and demos)
 	// JoinTimeout bounds the wait for the first generation that holds
 	// this worker (0: ten minutes).
 	JoinTimeout time.Duration
@@ -78,7 +80,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err := cfg.CheckOut(j); err != nil {
 		return err
 	}
-	j.Runners, j.Progress = cfg.Runners, cfg.Progress
+	j.Runners, j.Progress, j.ProgressEach = cfg.Runners, cfg.Progress, max(cfg.ProgressEvery, 1)
 	ds, err := j.Load()
 	if err != nil {
 		return err

@@ -108,7 +108,7 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 			r := tr.Rates
 			res.Rates[cfg.Seed] = &r
 		}
-		for _, m := range methods {
+		for mi, m := range methods {
 			st, err := tr.Reward(ctx, m)
 			if err != nil {
 				return fmt.Errorf("seed %d, %s: %w", cfg.Seed, m, err)
@@ -126,7 +126,8 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 				}
 			}
 			res.Epochs[string(m)] = append(res.Epochs[string(m)], ep)
-			fmt.Fprintf(log, "seed %d %-13s R2 %.4f AUROC %.4f (reward stage %d epochs)\n", cfg.Seed, m, met.R2, met.AUROC, st.Epochs)
+			fmt.Fprintf(log, "seed %d %-13s R2 %.4f AUROC %.4f (reward stage %d epochs) [seed %d of %d, method %d of %d, %s]\n",
+				cfg.Seed, m, met.R2, met.AUROC, st.Epochs, k+1, nseeds, mi+1, len(methods), compareETA(start, k, nseeds))
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
@@ -169,4 +170,15 @@ func printCompare(w io.Writer, job *Job, res *CompareResult, rows []report.Compa
 		}
 	}
 	fmt.Fprintf(w, "wrote %s\n", job.Out)
+}
+
+// compareETA is the elapsed time and, from the second seed on, the time
+// left for the remaining seeds at the mean time per seed so far.
+func compareETA(start time.Time, k, nseeds int) string {
+	el := time.Since(start)
+	if k == 0 || k+1 >= nseeds {
+		return el.Round(time.Second).String()
+	}
+	per := el / time.Duration(k)
+	return fmt.Sprintf("%s, about %s left", el.Round(time.Second), (per * time.Duration(nseeds-k)).Round(time.Second))
 }

@@ -39,6 +39,8 @@ type elasticFlags struct {
 	leaseTTL     time.Duration // the worker's lease TTL with --registry
 	metricsAddr  string        // --metrics-addr ("": off)
 	logFormat    string        // --log-format
+	// progressEvery is --progress-every: epochs between progress lines.
+	progressEvery int
 }
 
 // tokenFlags give the job token: a flag, a file, or $CAUSALRM_TOKEN.
@@ -154,7 +156,7 @@ func runElasticWorker(parent context.Context, f *elasticFlags, dev *deviceFlags,
 	start := time.Now()
 	return worker.Run(ctx, worker.RunConfig{
 		ID: id, Client: client, Listener: lis, Advertise: f.advertise, Host: hc, Runners: runners, Metrics: metrics,
-		Logger: logger, Progress: progress, OpTimeout: f.opTimeout, StepDelay: stepDelay(),
+		Logger: logger, Progress: progress, ProgressEvery: f.progressEvery, OpTimeout: f.opTimeout, StepDelay: stepDelay(),
 		Attach: func(ctx context.Context, addr string) (func(), error) {
 			return attachWorker(ctx, f, client, id, addr, logger)
 		},

@@ -208,14 +208,15 @@ func settingErr(cmd *cobra.Command, config string, lines map[string]int, err err
 }
 
 // checkElasticJobFlags refuses job flags given to an elastic worker: its
-// job comes from the coordinators, so they would be ignored. --quiet and
-// --threads are the process's own (train --workers passes them).
+// job comes from the coordinators, so they would be ignored. --quiet,
+// --threads and --progress-every are the process's own (train --workers
+// passes them).
 func checkElasticJobFlags(cmd *cobra.Command) error {
 	probe := &cobra.Command{}
 	addJobFlags(probe, &jobFlags{}, true)
 	var given []string
 	probe.Flags().VisitAll(func(fl *pflag.Flag) {
-		if fl.Name != "quiet" && fl.Name != "threads" && cmd.Flags().Changed(fl.Name) {
+		if fl.Name != "quiet" && fl.Name != "threads" && fl.Name != "progress-every" && cmd.Flags().Changed(fl.Name) {
 			given = append(given, "--"+fl.Name)
 		}
 	})

@@ -79,7 +79,7 @@ func runElastic(ctx context.Context, job *Job, n int, devs *workerDevices, force
 		phase: func() state.JobPhase { return node.State().Status.Phase },
 		args: func(i int, id string) []string {
 			args := []string{"worker", "--coordinators", addr, "--id", id, "--listen", "127.0.0.1:0",
-				"--threads", strconv.Itoa(max(job.Threads, 0))}
+				"--threads", strconv.Itoa(max(job.Threads, 0)), "--progress-every", strconv.Itoa(max(job.ProgressEach, 1))}
 			if job.Progress == nil || i > 0 {
 				args = append(args, "--quiet")
 			}

@@ -64,6 +64,10 @@ the job's result does not depend on it in exact mode.`,
 				if ef.listen == "" {
 					ef.listen = "127.0.0.1:0"
 				}
+				if f.every < 1 {
+					return fmt.Errorf("--progress-every %d: want >= 1 (epochs between progress lines)", f.every)
+				}
+				ef.progressEvery = f.every
 				return runElasticWorker(cmd.Context(), &ef, &dev, f.quiet, cmd.ErrOrStderr())
 			}
 			job, err := resolveJob(cmd, &f)

@@ -1,0 +1,49 @@
+package trainer
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/causalrm/causalrm/causal"
+)
+
+// Each stage's end is announced with why it ended, the epoch kept and
+// where the whole run stands (stage k of n); a stage already trained (by
+// an earlier Reward call) is not counted again.
+func TestStageEndLines(t *testing.T) {
+	var out strings.Builder
+	cfg := smallConfig()
+	cfg.Propensity, cfg.FlipRates, cfg.MaxEpochs, cfg.Patience = "learn", nil, 4, 1
+	cfg.Progress = &out
+	tr, err := New(cfg, smallData(t, 300, 6, 2), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Reward(context.Background(), causal.CausalDR); err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`(?m)^stage (\S+) +done after (\d+) epochs: (no improvement for 1 epochs \(patience\)|reached max_epochs 4); kept epoch (\d+) \(\S+\) \[stage (\d) of (\d), `)
+	got := line.FindAllStringSubmatch(out.String(), -1)
+	want := []string{"propensity", "noise", "imputation", "reward/causalrm-dr"}
+	if len(got) != len(want) {
+		t.Fatalf("%d stage-end lines, want %d:\n%s", len(got), len(want), out.String())
+	}
+	for i, g := range got {
+		if g[1] != want[i] || g[5] != string(rune('1'+i)) || g[6] != "4" {
+			t.Errorf("line %d: %q", i, g[0])
+		}
+	}
+	if !strings.Contains(out.String(), "left for 3 more") {
+		t.Errorf("no time-left estimate after the first stage:\n%s", out.String())
+	}
+	// naive then needs no auxiliary stage: one stage, 1 of 1.
+	out.Reset()
+	if _, err := tr.Reward(context.Background(), causal.Naive); err != nil {
+		t.Fatal(err)
+	}
+	if got := line.FindAllStringSubmatch(out.String(), -1); len(got) != 1 || got[0][5] != "1" || got[0][6] != "1" {
+		t.Fatalf("naive after causalrm-dr: %q", out.String())
+	}
+}
