@@ -62,8 +62,8 @@ bench-go:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x ./nn/
 
 demo: build
-	$(BIN) simulate --rows 20000 --dim 256 --alpha 0.5 --rho01 0.1 --rho10 0.2 --out runs/demo.safetensors --force
-	$(BIN) train --data runs/demo.safetensors --out runs/demo --force --progress-every 10
+	$(BIN) simulate --rows 20000 --dim 256 --alpha 0.5 --rho01 0.1 --rho10 0.2 --out runs/data.safetensors --force
+	$(BIN) train --data runs/data.safetensors --out runs/demo --force --progress-every 10
 
 clean:
 	rm -rf bin runs
