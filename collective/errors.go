@@ -4,7 +4,7 @@ import (
 	"errors"
 	"strings"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"github.com/causalrm/causalrm/internal/rpcstatus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -75,11 +75,7 @@ func toStatus(err error) error {
 	}
 	for _, m := range statusCodes {
 		if errors.Is(err, m.err) {
-			st := status.New(m.code, err.Error())
-			if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: m.reason, Domain: errorDomain}); derr == nil {
-				st = d
-			}
-			return st.Err()
+			return rpcstatus.Error(m.code, err.Error(), errorDomain, m.reason, nil)
 		}
 	}
 	return status.Error(codes.Internal, err.Error())
@@ -98,7 +94,7 @@ func fromStatus(err error) error {
 	if !ok {
 		return err
 	}
-	if info := errorInfo(st); info != nil {
+	if info := rpcstatus.Info(st, errorDomain); info != nil {
 		for _, m := range statusCodes {
 			if info.GetReason() == m.reason {
 				return &remoteError{sentinel: m.err, msg: st.Message()}
@@ -120,16 +116,6 @@ func fromStatus(err error) error {
 		return err
 	}
 	return &remoteError{sentinel: ErrPeer, msg: st.Code().String() + ": " + st.Message()}
-}
-
-// errorInfo is the ErrorInfo of errorDomain that st carries, nil if none.
-func errorInfo(st *status.Status) *errdetails.ErrorInfo {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
-			return info
-		}
-	}
-	return nil
 }
 
 // isWireError reports whether err, from a gRPC stream's RecvMsg, is a

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/causalrm/causalrm/coordinator/state"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"github.com/causalrm/causalrm/internal/rpcstatus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -64,26 +64,6 @@ var sentinels = []struct {
 	{state.ErrChecksumMismatch, codes.DataLoss, "CHECKSUM_MISMATCH"},
 }
 
-// statusWithInfo is a status error of code and msg carrying an ErrorInfo
-// of errorDomain with reason and metadata md.
-func statusWithInfo(code codes.Code, msg, reason string, md map[string]string) error {
-	st := status.New(code, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: md}); err == nil {
-		st = d
-	}
-	return st.Err()
-}
-
-// errorInfo is the ErrorInfo of errorDomain that st carries, nil if none.
-func errorInfo(st *status.Status) *errdetails.ErrorInfo {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
-			return info
-		}
-	}
-	return nil
-}
-
 // toStatus maps an error to a gRPC status error, at the service edge.
 func toStatus(err error) error {
 	if err == nil {
@@ -95,13 +75,13 @@ func toStatus(err error) error {
 	var nl *notLeaderError
 	if errors.As(err, &nl) {
 		if nl.addr == "" {
-			return statusWithInfo(codes.Unavailable, nl.Error(), reasonNotLeader, nil)
+			return rpcstatus.Error(codes.Unavailable, nl.Error(), errorDomain, reasonNotLeader, nil)
 		}
-		return statusWithInfo(codes.FailedPrecondition, nl.Error(), reasonNotLeader, map[string]string{leaderKey: nl.addr})
+		return rpcstatus.Error(codes.FailedPrecondition, nl.Error(), errorDomain, reasonNotLeader, map[string]string{leaderKey: nl.addr})
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {
-			return statusWithInfo(s.code, err.Error(), s.reason, nil)
+			return rpcstatus.Error(s.code, err.Error(), errorDomain, s.reason, nil)
 		}
 	}
 	switch {
@@ -140,7 +120,7 @@ func fromStatus(err error) error {
 		return err
 	}
 	var sentinel error
-	if info := errorInfo(st); info != nil {
+	if info := rpcstatus.Info(st, errorDomain); info != nil {
 		sentinel = sentinelOf(info.GetReason())
 	} else {
 		sentinel = legacySentinel(st)
@@ -191,7 +171,7 @@ func leaderHint(err error) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if info := errorInfo(st); info != nil {
+	if info := rpcstatus.Info(st, errorDomain); info != nil {
 		addr := info.GetMetadata()[leaderKey]
 		return addr, info.GetReason() == reasonNotLeader && addr != ""
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/rpcstatus"
 )
 
 // overWire is err as a client receives it: the status proto (which the
@@ -49,7 +50,7 @@ func TestStatusRoundTrip(t *testing.T) {
 		if st.Code() != s.code || st.Message() != err.Error() {
 			t.Errorf("%v: status %v %q, want %v %q", s.err, st.Code(), st.Message(), s.code, err.Error())
 		}
-		info := errorInfo(st)
+		info := rpcstatus.Info(st, errorDomain)
 		if info == nil || info.GetReason() != s.reason || info.GetDomain() != errorDomain {
 			t.Errorf("%v: ErrorInfo %v", s.err, info)
 		}
@@ -60,7 +61,7 @@ func TestStatusRoundTrip(t *testing.T) {
 		// The detail, not the text, carries the sentinel: a message that
 		// does not name it (or names another one) maps by the Reason.
 		for _, msg := range []string{"opaque", "a different job is already submitted", "not leader; leader is x:1"} {
-			back := fromStatus(overWire(t, statusWithInfo(s.code, msg, s.reason, nil)))
+			back := fromStatus(overWire(t, rpcstatus.Error(s.code, msg, errorDomain, s.reason, nil)))
 			if !errors.Is(back, s.err) || back.Error() != msg {
 				t.Errorf("%v with message %q: back as %v", s.err, msg, back)
 			}
@@ -69,7 +70,7 @@ func TestStatusRoundTrip(t *testing.T) {
 			}
 		}
 		// The error the client returns keeps the detail.
-		if st, _ := status.FromError(back); errorInfo(st).GetReason() != s.reason {
+		if st, _ := status.FromError(back); rpcstatus.Info(st, errorDomain).GetReason() != s.reason {
 			t.Errorf("%v: the remote error lost its ErrorInfo", s.err)
 		}
 	}
@@ -88,7 +89,7 @@ func TestNotLeaderStatus(t *testing.T) {
 	}
 	// The address travels in the detail: a message without it still
 	// redirects.
-	sent = overWire(t, statusWithInfo(codes.FailedPrecondition, "elsewhere", reasonNotLeader, map[string]string{leaderKey: "10.0.0.3:7000"}))
+	sent = overWire(t, rpcstatus.Error(codes.FailedPrecondition, "elsewhere", errorDomain, reasonNotLeader, map[string]string{leaderKey: "10.0.0.3:7000"}))
 	if addr, ok := leaderHint(sent); !ok || addr != "10.0.0.3:7000" || !errors.Is(fromStatus(sent), ErrNotLeader) {
 		t.Fatalf("detail-only not leader: %q %v %v", addr, ok, fromStatus(sent))
 	}
@@ -102,7 +103,7 @@ func TestNotLeaderStatus(t *testing.T) {
 	}
 	// A message that reads like a redirect but carries another reason is
 	// not one.
-	sent = overWire(t, statusWithInfo(codes.FailedPrecondition, notLeaderPrefix+"x:1", "JOB_DONE", nil))
+	sent = overWire(t, rpcstatus.Error(codes.FailedPrecondition, notLeaderPrefix+"x:1", errorDomain, "JOB_DONE", nil))
 	if _, ok := leaderHint(sent); ok || errors.Is(fromStatus(sent), ErrNotLeader) {
 		t.Fatalf("JOB_DONE read as not leader: %v", fromStatus(sent))
 	}
