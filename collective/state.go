@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/s2"
@@ -220,6 +221,10 @@ func FetchState(ctx context.Context, addr string, req StateRequest) (State, erro
 // decodes each (FetchState's loop); its errors are FetchState's, less
 // the address.
 func recvState(stream pb.Collective_StateTransferClient, req StateRequest, zdec *zstd.Decoder) (State, error) {
+	chunkLimit := req.ChunkBytes // a chunk's raw size is at most what was asked
+	if chunkLimit <= 0 {
+		chunkLimit = defaultStateChunk
+	}
 	var (
 		out   []byte
 		step  uint64
@@ -239,7 +244,10 @@ func recvState(stream pb.Collective_StateTransferClient, req StateRequest, zdec 
 			if total > uint64(req.MaxBytes) {
 				return State{}, fmt.Errorf("%w: snapshot of %d bytes, limit %d", ErrOversized, total, req.MaxBytes)
 			}
-			out = make([]byte, 0, total)
+			// Grow with the bytes that arrive, not to the size the peer
+			// claims: a peer that claims MaxBytes and sends nothing costs
+			// nothing.
+			out = make([]byte, 0, min(total, 1<<20))
 		}
 		switch {
 		case ch.Step != step || ch.TotalLen != total:
@@ -248,11 +256,14 @@ func recvState(stream pb.Collective_StateTransferClient, req StateRequest, zdec 
 			return State{}, fmt.Errorf("%w: chunk at offset %d, expected %d", ErrShape, ch.Offset, len(out))
 		case uint64(ch.RawLen) > total-uint64(len(out)):
 			return State{}, fmt.Errorf("%w: chunk of %d bytes at %d overruns %d", ErrShape, ch.RawLen, ch.Offset, total)
+		case int64(ch.RawLen) > int64(chunkLimit):
+			return State{}, fmt.Errorf("%w: chunk of %d bytes at %d, more than the %d asked for", ErrShape, ch.RawLen, ch.Offset, chunkLimit)
 		case ch.Codec != pbCodec(req.Codec):
 			return State{}, fmt.Errorf("%w: chunk codec %v, asked %v", ErrShape, ch.Codec, req.Codec)
 		case crc32c(ch.Data) != ch.Crc32C:
 			return State{}, fmt.Errorf("%w: chunk at offset %d", ErrChecksum, ch.Offset)
 		}
+		out = slices.Grow(out, int(ch.RawLen))
 		raw := out[len(out) : len(out)+int(ch.RawLen)]
 		if err := decodeStateChunk(req.Codec, zdec, ch, raw); err != nil {
 			return State{}, err

@@ -46,6 +46,7 @@ func TestValidateNamesField(t *testing.T) {
 	}{
 		{"id", func(j *JobSpec) { j.ID = "" }},
 		{"shards", func(j *JobSpec) { j.Shards = 0 }},
+		{"shards", func(j *JobSpec) { j.Shards = 1<<16 + 1 }},
 		{"min_workers", func(j *JobSpec) { j.MinWorkers = 0 }},
 		{"min_workers", func(j *JobSpec) { j.MinWorkers = 9 }},
 		{"progress_every", func(j *JobSpec) { j.ProgressEvery = -1 }},
@@ -67,7 +68,7 @@ func TestValidateNamesField(t *testing.T) {
 	}
 	j := good
 	j.Shards = 0
-	if got := j.Validate().Error(); got != `invalid job spec: field "shards": must be >= 1, got 0` {
+	if got := j.Validate().Error(); got != `invalid job spec: field "shards": must be 1..65536, got 0` {
 		t.Errorf("message %q", got)
 	}
 	s := &State{}

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+
+	"github.com/causalrm/causalrm/trainer"
 )
 
 // Sentinel errors. Services map them to gRPC codes at their edge.
@@ -58,14 +60,14 @@ func specErr(field, format string, args ...any) error {
 }
 
 // Validate checks the spec. Errors wrap ErrInvalidSpec and name the field, e.g.
-// `invalid job spec: field "shards": must be >= 1, got 0`. Zero ProgressEvery
+// `invalid job spec: field "shards": must be 1..65536, got 0`. Zero ProgressEvery
 // and CheckpointKeep mean their defaults.
 func (j JobSpec) Validate() error {
 	switch {
 	case j.ID == "":
 		return specErr("id", "must not be empty")
-	case j.Shards < 1:
-		return specErr("shards", "must be >= 1, got %d", j.Shards)
+	case j.Shards < 1 || j.Shards > trainer.MaxShards:
+		return specErr("shards", "must be 1..%d, got %d", trainer.MaxShards, j.Shards)
 	case j.MinWorkers < 1:
 		return specErr("min_workers", "must be >= 1, got %d", j.MinWorkers)
 	case j.MinWorkers > j.Shards:
