@@ -205,7 +205,7 @@ func (t *Trainer) Restore(s *Snapshot) error {
 
 const (
 	snapshotMagic   = "causalrm-trainer-snapshot\x00"
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
 // MarshalBinary encodes the snapshot: a magic string, the format version,
@@ -264,6 +264,8 @@ func (s *Snapshot) MarshalBinary() ([]byte, error) {
 	e.f64(s.propMSE)
 	e.int(len(s.calib))
 	for _, b := range s.calib {
+		e.f64(b.Lo)
+		e.f64(b.Hi)
 		e.f64(b.MeanPred)
 		e.f64(b.ObsRate)
 		e.int(b.N)
@@ -339,9 +341,9 @@ func UnmarshalSnapshot(b []byte) (*Snapshot, error) {
 	s.known = d.bool()
 	s.estim = d.bool()
 	s.propMSE = d.f64()
-	nc := d.count(24)
+	nc := d.count(40)
 	for i := 0; i < nc && d.err == nil; i++ {
-		s.calib = append(s.calib, CalibBin{MeanPred: d.f64(), ObsRate: d.f64(), N: d.int()})
+		s.calib = append(s.calib, CalibBin{Lo: d.f64(), Hi: d.f64(), MeanPred: d.f64(), ObsRate: d.f64(), N: d.int()})
 	}
 	hasX := d.bool()
 	nx := d.count(8)

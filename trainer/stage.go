@@ -1,9 +1,11 @@
 package trainer
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/causalrm/causalrm/causal"
@@ -341,21 +343,50 @@ func scoreRows(ctx context.Context, eng nn.Runner, s *shard.Split, chunk int, fn
 	return out, nil
 }
 
-// calibration bins the validation rows by p_hat in ten equal-width bins
-// and compares the mean prediction with the observed rate.
+// calibration bins the validation rows into ten equal-count deciles of
+// p_hat and compares each bin's mean prediction with its observed rate of
+// o = 1. The rows are ranked by p_hat (ties by row index) and rank k of n
+// goes to bin k*10/n, so the bins' sizes differ by at most one (with fewer
+// than ten rows, one row per bin). Every holder ranks the whole vector:
+// score gathers p_hat onto every holder bit for bit, so the bins (and each
+// bin's predicted range, Lo and Hi) are the same everywhere; the counts
+// and sums are taken over the rows each holder owns and summed exactly
+// across holders, as every other reduction.
 func (t *Trainer) calibration(ctx context.Context) ([]CalibBin, error) {
 	va := t.ds.Val
-	const bins = 10
+	p := t.PHatVal
+	n := len(p)
+	bins := min(10, n)
+	if bins == 0 {
+		return nil, nil
+	}
+	order := allRows(n)
+	slices.SortFunc(order, func(a, b int32) int {
+		if c := cmp.Compare(p[a], p[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	bin := make([]int, n) // row -> its decile
+	lo, hi := make([]float64, bins), make([]float64, bins)
+	for k, r := range order {
+		b := k * bins / n
+		bin[r] = b
+		if k == 0 || bin[order[k-1]] != b {
+			lo[b] = p[r]
+		}
+		hi[b] = p[r]
+	}
 	sums := make([]int64, 3*bins) // count, sum p_hat, sum o
 	input := func() error {
 		clear(sums)
-		for i, p := range t.PHatVal {
+		for i, v := range p {
 			if !t.owns(va, int32(i)) {
 				continue
 			}
-			b := min(int(p*bins), bins-1)
+			b := bin[i]
 			sums[b]++
-			sums[bins+b] += fixedLoss(p)
+			sums[bins+b] += fixedLoss(v)
 			sums[2*bins+b] += int64(va.O[i])
 		}
 		return nil
@@ -366,7 +397,7 @@ func (t *Trainer) calibration(ctx context.Context) ([]CalibBin, error) {
 	var out []CalibBin
 	for b := 0; b < bins; b++ {
 		if c := sums[b]; c > 0 {
-			out = append(out, CalibBin{MeanPred: fromFixed(sums[bins+b]) / float64(c),
+			out = append(out, CalibBin{Lo: lo[b], Hi: hi[b], MeanPred: fromFixed(sums[bins+b]) / float64(c),
 				ObsRate: float64(sums[2*bins+b]) / float64(c), N: int(c)})
 		}
 	}

@@ -33,8 +33,14 @@ type StageResult struct {
 	Seconds   float64   `json:"seconds"`
 }
 
-// CalibBin is one bin of the propensity model's calibration on validation.
+// CalibBin is one decile of the propensity model's calibration on the
+// validation rows: the bins hold equal counts of rows ranked by p_hat
+// (sizes differ by at most one). Lo and Hi are the smallest and largest
+// p_hat in the bin, MeanPred their mean, ObsRate the share of its rows
+// with o = 1 and N its rows.
 type CalibBin struct {
+	Lo       float64 `json:"lo"`
+	Hi       float64 `json:"hi"`
 	MeanPred float64 `json:"mean_pred"`
 	ObsRate  float64 `json:"obs_rate"`
 	N        int     `json:"n"`
