@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -116,25 +117,51 @@ func FormatCompareTable(rows []CompareRow) string {
 	return b.String()
 }
 
-// WriteCompare writes compare.md (the table plus context) and compare.png (a
-// grouped bar chart of mean R² and AUROC per method) into dir, atomically, the
-// plot first so the markdown never links a missing file.
-func WriteCompare(dir string, rows []CompareRow, seeds []uint64) error {
-	if len(rows) == 0 {
+// Comparison is what compare.md shows: the rows of the table and the
+// context a reader needs to trust it.
+type Comparison struct {
+	Rows  []CompareRow
+	Seeds []uint64
+	// Data are the splits, in train, val, test order (nil: not recorded).
+	Data []Split
+	// Settings are the settings every method shared; JobFile and
+	// JSONFile name the files beside compare.md with all settings and
+	// with the raw numbers ("": none).
+	Settings  []Setting
+	JobFile   string
+	JSONFile  string
+	FlipRates []SeedRates // per seed, in seed order; nil: no method used them
+	TrueRates *FlipRates  // known rates (semi-synthetic data); nil when unknown
+}
+
+// SeedRates are the flip rates of one seed and where they came from
+// (RatesGiven or RatesEstimated).
+type SeedRates struct {
+	Seed   uint64
+	Rates  FlipRates
+	Source string
+}
+
+// WriteCompare writes compare.md (the table plus context) and compare.png
+// (test R² and AUROC per method, mean and std over seeds) into dir,
+// atomically, the plot first so the markdown never links a missing file.
+func WriteCompare(dir string, c *Comparison) error {
+	if c == nil || len(c.Rows) == 0 {
 		return errors.New("report: no methods to compare")
 	}
+	rows, seeds := c.Rows, c.Seeds
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
 	methods := make([]string, len(rows))
-	r2 := make([]float64, len(rows))
-	auroc := make([]float64, len(rows))
+	r2, r2std := make([]float64, len(rows)), make([]float64, len(rows))
+	auroc, aurocStd := make([]float64, len(rows)), make([]float64, len(rows))
 	for i, r := range rows {
 		methods[i] = r.Method
-		r2[i], _ = metricMeanStd(r, "r2")
-		auroc[i], _ = metricMeanStd(r, "auroc")
+		r2[i], r2std[i] = metricMeanStd(r, "r2")
+		auroc[i], aurocStd[i] = metricMeanStd(r, "auroc")
 	}
-	png, err := compareBarsPNG(methods, r2, auroc)
+	png, err := compareMetricsPNG(methods, r2, r2std, auroc, aurocStd, len(seeds))
 	if err != nil {
 		return fmt.Errorf("report: comparison plot: %w", err)
 	}
@@ -148,8 +175,23 @@ func WriteCompare(dir string, rows []CompareRow, seeds []uint64) error {
 	for i, s := range seeds {
 		seedStr[i] = fmt.Sprint(s)
 	}
-	fmt.Fprintf(&b, "Seeds (%d): %s. Cells are mean ± sample standard deviation over seeds; bold marks the best mean per column.\n\n",
-		len(seeds), strings.Join(seedStr, ", "))
+	b.WriteString("Every method was trained on the same data with the same settings, once per seed; per seed, the auxiliary stages (propensity, noise, imputation) were trained once and shared by the methods.\n\n")
+	fmt.Fprintf(&b, "- Methods (%d): %s\n", len(methods), strings.Join(methods, ", "))
+	fmt.Fprintf(&b, "- Seeds (%d): %s\n", len(seeds), strings.Join(seedStr, ", "))
+	var files []string
+	for _, s := range c.Data {
+		if s.File != "" && !slices.Contains(files, "`"+s.File+"`") {
+			files = append(files, "`"+s.File+"`")
+		}
+	}
+	if len(files) > 0 {
+		fmt.Fprintf(&b, "- Data: %s\n", strings.Join(files, ", "))
+	}
+	if c.JSONFile != "" {
+		fmt.Fprintf(&b, "- Every seed's numbers: [%s](%s)\n", c.JSONFile, c.JSONFile)
+	}
+	b.WriteString("\n## Test metrics\n\n")
+	b.WriteString("Cells are mean ± sample standard deviation over the seeds (the mean alone for one seed); bold marks the best mean per column.\n\n")
 	b.WriteString(FormatCompareTable(rows))
 	b.WriteString("\n")
 	for _, r := range rows {
@@ -157,6 +199,52 @@ func WriteCompare(dir string, rows []CompareRow, seeds []uint64) error {
 			fmt.Fprintf(&b, "Note: %s has results for %d of %d seeds.\n\n", r.Method, len(r.PerSeed), len(seeds))
 		}
 	}
-	fmt.Fprintf(&b, "![mean test R² and AUROC per method](%s)\n", CompareBarsFile)
+	b.WriteString("What each metric measures, on the clean test split, the reward sigmoid(f(x)) against each row's true label r:\n\n")
+	b.WriteString("| metric | better | what it measures |\n|---|---|---|\n")
+	for _, k := range metricOrder {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", label(k), better(k), metricMeaning[k])
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "![test R² and AUROC per method, mean and standard deviation over seeds](%s)\n\n", CompareBarsFile)
+	b.WriteString("In the plot each dot is a method's mean over the seeds and its bar ± one standard deviation; the dashed lines mark R² 0 (predicting the mean) and AUROC 0.5 (chance).\n\n")
+
+	if len(c.Data) > 0 {
+		b.WriteString("## Data\n\n")
+		writeData(&b, c.Data)
+	}
+	if len(c.Settings) > 0 || c.JobFile != "" {
+		b.WriteString("## Settings\n\n")
+		writeSettings(&b, c.Settings, c.JobFile)
+	}
+
+	b.WriteString("## Label flip rates per seed\n\n")
+	b.WriteString("rho01 = P(y = 0 given r = 1) and rho10 = P(y = 1 given r = 0), as the noise-aware methods (noise, causalrm-ips, causalrm-dr) used them.\n\n")
+	if len(c.FlipRates) == 0 && c.TrueRates == nil {
+		b.WriteString("Not used: none of these methods models label noise.\n\n")
+	} else {
+		b.WriteString("| seed | rates | rho01 | rho10 |\n|---|---|---|---|\n")
+		var sources []string
+		for _, r := range c.FlipRates {
+			src := ratesSourceLabel(r.Source)
+			fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", r.Seed, src, fmtNum(r.Rates.Rho01), fmtNum(r.Rates.Rho10))
+			if !slices.Contains(sources, r.Source) {
+				sources = append(sources, r.Source)
+			}
+		}
+		if len(c.FlipRates) == 0 {
+			b.WriteString("| – | not used | – | – |\n")
+		}
+		if c.TrueRates != nil {
+			fmt.Fprintf(&b, "| every seed | true | %s | %s |\n", fmtNum(c.TrueRates.Rho01), fmtNum(c.TrueRates.Rho10))
+		}
+		b.WriteString("\n")
+		for _, s := range sources {
+			fmt.Fprintf(&b, "- %s.\n", ratesSourceNote(s))
+		}
+		if c.TrueRates != nil {
+			fmt.Fprintf(&b, "- %s.\n", trueRatesNote)
+		}
+		b.WriteString("\n")
+	}
 	return writeFileAtomic(filepath.Join(dir, CompareFile), []byte(b.String()))
 }

@@ -20,11 +20,16 @@ import (
 
 // Curve is the loss history of one training stage (propensity, noise,
 // imputation, reward). Val may be empty or hold NaN where not measured.
+// Best is the epoch whose parameters the stage kept (0: not recorded);
+// MonitorTrain says early stopping watched the training loss rather than
+// the validation loss.
 type Curve struct {
-	Stage  string
-	Epochs []int
-	Train  []float64
-	Val    []float64
+	Stage        string
+	Epochs       []int
+	Train        []float64
+	Val          []float64
+	Best         int
+	MonitorTrain bool
 }
 
 // FlipRates are class-conditional label flip rates: Rho01 = P(y=0|r=1),
@@ -33,20 +38,66 @@ type FlipRates struct {
 	Rho01, Rho10 float64
 }
 
-// CalibBin is one decile of predicted propensity: the mean prediction, the
-// observed rate of o = 1 among its rows, and its row count.
+// The sources of a run's flip rates (Run.FlipRatesSource).
+const (
+	RatesGiven     = "given"
+	RatesEstimated = "estimated"
+)
+
+// CalibBin is one decile of predicted propensity over the validation rows
+// (the deciles hold equal row counts): the smallest and largest
+// prediction in it (Lo, Hi), the mean prediction, the observed rate of
+// o = 1 among its rows, and its row count.
 type CalibBin struct {
+	Lo, Hi   float64
 	MeanPred float64
 	ObsRate  float64
 	N        int
 }
 
+// Split is one split of the data: its name (train, val or test), the file
+// its rows came from, its rows and how many of them have feedback
+// (o = 1). Clean marks a fully labelled test split, whose rows carry the
+// true preference r instead of feedback.
+type Split struct {
+	Name     string
+	File     string
+	Rows     int
+	Observed int
+	Clean    bool
+}
+
+// Setting is one training setting as the report lists it: its name (the
+// command-line flag's, without dashes), its value and, optionally, what
+// it does.
+type Setting struct {
+	Name, Value, Meaning string
+}
+
 // Run is everything the report of one training run shows.
 type Run struct {
-	Method           string
-	Seed             uint64
-	Curves           []Curve
-	FlipRates        *FlipRates // estimated; nil when the method does not estimate them
+	Method string
+	Seed   uint64
+	// Data are the splits the run read, in train, val, test order (nil:
+	// not recorded).
+	Data []Split
+	// Settings are the settings that fix the result, in the order shown;
+	// JobFile names the file beside the report holding all of them (""
+	// when there is none).
+	Settings []Setting
+	JobFile  string
+	// BaselineCommand is the command line that trains the naive baseline
+	// beside this run's method ("" : the report gives a generic one).
+	BaselineCommand string
+	// MaxEpochs is the most epochs a stage may run (0: not recorded): a
+	// stage whose saved epoch is its last at this limit was still
+	// improving.
+	MaxEpochs int
+	Curves    []Curve
+	FlipRates *FlipRates // the rates the method used; nil when it does not model label noise
+	// FlipRatesSource is RatesGiven (--flip-rates, job key flip_rates) or
+	// RatesEstimated (by the noise stage); "" reads as estimated.
+	FlipRatesSource  string
 	TrueRates        *FlipRates // known rates (semi-synthetic data); nil when unknown
 	PropensityValMSE float64    // NaN when the propensity stage was skipped
 	PropensityCalib  []CalibBin
@@ -73,14 +124,52 @@ var metricLabel = map[string]string{
 	"r2": "R²", "mae": "MAE", "rmse": "RMSE", "auroc": "AUROC", "pearson": "Pearson",
 }
 
-// higherIsBetter says which way "best" points when bolding a comparison.
-var higherIsBetter = map[string]bool{"r2": true, "auroc": true, "pearson": true}
+// higherIsBetter says which way "best" points when bolding a comparison;
+// lowerIsBetter lists the metrics where lower is better (a metric in
+// neither has no known direction).
+var (
+	higherIsBetter = map[string]bool{"r2": true, "auroc": true, "pearson": true}
+	lowerIsBetter  = map[string]bool{"mae": true, "rmse": true}
+)
+
+// metricMeaning is one sentence per metric: what it measures.
+var metricMeaning = map[string]string{
+	"r2":      "Share of the variance of r that the reward explains: 1 is perfect, 0 is no better than predicting the share of r = 1 for every row, below 0 is worse than that.",
+	"mae":     "Mean absolute difference between the reward and r.",
+	"rmse":    "Root mean squared difference between the reward and r; large misses weigh more than in MAE.",
+	"auroc":   "Chance that a random row with r = 1 gets a higher reward than a random row with r = 0 (ties count one half); 0.5 is chance, and only the ranking matters.",
+	"pearson": "Linear correlation between the reward and r.",
+}
 
 func label(metric string) string {
 	if l, ok := metricLabel[metric]; ok {
 		return l
 	}
 	return metric
+}
+
+// better is the metric's direction: "higher", "lower" or "–" when unknown.
+func better(metric string) string {
+	switch {
+	case higherIsBetter[metric]:
+		return "higher"
+	case lowerIsBetter[metric]:
+		return "lower"
+	}
+	return "–"
+}
+
+// metricTable is the table of metrics with their values, direction and
+// meaning; value gives a metric's cell.
+func metricTable(b *strings.Builder, keys []string, value func(string) string) {
+	b.WriteString("| metric | value | better | what it measures |\n|---|---|---|---|\n")
+	for _, k := range keys {
+		m := metricMeaning[k]
+		if m == "" {
+			m = "–"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", label(k), value(k), better(k), m)
+	}
 }
 
 // CalibrationFile is the name of the propensity calibration plot.
@@ -158,6 +247,122 @@ func fmtNum(v float64) string {
 	return fmt.Sprintf("%.4f", v)
 }
 
+// fmtInt writes n with thousands separators: 1,234,567.
+func fmtInt(n int) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func pct(part, whole int) string {
+	return fmt.Sprintf("%.1f%%", 100*float64(part)/float64(max(whole, 1)))
+}
+
+// writeData writes the data section's table: each split's file, rows and
+// rows with feedback.
+func writeData(b *strings.Builder, data []Split) {
+	b.WriteString("| split | file | rows | with feedback (o = 1) |\n|---|---|---|---|\n")
+	for _, s := range data {
+		file := "–"
+		if s.File != "" {
+			file = "`" + s.File + "`"
+		}
+		obs := fmt.Sprintf("%s (%s)", fmtInt(s.Observed), pct(s.Observed, s.Rows))
+		if s.Clean {
+			obs = "– (clean test split: every row has its true label r)"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", s.Name, file, fmtInt(s.Rows), obs)
+	}
+	b.WriteString("\n")
+}
+
+// writeSettings writes the settings as a list, then where all of them are.
+func writeSettings(b *strings.Builder, settings []Setting, jobFile string) {
+	for _, s := range settings {
+		if s.Meaning != "" {
+			fmt.Fprintf(b, "- %s: `%s` (%s)\n", s.Name, s.Value, s.Meaning)
+		} else {
+			fmt.Fprintf(b, "- %s: `%s`\n", s.Name, s.Value)
+		}
+	}
+	if len(settings) > 0 {
+		b.WriteString("\n")
+	}
+	if jobFile != "" {
+		fmt.Fprintf(b, "Every setting, with the data files, is in [%s](%s).\n\n", jobFile, jobFile)
+	}
+}
+
+// ratesSourceLabel is how the report names a source of flip rates.
+func ratesSourceLabel(source string) string {
+	if source == RatesGiven {
+		return RatesGiven
+	}
+	return RatesEstimated
+}
+
+// ratesSourceNote says where flip rates of a source come from.
+func ratesSourceNote(source string) string {
+	if source == RatesGiven {
+		return "given: set with `--flip-rates RHO01,RHO10` (job key `flip_rates`), so the noise stage was skipped"
+	}
+	return "estimated: from the noise model's anchor points after the noise stage (docs/method.md, \"The pipeline\")"
+}
+
+const trueRatesNote = "true: counted on the train split's observed rows, whose clean label r the data records (generated data); training never reads them"
+
+// stageMeaning says what a stage's loss is.
+func stageMeaning(stage string) string {
+	switch {
+	case stage == "propensity":
+		return "The propensity model e(x) predicts whether a row gets feedback; its loss is the squared error (sigmoid(f) - o)² over all rows."
+	case stage == "noise":
+		return "The noise model h(x) is trained on the observed rows against the noisy label y (binary cross-entropy); the flip rates are estimated from it."
+	case stage == "imputation":
+		return "The imputation model g(x) is trained on the observed rows against the noisy label y (binary cross-entropy); the doubly robust estimators use its predictions."
+	case strings.HasPrefix(stage, "reward/"):
+		m := strings.TrimPrefix(stage, "reward/")
+		return fmt.Sprintf("The reward model, trained with the %s estimator's risk; the validation loss is the same estimator on the validation rows, an estimate of the clean risk that uses no hidden label.", m)
+	}
+	return ""
+}
+
+// deciles formats a range of decile numbers: "3" or "1–4".
+func deciles(from, to int) string {
+	if from == to {
+		return fmt.Sprint(from)
+	}
+	return fmt.Sprintf("%d–%d", from, to)
+}
+
+// tiedDeciles lists the runs of two or more deciles whose rows all have
+// one and the same prediction.
+func tiedDeciles(bins []CalibBin) []string {
+	var out []string
+	for i := 0; i < len(bins); {
+		j := i
+		for j+1 < len(bins) && bins[j+1].Lo == bins[i].Lo && bins[j+1].Hi == bins[i].Hi && bins[i].Lo == bins[i].Hi {
+			j++
+		}
+		if j > i {
+			out = append(out, fmt.Sprintf("deciles %s all predict %s", deciles(i+1, j+1), fmtNum(bins[i].Lo)))
+		}
+		i = j + 1
+	}
+	return out
+}
+
 func renderRun(run *Run, curveFiles []string, calib string) string {
 	var b strings.Builder
 	title := run.Method
@@ -165,9 +370,20 @@ func renderRun(run *Run, curveFiles []string, calib string) string {
 		title = "(unnamed method)"
 	}
 	fmt.Fprintf(&b, "# Training report: %s\n\n", title)
-	fmt.Fprintf(&b, "- Seed: %d\n", run.Seed)
-	fmt.Fprintf(&b, "- Elapsed: %s\n", run.Elapsed.Round(time.Millisecond))
-	fmt.Fprintf(&b, "- Observed share of rows (o = 1): %.2f%%\n\n", 100*run.ObservedShare)
+	fmt.Fprintf(&b, "- Method: %s, seed %d\n", title, run.Seed)
+	if len(run.Data) > 0 {
+		var files []string
+		for _, s := range run.Data {
+			if s.File != "" && !slices.Contains(files, "`"+s.File+"`") {
+				files = append(files, "`"+s.File+"`")
+			}
+		}
+		if len(files) > 0 {
+			fmt.Fprintf(&b, "- Data: %s\n", strings.Join(files, ", "))
+		}
+	}
+	fmt.Fprintf(&b, "- Observed share of train rows (o = 1): %.2f%%\n", 100*run.ObservedShare)
+	fmt.Fprintf(&b, "- Elapsed: %s\n\n", run.Elapsed.Round(time.Millisecond))
 
 	if len(run.Warnings) > 0 {
 		b.WriteString("## Warnings\n\n")
@@ -181,25 +397,58 @@ func renderRun(run *Run, curveFiles []string, calib string) string {
 	if len(run.Test) == 0 {
 		b.WriteString("No test metrics were recorded.\n\n")
 	} else {
-		b.WriteString("| metric | value |\n|---|---|\n")
-		for _, k := range orderedKeys(run.Test) {
-			fmt.Fprintf(&b, "| %s | %s |\n", label(k), fmtNum(run.Test[k]))
+		rows := ""
+		for _, s := range run.Data {
+			if s.Name == "test" {
+				rows = fmt.Sprintf(" (%s rows)", fmtInt(s.Rows))
+			}
 		}
+		fmt.Fprintf(&b, "On the clean test split%s: the reward sigmoid(f(x)) against each row's true label r (1: preferred, 0: not).\n\n", rows)
+		metricTable(&b, orderedKeys(run.Test), func(k string) string { return fmtNum(run.Test[k]) })
 		b.WriteString("\n")
 	}
 
-	b.WriteString("## Label flip rates\n\n")
-	if run.FlipRates == nil && run.TrueRates == nil {
-		b.WriteString("Not estimated: this method does not model label noise.\n\n")
+	b.WriteString("## Naive baseline\n\n")
+	if run.Method == "naive" {
+		b.WriteString("This run is the naive baseline: binary cross-entropy on the observed rows' labels as they are, with no correction for label noise or selection bias.\n\n")
 	} else {
-		b.WriteString("| | rho01 = P(y=0 given r=1) | rho10 = P(y=1 given r=0) |\n|---|---|---|\n")
+		cmd := run.BaselineCommand
+		if cmd == "" {
+			cmd = fmt.Sprintf("causalrm compare --data DATA --methods naive,%s --seeds 1 --seed %d", title, run.Seed)
+		}
+		fmt.Fprintf(&b, "Skipped: `causalrm train` trains only the chosen method (%s). The naive baseline (binary cross-entropy on the observed labels as they are, no correction) shows what the correction gains. To train both on the same data, settings and seed and compare them (the %s row repeats this run's numbers):\n\n```\n%s\n```\n\n", title, title, cmd)
+	}
+
+	if len(run.Data) > 0 {
+		b.WriteString("## Data\n\n")
+		writeData(&b, run.Data)
+	}
+	if len(run.Settings) > 0 || run.JobFile != "" {
+		b.WriteString("## Settings\n\n")
+		writeSettings(&b, run.Settings, run.JobFile)
+	}
+
+	b.WriteString("## Label flip rates\n\n")
+	b.WriteString("The observed label y is the true preference r flipped at two rates: rho01 = P(y = 0 given r = 1) and rho10 = P(y = 1 given r = 0).\n\n")
+	if run.FlipRates == nil && run.TrueRates == nil {
+		fmt.Fprintf(&b, "Not used: %s does not model label noise.\n\n", title)
+	} else {
+		b.WriteString("| | rho01 | rho10 |\n|---|---|---|\n")
+		var notes []string
 		if run.FlipRates != nil {
-			fmt.Fprintf(&b, "| estimated | %s | %s |\n", fmtNum(run.FlipRates.Rho01), fmtNum(run.FlipRates.Rho10))
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", ratesSourceLabel(run.FlipRatesSource), fmtNum(run.FlipRates.Rho01), fmtNum(run.FlipRates.Rho10))
+			notes = append(notes, ratesSourceNote(run.FlipRatesSource))
 		} else {
-			b.WriteString("| estimated | not estimated | not estimated |\n")
+			fmt.Fprintf(&b, "| used | not used by %s | not used by %s |\n", title, title)
+			notes = append(notes, fmt.Sprintf("used: none, %s does not model label noise", title))
 		}
 		if run.TrueRates != nil {
 			fmt.Fprintf(&b, "| true | %s | %s |\n", fmtNum(run.TrueRates.Rho01), fmtNum(run.TrueRates.Rho10))
+			notes = append(notes, trueRatesNote)
+		}
+		b.WriteString("\n")
+		for _, n := range notes {
+			fmt.Fprintf(&b, "- %s.\n", n)
 		}
 		b.WriteString("\n")
 	}
@@ -208,15 +457,22 @@ func renderRun(run *Run, curveFiles []string, calib string) string {
 	if math.IsNaN(run.PropensityValMSE) {
 		b.WriteString("Validation MSE: stage skipped (propensity given or not used).\n\n")
 	} else {
-		fmt.Fprintf(&b, "Validation MSE: %s\n\n", fmtNum(run.PropensityValMSE))
+		fmt.Fprintf(&b, "Validation MSE (squared error of the predicted propensity against o, lower is better): %s\n\n", fmtNum(run.PropensityValMSE))
 	}
 	if len(run.PropensityCalib) > 0 {
-		b.WriteString("Calibration on validation rows, per decile of predicted propensity:\n\n")
-		b.WriteString("| decile | mean predicted | observed rate | rows |\n|---|---|---|---|\n")
+		total := 0
+		for _, c := range run.PropensityCalib {
+			total += c.N
+		}
+		fmt.Fprintf(&b, "Calibration on the %s validation rows, in deciles of the predicted propensity p_hat (equal row counts, rows ranked by p_hat). A calibrated model's observed rate of feedback matches its mean prediction in every decile.\n\n", fmtInt(total))
+		b.WriteString("| decile | predicted range | mean predicted | observed rate | rows |\n|---|---|---|---|---|\n")
 		for i, c := range run.PropensityCalib {
-			fmt.Fprintf(&b, "| %d | %s | %s | %d |\n", i+1, fmtNum(c.MeanPred), fmtNum(c.ObsRate), c.N)
+			fmt.Fprintf(&b, "| %d | %s–%s | %s | %s | %s |\n", i+1, fmtNum(c.Lo), fmtNum(c.Hi), fmtNum(c.MeanPred), fmtNum(c.ObsRate), fmtInt(c.N))
 		}
 		b.WriteString("\n")
+		if ties := tiedDeciles(run.PropensityCalib); len(ties) > 0 {
+			fmt.Fprintf(&b, "Tied predictions (%s, often the lower clip of p_hat, --propensity-clip): the tied rows are split between those deciles in row order.\n\n", strings.Join(ties, "; "))
+		}
 		if calib != "" {
 			fmt.Fprintf(&b, "![propensity calibration](%s)\n\n", calib)
 		}
@@ -226,20 +482,29 @@ func renderRun(run *Run, curveFiles []string, calib string) string {
 	if len(run.StageEpochs) == 0 {
 		b.WriteString("No stage epochs were recorded.\n\n")
 	} else {
-		b.WriteString("| stage | epochs |\n|---|---|\n")
+		b.WriteString("Each stage trains until its early-stopping patience runs out (or the maximum epochs) and keeps the parameters of its saved epoch.\n\n")
+		b.WriteString("| stage | epochs | saved epoch |\n|---|---|---|\n")
 		for _, k := range stageKeys(run) {
-			fmt.Fprintf(&b, "| %s | %d |\n", k, run.StageEpochs[k])
+			saved := "–"
+			for _, c := range run.Curves {
+				if c.Stage == k && c.Best > 0 {
+					saved = fmt.Sprint(c.Best)
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s |\n", k, run.StageEpochs[k], saved)
 		}
 		b.WriteString("\n")
 	}
 
 	if len(run.Curves) > 0 {
 		b.WriteString("## Training curves\n\n")
+		b.WriteString("Mean loss per epoch on the training rows and on the validation rows; the dashed line marks the saved epoch.\n\n")
 		for i, c := range run.Curves {
 			fmt.Fprintf(&b, "### %s\n\n", c.Stage)
-			if e, v, ok := bestVal(c); ok {
-				fmt.Fprintf(&b, "Best validation loss %s at epoch %d.\n\n", fmtNum(v), e)
+			if m := stageMeaning(c.Stage); m != "" {
+				b.WriteString(m + "\n\n")
 			}
+			b.WriteString(savedLine(c, run.MaxEpochs))
 			if curveFiles[i] == "" {
 				b.WriteString("No finite loss values to plot.\n\n")
 				continue
@@ -256,6 +521,39 @@ func renderRun(run *Run, curveFiles []string, calib string) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// savedLine says which epoch a stage kept and its losses there, and
+// whether the stage was still improving when it hit maxEpochs.
+func savedLine(c Curve, maxEpochs int) string {
+	at := func(v []float64, e int) float64 {
+		for i, ep := range c.Epochs {
+			if ep == e && i < len(v) {
+				return v[i]
+			}
+		}
+		return math.NaN()
+	}
+	watch := "validation"
+	if c.MonitorTrain {
+		watch = "training"
+	}
+	if c.Best > 0 {
+		last := 0
+		if len(c.Epochs) > 0 {
+			last = c.Epochs[len(c.Epochs)-1]
+		}
+		s := fmt.Sprintf("Saved epoch %d of %d (early stopping watched the %s loss): validation loss %s, training loss %s.\n\n",
+			c.Best, last, watch, fmtNum(at(c.Val, c.Best)), fmtNum(at(c.Train, c.Best)))
+		if maxEpochs > 0 && c.Best == last && last == maxEpochs {
+			s += fmt.Sprintf("The stage was still improving when it reached the most epochs allowed (%d, --max-epochs): more epochs may give a better model.\n\n", maxEpochs)
+		}
+		return s
+	}
+	if e, v, ok := bestVal(c); ok {
+		return fmt.Sprintf("Lowest validation loss %s at epoch %d.\n\n", fmtNum(v), e)
+	}
+	return ""
 }
 
 // orderedKeys lists known metrics in table order, then the rest sorted.

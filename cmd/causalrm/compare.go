@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -8,9 +9,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/report"
+	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/trainer"
 )
 
@@ -63,15 +66,38 @@ Writes compare.md, compare.json and a bar chart to the output directory.`,
 	return cmd
 }
 
-// CompareResult is compare.json.
+// CompareResult is compare.json: what was compared (methods, seeds,
+// data, settings) and each method's test metrics per seed.
 type CompareResult struct {
-	Data    DataSpec                     `json:"data"`
-	Seeds   []uint64                     `json:"seeds"`
-	Reduce  string                       `json:"reduce"`
-	Results map[string][]*causal.Metrics `json:"results"` // method -> per seed
-	Rates   map[uint64]*causal.Rates     `json:"flip_rates"`
-	Epochs  map[string][]map[string]int  `json:"epochs"`
-	Seconds float64                      `json:"elapsed_seconds"`
+	Methods  []string                     `json:"methods"`
+	Seeds    []uint64                     `json:"seeds"`
+	Data     compareData                  `json:"data"`
+	Reduce   string                       `json:"reduce"`
+	Settings map[string]any               `json:"settings"` // the job's settings every method shared (method and seed aside)
+	Results  map[string][]*causal.Metrics `json:"results"`  // method -> per seed
+	Rates    map[uint64]*causal.Rates     `json:"flip_rates"`
+	// RatesSource is where the flip rates came from: given (--flip-rates,
+	// job key flip_rates) or estimated (by each seed's noise stage).
+	RatesSource string                      `json:"flip_rates_source,omitempty"`
+	TrueRates   *causal.Rates               `json:"true_flip_rates,omitempty"`
+	Epochs      map[string][]map[string]int `json:"epochs"`
+	Seconds     float64                     `json:"elapsed_seconds"`
+}
+
+// compareData names the data of a comparison: the files as given and
+// each split's file and rows.
+type compareData struct {
+	Train  string         `json:"train"`
+	Val    string         `json:"val,omitempty"`
+	Test   string         `json:"test,omitempty"`
+	Splits []compareSplit `json:"splits"`
+}
+
+type compareSplit struct {
+	Name     string `json:"name"`
+	File     string `json:"file"`
+	Rows     int    `json:"rows"`
+	Observed int    `json:"observed"`
 }
 
 func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds int, force bool) error {
@@ -86,8 +112,19 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 	if err != nil {
 		return err
 	}
-	res := &CompareResult{Data: job.Data, Reduce: job.Reduce, Results: map[string][]*causal.Metrics{},
+	res := &CompareResult{Data: compareData{Train: job.Data.Train, Val: job.Data.Val, Test: job.Data.Test},
+		Reduce: job.Reduce, Results: map[string][]*causal.Metrics{},
 		Rates: map[uint64]*causal.Rates{}, Epochs: map[string][]map[string]int{}}
+	for _, m := range methods {
+		res.Methods = append(res.Methods, string(m))
+	}
+	for _, s := range reportData(ds) {
+		res.Data.Splits = append(res.Data.Splits, compareSplit{Name: s.Name, File: s.File, Rows: s.Rows, Observed: s.Observed})
+	}
+	if res.Settings, err = compareSettings(job); err != nil {
+		return err
+	}
+	res.TrueRates = trueRates(ds.Train)
 	var xexp []int
 	for k := 0; k < nseeds; k++ {
 		cfg := job.Config
@@ -107,6 +144,10 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 		if tr.RatesKnown {
 			r := tr.Rates
 			res.Rates[cfg.Seed] = &r
+			res.RatesSource = "given"
+			if tr.RatesEstimated {
+				res.RatesSource = "estimated"
+			}
 		}
 		for mi, m := range methods {
 			st, err := tr.Reward(ctx, m)
@@ -132,13 +173,13 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 	}
 	res.Seconds = time.Since(start).Seconds()
 	rows := compareRows(methods, res)
-	if err := report.WriteCompare(staging, rows, res.Seeds); err != nil {
+	if err := report.WriteCompare(staging, compareReport(job, ds, res, rows)); err != nil {
 		return err
 	}
 	if err := writeJSON(filepath.Join(staging, "compare.json"), res); err != nil {
 		return err
 	}
-	if err := writeYAML(filepath.Join(staging, "job.yaml"), job); err != nil {
+	if err := writeCompareJob(filepath.Join(staging, "job.yaml"), job, res); err != nil {
 		return err
 	}
 	if err := commitOut(staging, job.Out); err != nil {
@@ -161,15 +202,74 @@ func compareRows(methods []causal.Method, res *CompareResult) []report.CompareRo
 	return rows
 }
 
+// compareReport is what compare.md shows.
+func compareReport(job *Job, ds *shard.Dataset, res *CompareResult, rows []report.CompareRow) *report.Comparison {
+	c := &report.Comparison{Rows: rows, Seeds: res.Seeds, Data: reportData(ds), Settings: reportSettings(job.Config, false),
+		JobFile: "job.yaml", JSONFile: "compare.json"}
+	for _, s := range res.Seeds {
+		if r := res.Rates[s]; r != nil {
+			c.FlipRates = append(c.FlipRates, report.SeedRates{Seed: s, Rates: report.FlipRates{Rho01: r.Rho01, Rho10: r.Rho10}, Source: res.RatesSource})
+		}
+	}
+	if r := res.TrueRates; r != nil {
+		c.TrueRates = &report.FlipRates{Rho01: r.Rho01, Rho10: r.Rho10}
+	}
+	return c
+}
+
+// compareSettings are the job's settings as compare.json lists them: its
+// training configuration's keys, less the method and the seed (compare
+// has several) and the threads (they do not change the result).
+func compareSettings(job *Job) (map[string]any, error) {
+	raw, err := json.Marshal(job.Config)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "method")
+	delete(m, "seed")
+	delete(m, "threads")
+	return m, nil
+}
+
+// writeCompareJob writes a comparison's job.yaml: the job file it ran
+// (so that compare --config job.yaml runs it again), headed by the
+// methods and seeds it compared, with the method and seed keys marked as
+// what compare does with them.
+func writeCompareJob(path string, job *Job, res *CompareResult) error {
+	var doc yaml.Node
+	if err := doc.Encode(job); err != nil {
+		return err
+	}
+	seeds := make([]string, len(res.Seeds))
+	for i, s := range res.Seeds {
+		seeds[i] = fmt.Sprint(s)
+	}
+	doc.HeadComment = fmt.Sprintf("causalrm compare: methods %s; seeds %s.\nThis is the job file every method and seed ran with; run it again with\n  causalrm compare --config job.yaml --methods %s --seeds %d --out DIR",
+		strings.Join(res.Methods, ", "), strings.Join(seeds, ", "), strings.Join(res.Methods, ","), len(res.Seeds))
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		switch doc.Content[i].Value {
+		case "method":
+			doc.Content[i+1].LineComment = "not used by compare: it trains each of the methods above"
+		case "seed":
+			doc.Content[i+1].LineComment = fmt.Sprintf("the first seed: compare ran seeds %s", strings.Join(seeds, ", "))
+		}
+	}
+	return writeYAML(path, &doc)
+}
+
 func printCompare(w io.Writer, job *Job, res *CompareResult, rows []report.CompareRow) {
-	fmt.Fprintf(w, "%s: %d seeds %v, reduce %s, %.0fs\n\n", job.Data.Train, len(res.Seeds), res.Seeds, res.Reduce, res.Seconds)
+	fmt.Fprintf(w, "%s: methods %s, %d seeds %v, reduce %s, %.0fs\n\n", job.Data.Train, strings.Join(res.Methods, ","), len(res.Seeds), res.Seeds, res.Reduce, res.Seconds)
 	fmt.Fprint(w, report.FormatCompareTable(rows))
 	for _, s := range res.Seeds {
 		if r := res.Rates[s]; r != nil {
-			fmt.Fprintf(w, "seed %d flip rates: rho01 %.4f rho10 %.4f\n", s, r.Rho01, r.Rho10)
+			fmt.Fprintf(w, "seed %d flip rates (%s): rho01 %.4f rho10 %.4f\n", s, res.RatesSource, r.Rho01, r.Rho10)
 		}
 	}
-	fmt.Fprintf(w, "wrote %s\n", job.Out)
+	fmt.Fprintf(w, "wrote %s (report: %s)\n", job.Out, filepath.Join(job.Out, report.CompareFile))
 }
 
 // compareETA is the elapsed time and, from the second seed on, the time

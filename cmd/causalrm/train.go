@@ -184,6 +184,7 @@ func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) 
 type outcome struct {
 	tr *trainer.Trainer
 	rm *RunMetrics
+	ds *shard.Dataset // the data it trained on (the report names its splits)
 }
 
 // trainJob trains every stage of the job's method and scores the test
@@ -223,7 +224,7 @@ func finishJob(ctx context.Context, job *Job, ds *shard.Dataset, tr *trainer.Tra
 	}
 	fillAux(rm, tr, ds)
 	rm.Warnings = runWarnings(tr, rm.Stages)
-	return &outcome{tr: tr, rm: rm}, nil
+	return &outcome{tr: tr, rm: rm, ds: ds}, nil
 }
 
 // writeOutputs writes the models, metrics.json, job.yaml and the report.
@@ -243,7 +244,7 @@ func writeOutputs(dir string, o *outcome, job *Job, start time.Time) error {
 	if err := writeYAML(filepath.Join(dir, "job.yaml"), job); err != nil {
 		return err
 	}
-	return report.Write(dir, reportRun(o.rm, o.tr))
+	return report.Write(dir, reportRun(o.rm, o.tr, job, o.ds))
 }
 
 // trueRates reads the flip rates a generated dataset records in its clean
@@ -351,20 +352,33 @@ func writeYAML(path string, v any) error {
 	})
 }
 
-func reportRun(rm *RunMetrics, tr *trainer.Trainer) *report.Run {
+// reportRun gathers what report.md shows: the run's metrics, the data's
+// splits (ds; nil: not named), the settings of job and the command that
+// trains the naive baseline beside it.
+func reportRun(rm *RunMetrics, tr *trainer.Trainer, job *Job, ds *shard.Dataset) *report.Run {
 	run := &report.Run{Method: rm.Method, Seed: rm.Seed, ObservedShare: rm.ObservedShare,
 		StageEpochs: map[string]int{}, Test: map[string]float64{}, PropensityValMSE: math.NaN(),
-		Elapsed: time.Duration(rm.ElapsedSeconds * float64(time.Second))}
+		Elapsed: time.Duration(rm.ElapsedSeconds * float64(time.Second)), Data: reportData(ds)}
+	cfg := tr.Config()
+	if job != nil {
+		cfg = job.Config
+		run.JobFile = "job.yaml"
+		run.BaselineCommand = baselineCommand(job)
+	}
+	run.Settings = reportSettings(cfg, true)
+	run.MaxEpochs = cfg.MaxEpochs
 	for _, s := range rm.Stages {
 		ep := make([]int, len(s.Train))
 		for i := range ep {
 			ep[i] = i + 1
 		}
-		run.Curves = append(run.Curves, report.Curve{Stage: s.Name, Epochs: ep, Train: s.Train, Val: s.Val})
+		run.Curves = append(run.Curves, report.Curve{Stage: s.Name, Epochs: ep, Train: s.Train, Val: s.Val, Best: s.BestEpoch,
+			MonitorTrain: strings.HasPrefix(s.Name, trainer.StageReward+"/") && cfg.Monitor == "train"})
 		run.StageEpochs[s.Name] = s.Epochs
 	}
 	if rm.FlipRates != nil {
 		run.FlipRates = &report.FlipRates{Rho01: rm.FlipRates.Rho01, Rho10: rm.FlipRates.Rho10}
+		run.FlipRatesSource = rm.FlipRatesSource
 	}
 	if rm.TrueFlipRates != nil {
 		run.TrueRates = &report.FlipRates{Rho01: rm.TrueFlipRates.Rho01, Rho10: rm.TrueFlipRates.Rho10}
@@ -373,7 +387,7 @@ func reportRun(rm *RunMetrics, tr *trainer.Trainer) *report.Run {
 		run.PropensityValMSE = *rm.PropensityValMSE
 	}
 	for _, b := range rm.PropensityCalib {
-		run.PropensityCalib = append(run.PropensityCalib, report.CalibBin{MeanPred: b.MeanPred, ObsRate: b.ObsRate, N: b.N})
+		run.PropensityCalib = append(run.PropensityCalib, report.CalibBin{Lo: b.Lo, Hi: b.Hi, MeanPred: b.MeanPred, ObsRate: b.ObsRate, N: b.N})
 	}
 	if t := rm.Test; t != nil {
 		run.Test = map[string]float64{"r2": t.R2, "mae": t.MAE, "rmse": t.RMSE, "auroc": t.AUROC, "pearson": t.Pearson}
@@ -393,6 +407,7 @@ func printSummary(w io.Writer, out string, rm *RunMetrics) {
 		fmt.Fprintf(w, "test: R2 %.4f  MAE %.4f  RMSE %.4f  AUROC %.4f  Pearson %.4f\n", t.R2, t.MAE, t.RMSE, t.AUROC, t.Pearson)
 	}
 	fmt.Fprintf(w, "reward model sha256 %s\n", rm.RewardSHA256)
+	fmt.Fprintf(w, "report: %s\n", filepath.Join(out, "report.md"))
 }
 
 func removeAll(dir string) { _ = os.RemoveAll(dir) }
