@@ -47,6 +47,12 @@ MUTANT_SEED ?= 1
 mutants:
 	scripts/mutants.sh $(MUTANT_SEED)
 
+# Fault injection (docs/chaos.md): a short matrix of every fault kind
+# against a real job on 127.0.0.1; chaos.md, chaos.json, timeline.png in runs/chaos.
+.PHONY: chaos
+chaos: build
+	$(BIN) chaos --runs 12 --seed 1 --out runs/chaos
+
 # Everything under the race detector (pure-Go BLAS; collective takes ~1 min).
 test-race:
 	$(GO) test -race -count=1 ./...

@@ -63,6 +63,7 @@ func newRoot() *cobra.Command {
 	root.SetVersionTemplate("causalrm {{.Version}}\n")
 	root.AddCommand(trainCmd(), compareCmd(), evalCmd(), simulateCmd(), versionCmd(), benchCmd(), workerCmd(),
 		coordinatorCmd(), submitCmd(), statusCmd())
+	root.AddCommand(chaosCmd())
 	// An unknown command gets cobra's "Did you mean this?" (on by default;
 	// set here so that it stays on); an unknown flag or a bad flag value
 	// gets flagError's message.

@@ -1,0 +1,277 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Injected is a fault as it happened.
+type Injected struct {
+	Kind Kind `json:"kind"`
+	// PlannedS is when it was planned, AtS when it struck: seconds after
+	// the first committed step (negative: before it).
+	PlannedS  float64  `json:"planned_s"`
+	AtS       float64  `json:"at_s"`
+	DurationS float64  `json:"duration_s,omitempty"`
+	Targets   []string `json:"targets,omitempty"`
+	// Skipped says why it did not strike (the job was over, nobody was
+	// eligible).
+	Skipped string `json:"skipped,omitempty"`
+	// StepAt is the committed global step when it struck.
+	StepAt uint64 `json:"step_at"`
+	// RecoveryS is the time from the fault to the next committed step it
+	// could not have preceded (monitor.go, recovery); nil when none came.
+	RecoveryS *float64 `json:"recovery_s"`
+	// StepsRedone is the committed steps undone by a rewind to a
+	// checkpoint after it.
+	StepsRedone uint64 `json:"steps_redone"`
+
+	at time.Time
+}
+
+func (in *Injected) String() string {
+	s := string(in.Kind)
+	if len(in.Targets) > 0 {
+		s += " " + strings.Join(in.Targets, ",")
+	}
+	if in.Skipped != "" {
+		return s + fmt.Sprintf(" @%.1fs skipped (%s)", in.PlannedS, in.Skipped)
+	}
+	s += fmt.Sprintf(" @%.1fs", in.AtS)
+	if in.DurationS > 0 {
+		s += fmt.Sprintf(" for %.1fs", in.DurationS)
+	}
+	return s
+}
+
+// sleepCtx sleeps d or until ctx ends; it reports whether it slept d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// choose picks n distinct processes among cands, the target first when it
+// is one of them; the draw is the fault's own.
+func choose(rng *rand.Rand, cands []*proc, n int, target string) []*proc {
+	var out []*proc
+	rest := append([]*proc(nil), cands...)
+	if target != "" {
+		for i, p := range rest {
+			if p.name == target {
+				out = append(out, p)
+				rest = append(rest[:i], rest[i+1:]...)
+				break
+			}
+		}
+	}
+	for len(out) < n && len(rest) > 0 {
+		i := rng.IntN(len(rest))
+		out = append(out, rest[i])
+		rest = append(rest[:i], rest[i+1:]...)
+	}
+	return out
+}
+
+func running(ps []*proc) []*proc {
+	var out []*proc
+	for _, p := range ps {
+		if !p.isStopped() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// inject strikes fault f now. ctx ends early when the job is over: a
+// fault that lasts (a pause, a coordinator's downtime, a cut) then ends at
+// once, restoring what it broke.
+func (r *runState) inject(ctx context.Context, f Fault, in *Injected) {
+	c := r.cl
+	rng := pickRand(f)
+	in.at = time.Now()
+	in.StepAt = r.mon.step()
+	name := func(ps []*proc) []string {
+		var s []string
+		for _, p := range ps {
+			s = append(s, p.name)
+		}
+		return s
+	}
+	kill := func(ps []*proc, why string) {
+		for _, p := range ps {
+			_ = p.signal(syscall.SIGKILL, why)
+			c.ev.add(p.name, "kill", why)
+		}
+	}
+	switch f.Kind {
+	case KillWorker, KillWorkers:
+		n := 1
+		if f.Kind == KillWorkers {
+			n = 2
+		}
+		ps := choose(rng, c.workers(), n, f.Target)
+		if len(ps) == 0 {
+			in.Skipped = "no live worker"
+			return
+		}
+		in.Targets = name(ps)
+		kill(ps, "kill -9 ("+string(f.Kind)+")")
+	case PauseWorker:
+		ps := choose(rng, running(c.workers()), 1, f.Target)
+		if len(ps) == 0 {
+			in.Skipped = "no running worker"
+			return
+		}
+		in.Targets, in.DurationS = name(ps), f.Duration.Seconds()
+		r.pause(ctx, ps[0], f.Duration)
+	case KillLeader, KillFollower:
+		i := r.pickCoordinator(rng, f)
+		if i < 0 {
+			in.Skipped = "no such coordinator"
+			return
+		}
+		p := c.coordinator(i)
+		in.Targets, in.DurationS = []string{p.name}, f.Duration.Seconds()
+		kill([]*proc{p}, "kill -9 ("+string(f.Kind)+")")
+		<-p.done
+		sleepCtx(ctx, f.Duration)
+		if err := c.startCoordinator(i); err != nil {
+			r.failf("restarting %s: %v", p.name, err)
+		}
+		c.logf("%s restarted with its data directory", p.name)
+	case RestartWorkers:
+		ps := c.workers()
+		if len(ps) == 0 {
+			in.Skipped = "no live worker"
+			return
+		}
+		in.Targets = name(ps)
+		kill(ps, "kill -9 (restart-workers)")
+	case JoinLeaveStorm:
+		r.storm(ctx, rng, f, in)
+	case PartitionCoordinator:
+		i := r.pickCoordinator(rng, f)
+		if i < 0 {
+			in.Skipped = "no such coordinator"
+			return
+		}
+		name := fmt.Sprintf("c%d", i)
+		in.Targets, in.DurationS = []string{name}, f.Duration.Seconds()
+		c.proxies[i].partition(true)
+		c.ev.add(name, "cut", "")
+		sleepCtx(ctx, f.Duration)
+		c.proxies[i].partition(false)
+		c.ev.add(name, "heal", "")
+		c.logf("%s reachable again", name)
+	}
+}
+
+// pickCoordinator is the coordinator a kill-leader, kill-follower or
+// partition-coordinator hits: the target when given ("leader" or c<i>),
+// else the leader (kill-leader, partition-coordinator) or a follower.
+func (r *runState) pickCoordinator(rng *rand.Rand, f Fault) int {
+	c := r.cl
+	if f.Target != "" && f.Target != "leader" {
+		for i := range c.coords {
+			if fmt.Sprintf("c%d", i) == f.Target && !c.coordinator(i).exited() {
+				return i
+			}
+		}
+		return -1
+	}
+	leader := r.mon.leader()
+	if f.Kind == KillLeader || f.Kind == PartitionCoordinator || f.Target == "leader" {
+		for i := range c.coords {
+			if fmt.Sprintf("c%d", i) == leader && !c.coordinator(i).exited() {
+				return i
+			}
+		}
+		return -1
+	}
+	var cands []int
+	for i := range c.coords {
+		if fmt.Sprintf("c%d", i) != leader && !c.coordinator(i).exited() {
+			cands = append(cands, i)
+		}
+	}
+	if len(cands) == 0 {
+		return -1
+	}
+	return cands[rng.IntN(len(cands))]
+}
+
+// pause SIGSTOPs p for d (or until ctx ends) and then continues it.
+func (r *runState) pause(ctx context.Context, p *proc, d time.Duration) {
+	if p.signal(syscall.SIGSTOP, "") != nil {
+		return
+	}
+	r.cl.ev.add(p.name, "stop", "")
+	sleepCtx(ctx, d)
+	if p.signal(syscall.SIGCONT, "") == nil {
+		r.cl.ev.add(p.name, "cont", "")
+		r.cl.logf("%s continued after %.1fs", p.name, d.Seconds())
+	}
+}
+
+// storm starts 2 or 3 workers, 200 ms apart, then within f.Duration sends
+// as many SIGTERMs (graceful leaves) to running workers drawn at random,
+// never the last one.
+func (r *runState) storm(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
+	c := r.cl
+	k := 2 + rng.IntN(2)
+	in.DurationS = f.Duration.Seconds()
+	leaves := make([]time.Duration, k)
+	for i := range leaves {
+		leaves[i] = time.Duration(rng.Int64N(int64(f.Duration)))
+	}
+	picks := make([]uint64, k)
+	for i := range picks {
+		picks[i] = rng.Uint64()
+	}
+	for i := 0; i < k; i++ {
+		p, err := c.startWorker()
+		if err != nil {
+			r.failf("storm: %v", err)
+			return
+		}
+		in.Targets = append(in.Targets, "+"+p.name)
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return
+		}
+	}
+	start := time.Now()
+	for i, at := range sortedDurations(leaves) {
+		if !sleepCtx(ctx, time.Until(start.Add(at))) {
+			return
+		}
+		ps := running(c.workers())
+		if len(ps) < 2 {
+			continue
+		}
+		p := ps[picks[i]%uint64(len(ps))]
+		if p.signal(syscall.SIGTERM, "SIGTERM (join-leave-storm)") == nil {
+			c.ev.add(p.name, "term", "")
+			in.Targets = append(in.Targets, "-"+p.name)
+		}
+	}
+}
+
+func sortedDurations(d []time.Duration) []time.Duration {
+	out := append([]time.Duration(nil), d...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j] < out[j-1]; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
