@@ -146,18 +146,28 @@ func (r *Ring) Seq() uint64 {
 // serving this ring to end. A Ring made by New stops its server too; one
 // made by Host.Ring leaves the host serving. It is safe to call more than
 // once; calls in flight return ErrClosed.
-func (r *Ring) Close() error {
+func (r *Ring) Close() error { return r.close(r.cfg.CloseTimeout) }
+
+// Abort is Close without the flush: for a ring a member crashed out of,
+// whose queued segments belong to a call that will not complete (and
+// whose successor may be the dead member, which a flush would wait for
+// until CloseTimeout).
+func (r *Ring) Abort() error { return r.close(0) }
+
+func (r *Ring) close(flush time.Duration) error {
 	r.closeOnce.Do(func() {
 		r.host.forget(r)
 		close(r.closing)
 		r.out.close()
-		t := time.NewTimer(r.cfg.CloseTimeout)
-		select {
-		case <-r.senderDone:
-		case <-t.C:
-			r.log.Warn("collective: close: flush to successor timed out")
+		if flush > 0 {
+			t := time.NewTimer(flush)
+			select {
+			case <-r.senderDone:
+			case <-t.C:
+				r.log.Warn("collective: close: flush to successor timed out")
+			}
+			t.Stop()
 		}
-		t.Stop()
 		r.cancel()
 		<-r.senderDone
 		if r.owner {

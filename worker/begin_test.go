@@ -3,8 +3,11 @@ package worker
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/causalrm/causalrm/coordinator/state"
 )
 
 // The start deadlock: a member of the start generation that first looks
@@ -76,5 +79,122 @@ func TestBeginJoinerGivesUpNamingTheGeneration(t *testing.T) {
 	}
 	if d := time.Since(start); d > 15*time.Second {
 		t.Fatalf("gave up after %v", d)
+	}
+}
+
+// A second crash during the reconciliation of a first one ends the
+// settlement at once (as a crash ends any call in flight), instead of the
+// survivor waiting for the dead member until its operation timeout: a and
+// c survive b's crash, a opens the new ring and settles, c dies before it
+// answers, and the generation that removes c arrives. a then finishes with
+// the one-process bits, long before the 20 s operation timeout.
+func TestCrashDuringReconciliation(t *testing.T) {
+	want := referenceModel(t)
+	fc := newFakeCoord()
+	shards := elasticConfig().Shards
+	lis, addrs := listeners(t, "a", "b", "c")
+	nodes := map[string]*elasticNode{}
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id] = startNode(t, fc, id, lis[id])
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.e.Close()
+			n.host.Close()
+		}
+	}()
+	crash := func(id string) {
+		nodes[id].cancel()
+		nodes[id].host.Close()
+	}
+	var once, second sync.Once
+	var crashedAt time.Time
+	nodes["a"].e.Activation = func(g state.Generation) {
+		if g.Number == 2 { // a is on the ring of {a, c}: c dies before settling
+			second.Do(func() {
+				crash("c")
+				go fc.commit([]string{"a"}, addrs, shards, "crash:c")
+			})
+		}
+	}
+	fc.onReport = func(p state.Progress) {
+		if p.WorkerID == "a" && p.GlobalStep >= 20 {
+			once.Do(func() {
+				crashedAt = time.Now()
+				crash("b")
+				fc.commit([]string{"a", "c"}, addrs, shards, "crash:b")
+			})
+		}
+	}
+	ctx := context.Background()
+	fc.commit([]string{"a", "b", "c"}, addrs, shards, "start")
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id].run(ctx)
+	}
+	if err := <-nodes["a"].done; err != nil {
+		t.Fatalf("a: %v", err)
+	}
+	<-nodes["b"].done
+	<-nodes["c"].done
+	if crashedAt.IsZero() {
+		t.Fatal("training ended before the crashes")
+	}
+	if d := time.Since(crashedAt); d > 15*time.Second {
+		t.Fatalf("a finished %v after the crashes: the settlement waited for the dead member", d)
+	}
+	if err := sameBits(nodes["a"].model, want); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two joins in quick succession: the ring switches to the first join's
+// generation (the newest its member has seen), and a joiner that already
+// sees the second must take the state published for the first, not wait
+// for one of the second, which only its own ring could publish. Found by
+// causalrm chaos (two replacements 56 ms apart: the ring stood still 30 s,
+// then reconciled).
+func TestJoinAfterANewerJoinTakesTheRingsGeneration(t *testing.T) {
+	want := referenceModel(t)
+	fc := newFakeCoord()
+	shards := elasticConfig().Shards
+	lis, addrs := listeners(t, "a", "b", "c")
+	nodes := map[string]*elasticNode{}
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id] = startNode(t, fc, id, lis[id])
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.e.Close()
+			n.host.Close()
+		}
+	}()
+	var once sync.Once
+	nodes["a"].e.Activation = func(g state.Generation) {
+		if g.Number == 2 { // a's ring is now {a, b}; c joins before b looks
+			once.Do(func() { fc.commit([]string{"a", "b", "c"}, addrs, shards, "join:c") })
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fc.commit([]string{"a"}, addrs, shards, "start")
+	nodes["a"].run(ctx)
+	fc.commit([]string{"a", "b"}, addrs, shards, "join:b")
+	deadline := time.Now().Add(10 * time.Second)
+	for nodes["b"].e.gens.newest() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	nodes["b"].run(ctx)
+	nodes["c"].run(ctx)
+	start := time.Now()
+	for _, id := range []string{"a", "b", "c"} {
+		if err := <-nodes[id].done; err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if err := sameBits(nodes[id].model, want); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("the job took %v after the joins: a joiner waited for a state nobody could publish", d)
 	}
 }

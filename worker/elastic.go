@@ -159,7 +159,14 @@ func (e *Elastic) openRing(g state.Generation) error {
 	var residual []float32 // this worker's error feedback goes with it
 	if e.ring != nil {
 		residual = e.ring.Residual()
-		e.ring.Close()
+		if isCrash(g) || isStart(g) {
+			// A member crashed out of the old ring: what it queued belongs
+			// to a call that will not complete, and its successor may be
+			// the dead member. Do not wait to flush it.
+			e.ring.Abort()
+		} else {
+			e.ring.Close()
+		}
 		e.ring = nil
 	}
 	if e.handed != nil {

@@ -140,11 +140,22 @@ func (w *generations) ringIs(n uint64) {
 }
 
 // inFlight records the cancel of the collective call in flight (nil: the
-// call is over).
+// call is over). A crash generation newer than the ring's that is already
+// known ends the call at once: it arrived before the call began, and the
+// call would wait for the dead member until its timeout.
 func (w *generations) inFlight(cancel context.CancelFunc) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.abort = cancel
-	w.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	for n := w.ring + 1; n <= w.latest; n++ {
+		if g, ok := w.byNum[n]; ok && isCrash(g) {
+			cancel()
+			return
+		}
+	}
 }
 
 // isCrash reports a generation that removes members the coordinator found
@@ -161,4 +172,25 @@ func (w *generations) get(n uint64) (state.Generation, bool) {
 	defer w.mu.Unlock()
 	g, ok := w.byNum[n]
 	return g, ok
+}
+
+// listing is every generation seen since the newest start generation that
+// lists id, newest first: the generations a joiner may enter the ring at.
+func (w *generations) listing(id string) []state.Generation {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []state.Generation
+	for n := w.latest; n > 0; n-- {
+		g, ok := w.byNum[n]
+		if !ok {
+			continue
+		}
+		if g.Index(id) >= 0 {
+			out = append(out, g)
+		}
+		if isStart(g) {
+			break
+		}
+	}
+	return out
 }

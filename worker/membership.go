@@ -31,7 +31,8 @@ type CheckpointSource interface {
 //     step boundary, where this worker serves the state like any member.
 //   - Any other worker is new to the ring: it takes the state a member of
 //     the ring publishes at the step boundary where the ring switches to a
-//     generation that lists it.
+//     generation that lists it (any such generation, not only the newest:
+//     the ring switches to the newest its members have seen).
 //
 // Either way it waits at most wait; past it Begin fails, naming the
 // generation and what it waited for.
@@ -45,8 +46,8 @@ func (e *Elastic) Begin(ctx context.Context, wait time.Duration, ckpt func(ctx c
 		if s, ok := e.heldSinceStart(); ok {
 			return e.beginAt(ctx, s, ckpt)
 		}
-		// A join may be overtaken by a newer generation (more joins, or a
-		// restart): the newest one decides.
+		// The newest generation must still list this worker (a restart or
+		// a crash generation may have dropped it).
 		g, err := e.gens.wait(ctx, wait, func(state.Generation) bool { return true })
 		if err != nil {
 			return err
@@ -54,10 +55,18 @@ func (e *Elastic) Begin(ctx context.Context, wait time.Duration, ckpt func(ctx c
 		if g.Index(e.cfg.ID) < 0 {
 			return fmt.Errorf("%w: generation %d (%s)", ErrRemoved, g.Number, g.Cause)
 		}
-		if ok, err := e.fetchState(ctx, g); err != nil {
-			return err
-		} else if ok {
-			return e.openRing(g)
+		// The ring switches, at a boundary, to the newest generation its
+		// members have seen, which need not be the newest there is (two
+		// joins in quick succession): take the state published for any
+		// generation that lists this worker, newest first, and open that
+		// generation's ring; the ring moves on to newer ones at its next
+		// boundary.
+		for _, c := range e.gens.listing(e.cfg.ID) {
+			if ok, err := e.fetchState(ctx, c); err != nil {
+				return err
+			} else if ok {
+				return e.openRing(c)
+			}
 		}
 		tried = append(tried[:0], memberIDs(g, e.cfg.ID)...)
 		if time.Now().After(deadline) {

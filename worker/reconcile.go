@@ -99,7 +99,14 @@ func (e *Elastic) reconcile(ctx context.Context, n int, cause error) ([]int64, e
 		if err := e.openRing(g); err != nil {
 			return nil, err
 		}
-		res, err := e.settle(ctx, n)
+		// A newer crash (another member lost during the reconciliation)
+		// ends the settlement as it ends any call: it would wait for the
+		// dead member until its timeout.
+		sctx, cancel := context.WithCancel(ctx)
+		e.gens.inFlight(cancel)
+		res, err := e.settle(sctx, n)
+		e.gens.inFlight(nil)
+		cancel()
 		if err == nil {
 			return res, nil
 		}
