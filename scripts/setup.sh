@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
-pkgs="build-essential pkg-config libopenblas-dev"
+# chromium: the status page's browser test (TestStatusPageInBrowser)
+pkgs="build-essential pkg-config libopenblas-dev chromium"
 if [ "${1:-}" = "--bench" ]; then
   pkgs="$pkgs python3 python3-numpy python3-torch libopenblas0"
 fi

@@ -29,7 +29,7 @@ import (
 // one slot.
 const workerRestarts = 3
 
-func runElastic(ctx context.Context, job *Job, n int, devs *workerDevices, force bool, stdout, log io.Writer) error {
+func runElastic(ctx context.Context, job *Job, n int, devs *workerDevices, force bool, statusAddr string, stdout, log io.Writer) error {
 	staging, wjob, err := stageWorkers(job, n, force, log)
 	if err != nil {
 		return err
@@ -66,6 +66,12 @@ func runElastic(ctx context.Context, job *Job, n int, devs *workerDevices, force
 		return err
 	}
 	defer node.Close()
+	// --status-addr: the live status page (statuspage.go), stopped first.
+	stopStatus, err := startStatusPage(statusAddr, node, log)
+	if err != nil {
+		return err
+	}
+	defer stopStatus()
 	addr := grpcLis.Addr().String()
 	client, err := coordinator.Dial(ctx, coordinator.ClientConfig{Addrs: []string{addr}, Token: token, Timeout: 30 * time.Second})
 	if err != nil {

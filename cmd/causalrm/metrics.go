@@ -33,16 +33,17 @@ func startWorkerMetrics(addr string, logger *slog.Logger) (m *worker.Metrics, st
 }
 
 // startCoordinatorMetrics serves a coordinator's --metrics-addr ("":
-// nothing); stop shuts the server down.
+// nothing), its status page included; stop shuts the server down.
 func startCoordinatorMetrics(addr string, node *coordinator.Node, logger *slog.Logger) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
-	reg := telemetry.NewRegistry()
-	if err := node.RegisterMetrics(reg); err != nil {
+	srv, stop, err := serveCoordinator(addr, node, logger) // with the status page (statuspage.go)
+	if err != nil {
 		return nil, err
 	}
-	return serveMetrics(addr, reg, node.Ready, logger)
+	logger.Info("serving metrics", "addr", srv.Addr(), "status_page", "http://"+srv.Addr()+"/status")
+	return stop, nil
 }
 
 func serveMetrics(addr string, reg prometheus.Gatherer, ready telemetry.ReadyFunc, logger *slog.Logger) (func(), error) {

@@ -31,6 +31,7 @@ func trainCmd() *cobra.Command {
 	var workers int
 	var codec string
 	var dev deviceFlags
+	var statusAddr string
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train a CausalRM reward model (all stages) and write it with its metrics and report",
@@ -95,6 +96,9 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 			if err := checkOut(job.Out, f.force, jobInputs(job, f.config)); err != nil {
 				return err
 			}
+			if err := checkStatusAddr(statusAddr, workers, job.Reduce); err != nil {
+				return err
+			}
 			if workers > 0 {
 				// The workers open their own devices; check the GPUs
 				// here so that a missing one fails before any starts.
@@ -103,7 +107,7 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 				}
 				wd := &workerDevices{flags: &dev, devs: devs}
 				if job.Reduce == "exact" {
-					return runElastic(cmd.Context(), job, workers, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+					return runElastic(cmd.Context(), job, workers, wd, f.force, statusAddr, cmd.OutOrStdout(), cmd.ErrOrStderr())
 				}
 				return runCluster(cmd.Context(), job, workers, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
@@ -118,6 +122,7 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 	}
 	addJobFlags(cmd, &f, true)
 	cmd.Flags().IntVar(&workers, "workers", 0, "train with N worker processes on 127.0.0.1 (ring all-reduce); 0: in this process")
+	cmd.Flags().StringVar(&statusAddr, "status-addr", "", statusAddrUsage)
 	cmd.Flags().StringVar(&codec, "codec", "", "with --workers: all-reduce wire codec none, s2 (default), zstd (exact), or fp16, int8 (lossy with error feedback, needs --reduce fast)")
 	dev.add(cmd.Flags())
 	cmd.Flags().Lookup("device").Usage = deviceUsage + "; with --workers a comma-separated list, one device per worker in turn (--workers 2 --device cuda,cpu: worker 0 on the GPU, worker 1 on the CPU)"

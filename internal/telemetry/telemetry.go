@@ -35,11 +35,21 @@ func NewRegistry() *prometheus.Registry {
 // is not (the body of /readyz's 503).
 type ReadyFunc func() error
 
+// Route is an extra page served beside /metrics (a ServeMux pattern and
+// its handler), such as a coordinator's status page.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
 // Handler serves /metrics from g, /healthz (200 while the process serves)
 // and /readyz (200 when ready reports nil, 503 with the reason otherwise;
-// a nil ready is always ready).
-func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
+// a nil ready is always ready), and the extra routes.
+func Handler(g prometheus.Gatherer, ready ReadyFunc, extra ...Route) http.Handler {
 	mux := http.NewServeMux()
+	for _, r := range extra {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -68,14 +78,14 @@ type Server struct {
 }
 
 // Serve listens on addr (host:port; ":9090" binds every interface) and
-// serves Handler(g, ready) until Close.
-func Serve(addr string, g prometheus.Gatherer, ready ReadyFunc, log *slog.Logger) (*Server, error) {
+// serves Handler(g, ready, extra...) until Close.
+func Serve(addr string, g prometheus.Gatherer, ready ReadyFunc, log *slog.Logger, extra ...Route) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	s := &Server{lis: lis, done: make(chan struct{}),
-		srv: &http.Server{Handler: Handler(g, ready), ReadHeaderTimeout: 10 * time.Second}}
+		srv: &http.Server{Handler: Handler(g, ready, extra...), ReadHeaderTimeout: 10 * time.Second}}
 	if log != nil {
 		s.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	}
