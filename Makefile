@@ -28,6 +28,7 @@ test: vet
 	GOEXPERIMENT= $(GO) test -count=1 ./nn/... ./trainer/...
 	$(GO) test -race -count=1 ./nn/... ./trainer/... ./worker/...
 	scripts/fuzz.sh 10s
+	$(MAKE) chaos-ci
 
 # Hostile input (docs/reliability.md). Every fuzz target for FUZZTIME each
 # (crashers land in testdata/fuzz/ and are replayed by go test from then on):
@@ -52,6 +53,15 @@ mutants:
 .PHONY: chaos
 chaos: build
 	$(BIN) chaos --runs 12 --seed 1 --out runs/chaos
+
+# What CI runs on every change: 6 runs of randomly drawn faults, the seed
+# taken from the commit (each change a new draw, every draw replayable with
+# the seed it prints).
+CHAOS_SEED ?= $(shell git rev-parse --short=7 HEAD 2>/dev/null | od -An -tu4 -N4 | tr -d ' ' || echo 1)
+.PHONY: chaos-ci
+chaos-ci: build
+	rm -rf $${TMPDIR:-/tmp}/causalrm-chaos-ci
+	timeout -k 10 900 $(BIN) chaos --runs 6 --seed $(CHAOS_SEED) --out $${TMPDIR:-/tmp}/causalrm-chaos-ci
 
 # Everything under the race detector (pure-Go BLAS; collective takes ~1 min).
 test-race:
