@@ -12,7 +12,7 @@
 //
 // Files: config.go (settings, fault kinds, scenario files), plan.go (the
 // faults drawn from a seed), proc.go and cluster.go (processes, the
-// controller that replaces dead workers), proxy.go (the TCP proxy),
+// controller that replaces dead workers; the TCP proxy is internal/tcpproxy),
 // faults.go (injecting each kind), monitor.go (the coordinators' status
 // over time, recovery times), run.go (one run and its oracle), stall.go
 // (the stall report), reference.go (the one-process reference), report.go

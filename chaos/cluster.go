@@ -18,6 +18,7 @@ import (
 
 	"github.com/causalrm/causalrm/coordinator"
 	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/tcpproxy"
 )
 
 // cluster is one run's processes on 127.0.0.1: the coordinator group,
@@ -32,7 +33,7 @@ type cluster struct {
 	ev    *events
 
 	raft, grpc, adv []string
-	proxies         []*proxy
+	proxies         []*tcpproxy.Proxy
 	client          *coordinator.Client // direct to the coordinators (never proxied)
 
 	mu          sync.Mutex
@@ -113,13 +114,13 @@ func startCluster(ctx context.Context, cfg *Config, dir string) (*cluster, error
 	}
 	c.raft, c.grpc = addrs[:n], addrs[n:]
 	for _, a := range c.grpc {
-		p, err := newProxy(a)
+		p, err := tcpproxy.New(a)
 		if err != nil {
 			c.stop()
 			return nil, err
 		}
 		c.proxies = append(c.proxies, p)
-		c.adv = append(c.adv, p.addr())
+		c.adv = append(c.adv, p.Addr())
 	}
 	c.coords = make([]*proc, n)
 	for i := range c.coords {
@@ -396,7 +397,7 @@ func (c *cluster) stop() (leftBehind []string) {
 		c.client.Close()
 	}
 	for _, p := range c.proxies {
-		p.close()
+		p.Close()
 	}
 	return leftBehind
 }

@@ -167,10 +167,10 @@ func (r *runState) inject(ctx context.Context, f Fault, in *Injected) {
 		}
 		name := fmt.Sprintf("c%d", i)
 		in.Targets, in.DurationS = []string{name}, f.Duration.Seconds()
-		c.proxies[i].partition(true)
+		c.proxies[i].Partition(true)
 		c.ev.add(name, "cut", "")
 		sleepCtx(ctx, f.Duration)
-		c.proxies[i].partition(false)
+		c.proxies[i].Partition(false)
 		c.ev.add(name, "heal", "")
 		c.logf("%s reachable again", name)
 	}

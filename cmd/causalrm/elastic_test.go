@@ -20,6 +20,7 @@ import (
 	"github.com/causalrm/causalrm/coordinator"
 	"github.com/causalrm/causalrm/coordinator/state"
 	"github.com/causalrm/causalrm/internal/syncio"
+	"github.com/causalrm/causalrm/internal/tcpproxy"
 )
 
 // The elastic acceptance tests run real processes on 127.0.0.1: the
@@ -77,7 +78,7 @@ type testCluster struct {
 	raft    []string
 	grpc    []string // where the coordinators listen
 	adv     []string // what workers and clients dial: grpc, or a proxy in front of it
-	proxies []*tcpProxy
+	proxies []*tcpproxy.Proxy
 	coords  []*proc
 	mu      sync.Mutex
 	workers map[string]*proc
@@ -134,7 +135,7 @@ func (c *testCluster) startGroup(coordinators int, proxied bool) {
 		for _, a := range c.grpc {
 			p := newTCPProxy(t, a)
 			c.proxies = append(c.proxies, p)
-			c.adv = append(c.adv, p.addr())
+			c.adv = append(c.adv, p.Addr())
 		}
 	}
 	c.coords = make([]*proc, coordinators)
@@ -594,93 +595,14 @@ func TestElasticRefusals(t *testing.T) {
 	}
 }
 
-// tcpProxy forwards TCP connections to target until partitioned: then it
-// drops every connection and refuses new ones, as a network cut would.
-type tcpProxy struct {
-	lis    net.Listener
-	target string
-	mu     sync.Mutex
-	conns  map[net.Conn]bool
-	cut    bool
-	wg     sync.WaitGroup
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// newTCPProxy starts a proxy to target, closed when the test ends.
+func newTCPProxy(t *testing.T, target string) *tcpproxy.Proxy {
+	p, err := tcpproxy.New(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &tcpProxy{lis: l, target: target, conns: map[net.Conn]bool{}}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *tcpProxy) addr() string { return p.lis.Addr().String() }
-
-func (p *tcpProxy) serve() {
-	defer p.wg.Done()
-	for {
-		in, err := p.lis.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			in.Close()
-			continue
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			in.Close()
-			continue
-		}
-		p.conns[in], p.conns[out] = true, true
-		p.mu.Unlock()
-		p.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := src.Read(buf)
-				if n > 0 {
-					if _, werr := dst.Write(buf[:n]); werr != nil {
-						break
-					}
-				}
-				if err != nil {
-					break
-				}
-			}
-			dst.Close()
-			src.Close()
-		}
-		go pipe(out, in)
-		go pipe(in, out)
-	}
-}
-
-// partition cuts every connection through the proxy and refuses new ones;
-// heal lets them through again.
-func (p *tcpProxy) partition(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			c.Close()
-		}
-		p.conns = map[net.Conn]bool{}
-	}
-}
-
-func (p *tcpProxy) close() {
-	p.lis.Close()
-	p.partition(true)
-	p.wg.Wait()
 }
 
 // The raft leader of three is cut off from the workers (its proxy drops
@@ -697,7 +619,7 @@ func TestElasticLeaderPartitionedFromWorkers(t *testing.T) {
 	before := c.waitStatus("step 30", time.Minute, atLeast(30))
 	i := c.coordinatorIndex(before.Leader)
 	start := time.Now()
-	c.proxies[i].partition(true)
+	c.proxies[i].Partition(true)
 	st := c.waitStatus("a new leader the workers reach", time.Minute, func(st coordinator.Status) bool {
 		return st.Leader != "" && st.Leader != before.Leader && st.Watermark.GlobalStep >= before.Watermark.GlobalStep+10
 	})
@@ -706,7 +628,7 @@ func TestElasticLeaderPartitionedFromWorkers(t *testing.T) {
 	if st.Generation.Number != before.Generation.Number {
 		t.Fatalf("the partition changed the generation %d -> %d", before.Generation.Number, st.Generation.Number)
 	}
-	c.proxies[i].partition(false)
+	c.proxies[i].Partition(false)
 	c.finish(out, ref)
 	waitExited(t, w1, w2)
 }

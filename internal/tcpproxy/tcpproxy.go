@@ -1,15 +1,18 @@
-package chaos
+// Package tcpproxy is a user-space TCP proxy that can be cut: fault
+// injection without network namespaces (causalrm chaos, and the tests that
+// cut a coordinator off from its workers).
+package tcpproxy
 
 import (
 	"net"
 	"sync"
 )
 
-// proxy forwards TCP connections to a coordinator's gRPC address. Workers
-// and clients dial the proxy, so a fault can cut the coordinator off from
-// them (every connection dropped, new ones refused) while raft, which
-// does not go through the proxy, still reaches it.
-type proxy struct {
+// Proxy forwards TCP connections from its own address on 127.0.0.1 to a
+// target. Clients dial the proxy, so a fault can cut the target off from
+// them (every connection dropped, new ones refused) while whatever does
+// not go through the proxy still reaches it.
+type Proxy struct {
 	lis    net.Listener
 	target string
 	mu     sync.Mutex
@@ -18,20 +21,22 @@ type proxy struct {
 	wg     sync.WaitGroup
 }
 
-func newProxy(target string) (*proxy, error) {
+// New starts a proxy to target on a free port of 127.0.0.1.
+func New(target string) (*Proxy, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{lis: l, target: target, conns: map[net.Conn]bool{}}
+	p := &Proxy{lis: l, target: target, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
 }
 
-func (p *proxy) addr() string { return p.lis.Addr().String() }
+// Addr is the address clients dial.
+func (p *Proxy) Addr() string { return p.lis.Addr().String() }
 
-func (p *proxy) serve() {
+func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
 		in, err := p.lis.Accept()
@@ -65,7 +70,7 @@ func (p *proxy) serve() {
 	}
 }
 
-func (p *proxy) pipe(dst, src net.Conn) {
+func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
@@ -87,9 +92,9 @@ func (p *proxy) pipe(dst, src net.Conn) {
 	p.mu.Unlock()
 }
 
-// partition cuts every connection through the proxy and refuses new ones
+// Partition cuts every connection through the proxy and refuses new ones
 // (cut true), or lets them through again (cut false).
-func (p *proxy) partition(cut bool) {
+func (p *Proxy) Partition(cut bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = cut
@@ -101,8 +106,9 @@ func (p *proxy) partition(cut bool) {
 	}
 }
 
-func (p *proxy) close() {
+// Close stops the proxy and every connection through it.
+func (p *Proxy) Close() {
 	p.lis.Close()
-	p.partition(true)
+	p.Partition(true)
 	p.wg.Wait()
 }
