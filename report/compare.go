@@ -208,14 +208,7 @@ func WriteCompare(dir string, c *Comparison) error {
 	fmt.Fprintf(&b, "![test R² and AUROC per method, mean and standard deviation over seeds](%s)\n\n", CompareBarsFile)
 	b.WriteString("In the plot each dot is a method's mean over the seeds and its bar ± one standard deviation; the dashed lines mark R² 0 (predicting the mean) and AUROC 0.5 (chance).\n\n")
 
-	if len(c.Data) > 0 {
-		b.WriteString("## Data\n\n")
-		writeData(&b, c.Data)
-	}
-	if len(c.Settings) > 0 || c.JobFile != "" {
-		b.WriteString("## Settings\n\n")
-		writeSettings(&b, c.Settings, c.JobFile)
-	}
+	writeDataAndSettings(&b, c.Data, c.Settings, c.JobFile)
 
 	b.WriteString("## Label flip rates per seed\n\n")
 	b.WriteString("rho01 = P(y = 0 given r = 1) and rho10 = P(y = 1 given r = 0), as the noise-aware methods (noise, causalrm-ips, causalrm-dr) used them.\n\n")

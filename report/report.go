@@ -269,6 +269,19 @@ func pct(part, whole int) string {
 	return fmt.Sprintf("%.1f%%", 100*float64(part)/float64(max(whole, 1)))
 }
 
+// writeDataAndSettings writes the Data and Settings sections (each only
+// when there is something to show), shared by report.md and compare.md.
+func writeDataAndSettings(b *strings.Builder, data []Split, settings []Setting, jobFile string) {
+	if len(data) > 0 {
+		b.WriteString("## Data\n\n")
+		writeData(b, data)
+	}
+	if len(settings) > 0 || jobFile != "" {
+		b.WriteString("## Settings\n\n")
+		writeSettings(b, settings, jobFile)
+	}
+}
+
 // writeData writes the data section's table: each split's file, rows and
 // rows with feedback.
 func writeData(b *strings.Builder, data []Split) {
@@ -419,14 +432,7 @@ func renderRun(run *Run, curveFiles []string, calib string) string {
 		fmt.Fprintf(&b, "Skipped: `causalrm train` trains only the chosen method (%s). The naive baseline (binary cross-entropy on the observed labels as they are, no correction) shows what the correction gains. To train both on the same data, settings and seed and compare them (the %s row repeats this run's numbers):\n\n```\n%s\n```\n\n", title, title, cmd)
 	}
 
-	if len(run.Data) > 0 {
-		b.WriteString("## Data\n\n")
-		writeData(&b, run.Data)
-	}
-	if len(run.Settings) > 0 || run.JobFile != "" {
-		b.WriteString("## Settings\n\n")
-		writeSettings(&b, run.Settings, run.JobFile)
-	}
+	writeDataAndSettings(&b, run.Data, run.Settings, run.JobFile)
 
 	b.WriteString("## Label flip rates\n\n")
 	b.WriteString("The observed label y is the true preference r flipped at two rates: rho01 = P(y = 0 given r = 1) and rho10 = P(y = 1 given r = 0).\n\n")

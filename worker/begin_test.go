@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -23,16 +24,7 @@ func TestBeginAfterAJoinStartsOnTheStartRing(t *testing.T) {
 	fc := newFakeCoord()
 	shards := elasticConfig().Shards
 	lis, addrs := listeners(t, "a", "b", "c")
-	nodes := map[string]*elasticNode{}
-	for _, id := range []string{"a", "b", "c"} {
-		nodes[id] = startNode(t, fc, id, lis[id])
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.e.Close()
-			n.host.Close()
-		}
-	}()
+	nodes := startNodes(t, fc, lis, "a", "b", "c")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	fc.commit([]string{"a", "b"}, addrs, shards, "start")
@@ -93,16 +85,7 @@ func TestCrashDuringReconciliation(t *testing.T) {
 	fc := newFakeCoord()
 	shards := elasticConfig().Shards
 	lis, addrs := listeners(t, "a", "b", "c")
-	nodes := map[string]*elasticNode{}
-	for _, id := range []string{"a", "b", "c"} {
-		nodes[id] = startNode(t, fc, id, lis[id])
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.e.Close()
-			n.host.Close()
-		}
-	}()
+	nodes := startNodes(t, fc, lis, "a", "b", "c")
 	crash := func(id string) {
 		nodes[id].cancel()
 		nodes[id].host.Close()
@@ -158,16 +141,7 @@ func TestJoinAfterANewerJoinTakesTheRingsGeneration(t *testing.T) {
 	fc := newFakeCoord()
 	shards := elasticConfig().Shards
 	lis, addrs := listeners(t, "a", "b", "c")
-	nodes := map[string]*elasticNode{}
-	for _, id := range []string{"a", "b", "c"} {
-		nodes[id] = startNode(t, fc, id, lis[id])
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.e.Close()
-			n.host.Close()
-		}
-	}()
+	nodes := startNodes(t, fc, lis, "a", "b", "c")
 	var once sync.Once
 	nodes["a"].e.Activation = func(g state.Generation) {
 		if g.Number == 2 { // a's ring is now {a, b}; c joins before b looks
@@ -197,4 +171,20 @@ func TestJoinAfterANewerJoinTakesTheRingsGeneration(t *testing.T) {
 	if d := time.Since(start); d > 15*time.Second {
 		t.Fatalf("the job took %v after the joins: a joiner waited for a state nobody could publish", d)
 	}
+}
+
+// startNodes starts an elastic node per id on its listener, closed when
+// the test ends.
+func startNodes(t *testing.T, fc *fakeCoord, lis map[string]net.Listener, ids ...string) map[string]*elasticNode {
+	nodes := map[string]*elasticNode{}
+	for _, id := range ids {
+		nodes[id] = startNode(t, fc, id, lis[id])
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.e.Close()
+			n.host.Close()
+		}
+	})
+	return nodes
 }
