@@ -28,7 +28,8 @@ func compareCmd() *cobra.Command {
 causalrm-ips, causalrm-dr) for seeds 1..--seeds (or --seed, --seed+1, ...) and
 prints test R^2, MAE, RMSE, AUROC and Pearson as mean ± std over the seeds.
 The auxiliary stages are trained once per seed and shared by every method.
-Writes compare.md, compare.json and a bar chart to the output directory.`,
+Writes compare.md, compare.json, job.yaml and compare.png (R² and AUROC per
+method, mean and standard deviation over the seeds) to the output directory.`,
 		Example: `  causalrm compare --data data.safetensors --seeds 3 --out runs/compare`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
