@@ -109,12 +109,29 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		addr = cfg.Advertise
 	}
 	detach, err := cfg.Attach(ctx, addr)
+	if errors.Is(err, state.ErrJobDone) {
+		cfg.Logger.Info("the job ended before this worker registered", "id", cfg.ID)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer detach()
 	go leaveOnSignal(ctx, cfg)
-	if err := e.Begin(ctx, orDefault(cfg.JoinTimeout, 10*time.Minute), latestCheckpoint(cfg.Client)); err != nil {
+	// The job may end before a generation lists this worker (a replacement
+	// that arrives as the others finish): then there is nothing to join.
+	bctx, bcancel := context.WithCancelCause(ctx)
+	go endWhenJobEnds(bctx, cfg.Client, bcancel)
+	err = e.Begin(bctx, orDefault(cfg.JoinTimeout, 10*time.Minute), latestCheckpoint(cfg.Client))
+	bcancel(nil)
+	if cause := context.Cause(bctx); ctx.Err() == nil && errors.Is(cause, errJobEnded) {
+		cfg.Logger.Info("the job ended before this worker joined it", "id", cfg.ID, "why", cause)
+		if errors.Is(cause, errJobFailed) {
+			return fmt.Errorf("worker %s: %w", cfg.ID, cause)
+		}
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("worker %s: %w", cfg.ID, err)
 	}
 	if cfg.FailAfterJoin {
@@ -167,6 +184,37 @@ func leaveOnSignal(ctx context.Context, cfg RunConfig) {
 	defer cancel()
 	if err := cfg.Client.Leave(lctx, cfg.ID); err != nil {
 		cfg.Logger.Warn("leave", "err", err)
+	}
+}
+
+// errJobEnded is the cause that ends a worker's wait to join when the job
+// is over (errJobFailed when it failed).
+var (
+	errJobEnded  = errors.New("the job ended")
+	errJobFailed = fmt.Errorf("%w: failed", errJobEnded)
+)
+
+// endWhenJobEnds polls the job's status until ctx ends, and cancels it
+// with errJobEnded (or errJobFailed) once the job is done or failed.
+func endWhenJobEnds(ctx context.Context, c *coordinator.Client, cancel context.CancelCauseFunc) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		st, err := c.Status(ctx)
+		if err != nil {
+			continue
+		}
+		switch st.JobStatus.Phase {
+		case state.JobDone:
+			cancel(errJobEnded)
+			return
+		case state.JobFailed:
+			cancel(fmt.Errorf("%w: %s", errJobFailed, st.JobStatus.Message))
+			return
+		}
 	}
 }
 

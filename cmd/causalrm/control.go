@@ -24,7 +24,7 @@ func coordinatorCmd() *cobra.Command {
 		id, raftAddr, grpcAddr, dataDir, servers, logFormat string
 		raftAdv, bootstrapID                                string
 		bootstrap                                           bool
-		hbTimeout                                           time.Duration
+		hbTimeout, batchWindow                              time.Duration
 		registry                                            string
 		tok                                                 tokenFlags
 		tf                                                  tlsFlags
@@ -54,7 +54,7 @@ and clients dial the gRPC addresses.
 			if bootstrapID != "" {
 				cfg.Bootstrap = bootstrap || id == bootstrapID
 			}
-			cfg.HeartbeatTimeout = hbTimeout
+			cfg.HeartbeatTimeout, cfg.BatchWindow = hbTimeout, batchWindow
 			cfg.Registry = registry
 			if cfg.TLS, cfg.ClientTLS, err = tf.configs(); err != nil {
 				return err
@@ -100,6 +100,7 @@ and clients dial the gRPC addresses.
 	fs.StringVar(&bootstrapID, "bootstrap-id", "", "bootstrap when --id is this (a StatefulSet: the pod of ordinal 0), so every member runs the same command")
 	fs.StringVar(&raftAdv, "raft-advertise", "", "ip:port peers reach the raft transport at, when --raft-addr binds 0.0.0.0 (a pod: $(POD_IP):7000)")
 	fs.DurationVar(&hbTimeout, "heartbeat-timeout", 2*time.Second, "a worker silent this long is dead")
+	fs.DurationVar(&batchWindow, "batch-window", 50*time.Millisecond, "membership changes seen within this long form one generation")
 	fs.StringVar(&registry, "registry", "", "etcd://host:port[,host:port][/name]: take worker liveness from etcd leases (not heartbeats) and publish the leader's gRPC address there")
 	fs.StringVar(&logFormat, "log-format", "text", logFormatUsage)
 	fs.StringVar(&metricsAddr, "metrics-addr", "", metricsAddrUsage)

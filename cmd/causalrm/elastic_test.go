@@ -632,3 +632,62 @@ func TestElasticLeaderPartitionedFromWorkers(t *testing.T) {
 	c.finish(out, ref)
 	waitExited(t, w1, w2)
 }
+
+// A worker that arrives after the job ended (a replacement started as the
+// others finish) has nothing to join: it exits at once, cleanly, instead
+// of waiting for a generation until its join timeout. Found by causalrm
+// chaos as a process left behind.
+func TestElasticLateWorkerExits(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	c := newTestCluster(t, 1)
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "1")
+	w1 := c.startWorker("w1")
+	c.finish(out, ref)
+	waitExited(t, w1)
+	late := c.startWorker("late")
+	select {
+	case <-late.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("a worker started after the job ended is still running after 20 s:\n%s", tail(late.log.String(), 2000))
+	}
+	if late.err != nil {
+		t.Fatalf("late worker: %v\n%s", late.err, tail(late.log.String(), 2000))
+	}
+}
+
+// A worker registered while the job runs, but not yet in a generation when
+// the job ends (here the coordinators batch membership changes for 30 s),
+// exits when the job ends instead of waiting for a generation until its
+// join timeout (10 minutes): the process chaos found left behind.
+func TestElasticWorkerWaitingToJoinExitsWhenTheJobEnds(t *testing.T) {
+	dir := t.TempDir()
+	data, ref := elasticReference(t, dir)
+	c := &testCluster{t: t, dir: t.TempDir(), token: "s3cret-job-token", workers: map[string]*proc{},
+		env: []string{stepDelayEnv + "=20ms"}, coordArgs: []string{"--batch-window", "30s"}}
+	c.startGroup(1, false)
+	out := filepath.Join(dir, "out")
+	c.submit(data, out, "--min-workers", "1")
+	w1 := c.startWorker("w1")
+	c.waitStatus("step 5", time.Minute, atLeast(5))
+	late := c.startWorker("late")
+	c.waitStatus("late registered", time.Minute, func(st coordinator.Status) bool {
+		for _, w := range st.Members {
+			if w.ID == "late" {
+				return true
+			}
+		}
+		return false
+	})
+	c.finish(out, ref)
+	waitExited(t, w1)
+	select {
+	case <-late.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the waiting worker is still running 20 s after the job ended:\n%s", tail(late.log.String(), 2000))
+	}
+	if late.err != nil {
+		t.Fatalf("late worker: %v\n%s", late.err, tail(late.log.String(), 2000))
+	}
+}
