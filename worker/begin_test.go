@@ -188,3 +188,47 @@ func startNodes(t *testing.T, fc *fakeCoord, lis map[string]net.Listener, ids ..
 	})
 	return nodes
 }
+
+// A leaving worker that goes away mid-call (a second SIGTERM stops it at
+// once) breaks the call in flight; the survivors reconcile on its leave
+// generation as they would on a crash, instead of waiting for a crash
+// generation that never comes. Found by causalrm chaos (a join-leave storm
+// with two SIGTERMs to one worker: the job stalled).
+func TestLeaverGoneMidCall(t *testing.T) {
+	want := referenceModel(t)
+	fc := newFakeCoord()
+	shards := elasticConfig().Shards
+	lis, addrs := listeners(t, "a", "b", "c")
+	nodes := startNodes(t, fc, lis, "a", "b", "c")
+	var once sync.Once
+	var leftAt time.Time
+	fc.onReport = func(p state.Progress) {
+		if p.WorkerID == "a" && p.GlobalStep >= 20 {
+			once.Do(func() {
+				leftAt = time.Now()
+				fc.commit([]string{"a", "b"}, addrs, shards, "leave:c")
+				nodes["c"].cancel() // stopped before its boundary: its call in flight aborts
+			})
+		}
+	}
+	ctx := context.Background()
+	fc.commit([]string{"a", "b", "c"}, addrs, shards, "start")
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id].run(ctx)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := <-nodes[id].done; err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if err := sameBits(nodes[id].model, want); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	<-nodes["c"].done
+	if leftAt.IsZero() {
+		t.Fatal("training ended before the leave")
+	}
+	if d := time.Since(leftAt); d > 15*time.Second {
+		t.Fatalf("the survivors finished %v after the leave", d)
+	}
+}
