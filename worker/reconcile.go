@@ -81,22 +81,6 @@ func (e *Elastic) SumFloat32(ctx context.Context, v []float32) error {
 	return call(e, ctx, v, (*collective.Ring).SumFloat32)
 }
 
-// leaveOnly reports a generation that removes members of ring's
-// generation (a leave) and adds none: its members all hold the state, so
-// survivors may reconcile on it when the leaver went away mid-call (a
-// second SIGTERM stops a leaving worker at once), as on a crash.
-func leaveOnly(g, ring state.Generation) bool {
-	if !g.Cause.Has(state.ChangeLeave) {
-		return false
-	}
-	for _, m := range g.Members {
-		if ring.Index(m.ID) < 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // reconcile forms the ring of the newest crash (or start) generation with
 // the other survivors and settles the call that failed: it returns the
 // call's result if a survivor completed it, nil if every survivor must
@@ -104,7 +88,7 @@ func leaveOnly(g, ring state.Generation) bool {
 func (e *Elastic) reconcile(ctx context.Context, n int, cause error) ([]int64, error) {
 	for {
 		g, err := e.gens.wait(ctx, e.cfg.ReconfigureTimeout, func(g state.Generation) bool {
-			return g.Number > e.gen.Number && (isCrash(g) || isStart(g) || leaveOnly(g, e.gen))
+			return g.Number > e.gen.Number && (isCrash(g) || isStart(g))
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%w (and then: %v)", cause, err)
