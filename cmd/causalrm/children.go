@@ -31,17 +31,11 @@ func startChildren(n int, log io.Writer, env []string, args func(i int) []string
 	log = syncio.NewWriter(log) // the children's output is copied concurrently
 	ch := &children{procs: make([]*exec.Cmd, n), errs: make(chan error, n)}
 	for i := 0; i < n; i++ {
-		c := exec.Command(self, args(i)...)
-		c.Env = append(os.Environ(), env...)
+		var fs []*os.File
 		if files != nil {
-			c.ExtraFiles = files(i)
+			fs = files(i)
 		}
-		c.Stdout, c.Stderr = log, log
-		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		err := c.Start()
-		for _, f := range c.ExtraFiles {
-			f.Close()
-		}
+		c, err := startChild(self, args(i), env, log, fs)
 		if err != nil {
 			ch.signal(syscall.SIGKILL)
 			for j := 0; j < i; j++ {
@@ -59,6 +53,22 @@ func startChildren(n int, log io.Writer, env []string, args func(i int) []string
 		}(i, c)
 	}
 	return ch, nil
+}
+
+// startChild starts this binary with args, the environment plus env, its
+// output on log and files inherited from fd 3 on (closed here once the
+// child has them); it dies with its parent (Pdeathsig).
+func startChild(self string, args, env []string, log io.Writer, files []*os.File) (*exec.Cmd, error) {
+	c := exec.Command(self, args...)
+	c.Env = append(os.Environ(), env...)
+	c.ExtraFiles = files
+	c.Stdout, c.Stderr = log, log
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err := c.Start()
+	for _, f := range files {
+		f.Close()
+	}
+	return c, err
 }
 
 // signal sends sig to every started child; ones already gone are skipped.

@@ -49,11 +49,8 @@ func workerID(slot, attempt int) string {
 
 func (p *elasticPool) start(slot int) error {
 	id := workerID(slot, p.tries[slot])
-	c := exec.Command(p.self, p.args(slot, id)...)
-	c.Env = append(os.Environ(), p.env...)
-	c.Stdout, c.Stderr = p.log, p.log
-	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.Start(); err != nil {
+	c, err := startChild(p.self, p.args(slot, id), p.env, p.log, nil)
+	if err != nil {
 		return err
 	}
 	p.procs[slot] = c
