@@ -43,37 +43,13 @@ func writeTimeline(res *RunResult) error {
 		return nil
 	}
 	x := func(t time.Time) float64 { return t.Sub(td.t0).Seconds() }
-	var names []string
-	lane := map[string]int{"": 0}
-	names = append(names, "committed")
-	ps := append([]*proc(nil), td.procs...)
-	sort.SliceStable(ps, func(i, j int) bool {
-		if ps[i].role != ps[j].role {
-			return ps[i].role == RoleCoordinator
-		}
-		return procNum(ps[i].name) < procNum(ps[j].name)
-	})
-	for _, p := range ps {
-		if _, ok := lane[p.name]; !ok {
-			lane[p.name] = len(names)
-			names = append(names, p.name)
-		}
-	}
+	lane, names := timelineLanes(td.procs)
 	p := plot.New()
 	p.Title.Text = "chaos run " + strconv.Itoa(res.Run) + " (seed " + strconv.FormatUint(res.Seed, 10) + ")"
 	p.X.Label.Text = "seconds after the first committed step"
 	p.Add(plotter.NewGrid())
 	seg := func(x0, x1, y float64, col color.Color, width vg.Length, dashed bool) error {
-		l, err := plotter.NewLine(plotter.XYs{{X: x0, Y: y}, {X: x1, Y: y}})
-		if err != nil {
-			return err
-		}
-		l.Color, l.Width = col, width
-		if dashed {
-			l.Dashes = []vg.Length{vg.Points(3), vg.Points(2)}
-		}
-		p.Add(l)
-		return nil
+		return hline(p, x0, x1, y, col, width, dashed)
 	}
 	end := td.t0
 	for _, pr := range td.procs {
@@ -139,6 +115,61 @@ func writeTimeline(res *RunResult) error {
 	for _, c := range td.commits {
 		cs = append(cs, plotter.XY{X: x(c.T), Y: 0})
 	}
+	if err := addTimelineMarks(p, cs, kills, terms, faultLabels); err != nil {
+		return err
+	}
+	p.NominalY(names...)
+	p.Y.Min, p.Y.Max = -0.6, float64(len(names))+0.9
+	h := vg.Length(len(names))*0.7*vg.Centimeter + 4*vg.Centimeter
+	wt, err := p.WriterTo(22*vg.Centimeter, h, "png")
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if _, err := wt.WriteTo(&buf); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(res.Dir, "timeline.png"), buf.Bytes())
+}
+
+// timelineLanes orders the lanes: the committed steps first, then the
+// coordinators, then the workers, each by number.
+func timelineLanes(procs []*proc) (map[string]int, []string) {
+	names := []string{"committed"}
+	lane := map[string]int{"": 0}
+	ps := append([]*proc(nil), procs...)
+	sort.SliceStable(ps, func(i, j int) bool {
+		if ps[i].role != ps[j].role {
+			return ps[i].role == RoleCoordinator
+		}
+		return procNum(ps[i].name) < procNum(ps[j].name)
+	})
+	for _, p := range ps {
+		if _, ok := lane[p.name]; !ok {
+			lane[p.name] = len(names)
+			names = append(names, p.name)
+		}
+	}
+	return lane, names
+}
+
+// hline draws a horizontal segment of a lane.
+func hline(p *plot.Plot, x0, x1, y float64, col color.Color, width vg.Length, dashed bool) error {
+	l, err := plotter.NewLine(plotter.XYs{{X: x0, Y: y}, {X: x1, Y: y}})
+	if err != nil {
+		return err
+	}
+	l.Color, l.Width = col, width
+	if dashed {
+		l.Dashes = []vg.Length{vg.Points(3), vg.Points(2)}
+	}
+	p.Add(l)
+	return nil
+}
+
+// addTimelineMarks draws the committed steps, kills and SIGTERMs as
+// glyphs and the faults' labels.
+func addTimelineMarks(p *plot.Plot, cs, kills, terms plotter.XYs, faultLabels plotter.XYLabels) error {
 	for _, m := range []struct {
 		xy    plotter.XYs
 		shape draw.GlyphDrawer
@@ -167,16 +198,5 @@ func writeTimeline(res *RunResult) error {
 		}
 		p.Add(lb)
 	}
-	p.NominalY(names...)
-	p.Y.Min, p.Y.Max = -0.6, float64(len(names))+0.9
-	h := vg.Length(len(names))*0.7*vg.Centimeter + 4*vg.Centimeter
-	wt, err := p.WriterTo(22*vg.Centimeter, h, "png")
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
-		return err
-	}
-	return writeFile(filepath.Join(res.Dir, "timeline.png"), buf.Bytes())
+	return nil
 }

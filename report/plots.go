@@ -289,36 +289,13 @@ func curvePNG(c Curve) ([]byte, error) {
 	}
 	if c.Best > 0 {
 		xmin, xmax = math.Min(xmin, float64(c.Best)), math.Max(xmax, float64(c.Best))
-		vline, err := plotter.NewLine(plotter.XYs{{X: float64(c.Best), Y: ylo}, {X: float64(c.Best), Y: yhi}})
-		if err != nil {
+		var xys []plotter.XYs
+		for _, s := range ss {
+			xys = append(xys, s.xy)
+		}
+		if err := markSaved(p, &leg, c.Best, xys, ylo, yhi); err != nil {
 			return nil, err
 		}
-		vline.Color = colDark
-		vline.Width = vg.Points(1)
-		vline.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-		p.Add(vline)
-		var marks plotter.XYs
-		for _, s := range ss {
-			for _, pt := range s.xy {
-				if pt.X == float64(c.Best) && pt.Y >= ylo && pt.Y <= yhi {
-					marks = append(marks, pt)
-				}
-			}
-		}
-		var thumbs []plot.Thumbnailer
-		thumbs = append(thumbs, vline)
-		if len(marks) > 0 {
-			sc, err := plotter.NewScatter(marks)
-			if err != nil {
-				return nil, err
-			}
-			sc.Color = colDark
-			sc.Shape = draw.CircleGlyph{}
-			sc.Radius = vg.Points(3.5)
-			p.Add(sc)
-			thumbs = append(thumbs, sc)
-		}
-		leg.Add(fmt.Sprintf("saved: epoch %d", c.Best), thumbs...)
 	}
 	for _, o := range []struct {
 		xy    plotter.XYs
@@ -351,6 +328,42 @@ func curvePNG(c Curve) ([]byte, error) {
 		h += vg.Centimeter
 	}
 	return renderLegendRight(p, leg, 18*vg.Centimeter, h)
+}
+
+// markSaved marks the saved (best) epoch on a loss plot: a dashed vertical
+// line and a dot on each series at that epoch, with one legend entry.
+func markSaved(p *plot.Plot, leg *plot.Legend, best int, series []plotter.XYs, ylo, yhi float64) error {
+	vline, err := plotter.NewLine(plotter.XYs{{X: float64(best), Y: ylo}, {X: float64(best), Y: yhi}})
+	if err != nil {
+		return err
+	}
+	vline.Color = colDark
+	vline.Width = vg.Points(1)
+	vline.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	p.Add(vline)
+	var marks plotter.XYs
+	for _, xy := range series {
+		for _, pt := range xy {
+			if pt.X == float64(best) && pt.Y >= ylo && pt.Y <= yhi {
+				marks = append(marks, pt)
+			}
+		}
+	}
+	var thumbs []plot.Thumbnailer
+	thumbs = append(thumbs, vline)
+	if len(marks) > 0 {
+		sc, err := plotter.NewScatter(marks)
+		if err != nil {
+			return err
+		}
+		sc.Color = colDark
+		sc.Shape = draw.CircleGlyph{}
+		sc.Radius = vg.Points(3.5)
+		p.Add(sc)
+		thumbs = append(thumbs, sc)
+	}
+	leg.Add(fmt.Sprintf("saved: epoch %d", best), thumbs...)
+	return nil
 }
 
 // calibErrors are the decile's predicted ranges as horizontal error bars.

@@ -105,22 +105,7 @@ embedding x: feedback columns (o, y) and split labels are optional. Without
 				fmt.Fprintf(w, "R2 %.4f  MAE %.4f  RMSE %.4f  AUROC %.4f  Pearson %.4f\n", m.R2, m.MAE, m.RMSE, m.AUROC, m.Pearson)
 			}
 			if scores != "" {
-				if err := os.MkdirAll(filepath.Dir(scores), 0o755); err != nil {
-					return err
-				}
-				return atomicfile.Write(scores, func(out io.Writer) error {
-					bw := bufio.NewWriter(out)
-					enc := json.NewEncoder(bw)
-					for i, p := range pred {
-						if err := enc.Encode(struct {
-							ID     string  `json:"id"`
-							Reward float64 `json:"reward"`
-						}{s.IDs[i], p}); err != nil {
-							return err
-						}
-					}
-					return bw.Flush()
-				})
+				return writeScores(scores, s.IDs, pred)
 			}
 			return nil
 		},
@@ -142,4 +127,24 @@ func modelFile(p string) string {
 		return filepath.Join(p, "reward.json")
 	}
 	return p
+}
+
+// writeScores writes one {"id", "reward"} JSON line per row, atomically.
+func writeScores(path string, ids []string, pred []float64) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.Write(path, func(out io.Writer) error {
+		bw := bufio.NewWriter(out)
+		enc := json.NewEncoder(bw)
+		for i, p := range pred {
+			if err := enc.Encode(struct {
+				ID     string  `json:"id"`
+				Reward float64 `json:"reward"`
+			}{ids[i], p}); err != nil {
+				return err
+			}
+		}
+		return bw.Flush()
+	})
 }

@@ -100,16 +100,7 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 				return err
 			}
 			if workers > 0 {
-				// The workers open their own devices; check the GPUs
-				// here so that a missing one fails before any starts.
-				if _, err := dev.probe(devs); err != nil {
-					return err
-				}
-				wd := &workerDevices{flags: &dev, devs: devs}
-				if job.Reduce == "exact" {
-					return runElastic(cmd.Context(), job, workers, wd, f.force, statusAddr, cmd.OutOrStdout(), cmd.ErrOrStderr())
-				}
-				return runCluster(cmd.Context(), job, workers, wd, f.force, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return trainWorkers(cmd, job, workers, &dev, devs, f.force, statusAddr)
 			}
 			runners, closeDev, err := dev.open()
 			if err != nil {
@@ -127,6 +118,20 @@ turn: --workers 4 --device cuda:0,cuda:1 alternates two GPUs, --workers 2
 	dev.add(cmd.Flags())
 	cmd.Flags().Lookup("device").Usage = deviceUsage + "; with --workers a comma-separated list, one device per worker in turn (--workers 2 --device cuda,cpu: worker 0 on the GPU, worker 1 on the CPU)"
 	return cmd
+}
+
+// trainWorkers is train --workers N: the elastic runtime in exact mode,
+// the static ring in fast mode. The workers open their own devices; the
+// GPUs are checked here so that a missing one fails before any starts.
+func trainWorkers(cmd *cobra.Command, job *Job, workers int, dev *deviceFlags, devs []string, force bool, statusAddr string) error {
+	if _, err := dev.probe(devs); err != nil {
+		return err
+	}
+	wd := &workerDevices{flags: dev, devs: devs}
+	if job.Reduce == "exact" {
+		return runElastic(cmd.Context(), job, workers, wd, force, statusAddr, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
+	return runCluster(cmd.Context(), job, workers, wd, force, cmd.OutOrStdout(), cmd.ErrOrStderr())
 }
 
 // prepareOut and commitOut (the staging of a run's output directory) are
