@@ -4,8 +4,12 @@
 package tcpproxy
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Proxy forwards TCP connections from its own address on 127.0.0.1 to a
@@ -19,6 +23,50 @@ type Proxy struct {
 	conns  map[net.Conn]bool
 	cut    bool
 	wg     sync.WaitGroup
+
+	delay  atomic.Int64  // nanoseconds each chunk is held (SetDelay)
+	mangle atomic.Uint64 // pending one-shot Mangle and its seed (MangleNext)
+}
+
+// Mangle is a one-shot change to the byte stream, as a faulty link or a
+// buggy middlebox would make it: the receiver's framing must notice.
+type Mangle uint8
+
+// The manglings MangleNext applies to the next chunk forwarded.
+const (
+	// Flip inverts one bit of the chunk.
+	Flip Mangle = iota + 1
+	// Duplicate forwards the chunk twice.
+	Duplicate
+	// Swap forwards the chunk after the one that follows it (when one
+	// follows within 200 ms; else the chunk goes on unchanged).
+	Swap
+	// Drop forwards nothing of the chunk.
+	Drop
+)
+
+func (m Mangle) String() string {
+	switch m {
+	case Flip:
+		return "flip"
+	case Duplicate:
+		return "duplicate"
+	case Swap:
+		return "swap"
+	case Drop:
+		return "drop"
+	}
+	return "none"
+}
+
+// SetDelay holds every chunk forwarded (in both directions) for d before it
+// goes on: a slow link. 0 ends it.
+func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
+
+// MangleNext applies m to the next chunk forwarded in either direction;
+// seed picks the bit a Flip inverts.
+func (p *Proxy) MangleNext(m Mangle, seed uint32) {
+	p.mangle.Store(uint64(m)<<32 | uint64(seed))
 }
 
 // New starts a proxy to target on a free port of 127.0.0.1.
@@ -76,7 +124,10 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if d := time.Duration(p.delay.Load()); d > 0 {
+				time.Sleep(d)
+			}
+			if werr := p.forward(dst, src, buf[:n]); werr != nil {
 				break
 			}
 		}
@@ -90,6 +141,40 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	delete(p.conns, dst)
 	delete(p.conns, src)
 	p.mu.Unlock()
+}
+
+// forward writes chunk to dst, mangled when a mangling is pending.
+func (p *Proxy) forward(dst, src net.Conn, chunk []byte) error {
+	v := p.mangle.Swap(0)
+	switch Mangle(v >> 32) {
+	case Flip:
+		bit := uint32(v) % uint32(8*len(chunk))
+		chunk[bit/8] ^= 1 << (bit % 8)
+	case Duplicate:
+		if _, err := dst.Write(chunk); err != nil {
+			return err
+		}
+	case Drop:
+		return nil
+	case Swap:
+		held := append([]byte(nil), chunk...)
+		next := make([]byte, 32<<10)
+		_ = src.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := src.Read(next)
+		_ = src.SetReadDeadline(time.Time{})
+		if n > 0 {
+			if _, werr := dst.Write(next[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			_, _ = dst.Write(held)
+			return err
+		}
+		chunk = held
+	}
+	_, err := dst.Write(chunk)
+	return err
 }
 
 // Partition cuts every connection through the proxy and refuses new ones
