@@ -208,14 +208,21 @@ func (c *cluster) startWorker() (*proc, error) {
 	c.nextWorker++
 	name := fmt.Sprintf("w%d", c.nextWorker)
 	c.mu.Unlock()
-	args := []string{"worker", "--coordinators", strings.Join(c.adv, ","), "--id", name, "--quiet", "--metrics-addr", "127.0.0.1:0"}
+	listen, link, err := linkProxy()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"worker", "--coordinators", strings.Join(c.adv, ","), "--id", name, "--quiet", "--metrics-addr", "127.0.0.1:0",
+		"--listen", listen, "--advertise", link.Addr()}
 	if c.cfg.OpTimeout > 0 {
 		args = append(args, "--op-timeout", c.cfg.OpTimeout.String())
 	}
 	p, err := startProc(c.cfg.Binary, name, RoleWorker, args, c.env(), filepath.Join(c.dir, "logs", name+".log"))
 	if err != nil {
+		link.Close()
 		return nil, err
 	}
+	p.link = link
 	c.mu.Lock()
 	c.procs = append(c.procs, p)
 	c.mu.Unlock()
@@ -225,6 +232,21 @@ func (c *cluster) startWorker() (*proc, error) {
 	return p, nil
 }
 
+// linkProxy reserves a port on 127.0.0.1 for a worker's collective
+// listener and starts the proxy its peers dial instead (the port is free
+// again when the worker binds it; nothing else on this host races for it
+// in practice).
+func linkProxy() (listen string, _ *tcpproxy.Proxy, _ error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	listen = l.Addr().String()
+	l.Close()
+	p, err := tcpproxy.New(listen)
+	return listen, p, err
+}
+
 // watchWorker is the controller for one worker: when it dies (any exit
 // but a clean one: a kill, a crash, a removal after a pause) while the job
 // runs, a new worker replaces it after a short delay. A clean exit is the
@@ -232,6 +254,7 @@ func (c *cluster) startWorker() (*proc, error) {
 func (c *cluster) watchWorker(p *proc) {
 	defer c.wg.Done()
 	<-p.done
+	p.link.Close()
 	c.ev.add(p.name, "exit", p.exitText())
 	if p.cleanExit() {
 		return

@@ -26,12 +26,15 @@ const (
 	JoinLeaveStorm       Kind = "join-leave-storm"
 	StartTogether        Kind = "start-together"
 	PartitionCoordinator Kind = "partition-coordinator"
+	SlowLink             Kind = "slow-link"
+	MangleLink           Kind = "mangle-link"
+	RestartCoordinators  Kind = "restart-coordinators"
 )
 
 // AllKinds lists every fault kind.
 func AllKinds() []Kind {
 	return []Kind{KillWorker, KillWorkers, PauseWorker, KillLeader, KillFollower, RestartWorkers,
-		JoinLeaveStorm, StartTogether, PartitionCoordinator}
+		JoinLeaveStorm, StartTogether, PartitionCoordinator, SlowLink, MangleLink, RestartCoordinators}
 }
 
 func (k Kind) valid() bool {

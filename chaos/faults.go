@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/causalrm/causalrm/internal/tcpproxy"
 )
 
 // Injected is a fault as it happened.
@@ -159,6 +161,40 @@ func (r *runState) inject(ctx context.Context, f Fault, in *Injected) {
 		kill(ps, "kill -9 (restart-workers)")
 	case JoinLeaveStorm:
 		r.storm(ctx, rng, f, in)
+	case SlowLink:
+		ps := choose(rng, c.workers(), 1, f.Target)
+		if len(ps) == 0 {
+			in.Skipped = "no live worker"
+			return
+		}
+		d := time.Duration(20+rng.IntN(81)) * time.Millisecond
+		in.Targets, in.DurationS = []string{fmt.Sprintf("%s+%dms", ps[0].name, d.Milliseconds())}, f.Duration.Seconds()
+		ps[0].link.SetDelay(d)
+		c.ev.add(ps[0].name, "slow", d.String())
+		sleepCtx(ctx, f.Duration)
+		ps[0].link.SetDelay(0)
+	case MangleLink:
+		r.mangle(ctx, rng, f, in)
+	case RestartCoordinators:
+		in.DurationS = f.Duration.Seconds()
+		var ps []*proc
+		for i := range c.coords {
+			if p := c.coordinator(i); !p.exited() {
+				ps = append(ps, p)
+			}
+		}
+		in.Targets = name(ps)
+		kill(ps, "kill -9 (restart-coordinators)")
+		for _, p := range ps {
+			<-p.done
+		}
+		sleepCtx(ctx, f.Duration)
+		for _, p := range ps {
+			if err := c.startCoordinator(p.index); err != nil {
+				r.failf("restarting %s: %v", p.name, err)
+			}
+		}
+		c.logf("every coordinator restarted with its data directory")
 	case PartitionCoordinator:
 		i := r.pickCoordinator(rng, f)
 		if i < 0 {
@@ -263,6 +299,47 @@ func (r *runState) storm(ctx context.Context, rng *rand.Rand, f Fault, in *Injec
 			c.ev.add(p.name, "term", "")
 			in.Targets = append(in.Targets, "-"+p.name)
 		}
+	}
+}
+
+// mangle changes the byte stream of 1-3 data-plane links, at moments drawn
+// in f.Duration: a flipped bit, a duplicated, swapped or dropped chunk on
+// the connections into a drawn worker's collective listener.
+func (r *runState) mangle(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
+	c := r.cl
+	in.DurationS = f.Duration.Seconds()
+	k := 1 + rng.IntN(3)
+	at := make([]time.Duration, k)
+	for i := range at {
+		at[i] = time.Duration(rng.Int64N(int64(f.Duration)))
+	}
+	type hit struct {
+		pick uint64
+		m    tcpproxy.Mangle
+		seed uint32
+	}
+	hits := make([]hit, k)
+	for i := range hits {
+		hits[i] = hit{rng.Uint64(), tcpproxy.Mangle(1 + rng.IntN(4)), rng.Uint32()}
+	}
+	start := time.Now()
+	for i, d := range sortedDurations(at) {
+		if !sleepCtx(ctx, time.Until(start.Add(d))) {
+			return
+		}
+		ps := c.workers()
+		if len(ps) == 0 {
+			continue
+		}
+		p := ps[hits[i].pick%uint64(len(ps))]
+		if f.Target != "" {
+			if p = c.byName(f.Target); p == nil || p.link == nil {
+				continue
+			}
+		}
+		p.link.MangleNext(hits[i].m, hits[i].seed)
+		c.ev.add(p.name, "mangle", hits[i].m.String())
+		in.Targets = append(in.Targets, p.name+":"+hits[i].m.String())
 	}
 }
 

@@ -59,6 +59,12 @@ func drawDuration(rng *rand.Rand, k Kind) time.Duration {
 		return between(3, 6)
 	case JoinLeaveStorm:
 		return between(2, 4)
+	case SlowLink:
+		return between(2, 5)
+	case MangleLink:
+		return between(1, 3)
+	case RestartCoordinators:
+		return between(1, 3)
 	}
 	return 0
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/causalrm/causalrm/internal/tcpproxy"
 )
 
 // Role says what a process of a run is.
@@ -28,6 +30,9 @@ type proc struct {
 	name  string
 	role  Role
 	index int // the coordinator's index (coordinators only)
+	// link is the proxy in front of a worker's collective listener: its
+	// peers dial it, so link faults disturb the data plane (workers only).
+	link  *tcpproxy.Proxy
 	args  []string
 	cmd   *exec.Cmd
 	log   *logSink

@@ -44,6 +44,12 @@ const (
 	rawHelloMax      = 4096
 	rawSockBuf       = 4 << 20
 	rawHandshakeTime = 10 * time.Second
+	// rawFrameTime bounds how long the rest of a frame may take once its
+	// first byte arrived: the sender writes a frame whole, so a frame that
+	// stops halfway is a broken link (a lost or mangled piece of the
+	// stream), not a slow peer; the call fails and the worker asks for a
+	// relink instead of waiting for the op timeout.
+	rawFrameTime = 5 * time.Second
 )
 
 // appendFrame writes s's frame header (ring id and abort reason included,

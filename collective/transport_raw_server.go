@@ -210,7 +210,13 @@ func (r *Ring) serveRaw(conn net.Conn, br *bufio.Reader, fence bool) {
 	legit := false
 	for {
 		in := new(inSegment)
+		// Idle between frames is fine (the predecessor computes); once a
+		// frame begins, all of it must come within rawFrameTime.
+		if _, err := br.Peek(1); err == nil {
+			conn.SetReadDeadline(time.Now().Add(rawFrameTime))
+		}
 		err := readFrame(br, &hdr, r.cfg.MaxMessageBytes, r.cfg.RingID, in)
+		conn.SetReadDeadline(time.Time{})
 		if errors.Is(err, io.EOF) {
 			return // the sender is done
 		}

@@ -38,6 +38,17 @@ func (c *Client) Activated(ctx context.Context, id string, gen uint64) error {
 	})
 }
 
+// LinkFailed tells the coordinators that a data-plane link of worker id's
+// ring in generation gen failed while it is alive (why says how); the
+// leader relinks the members with a new generation unless a crash
+// generation comes first.
+func (c *Client) LinkFailed(ctx context.Context, id string, gen uint64, why string) error {
+	return c.do(ctx, func(ctx context.Context, cl pb.CoordinatorClient) error {
+		_, err := cl.ReportLinkFailure(ctx, &pb.LinkFailureRequest{WorkerId: id, Generation: gen, Message: why})
+		return err
+	})
+}
+
 // Heartbeat keeps worker id's heartbeat stream to the leader open, re-opening
 // it after a failover, until ctx ends (it returns ctx.Err()) or the group
 // refuses the worker for good (unauthenticated, removed, job failed or done).

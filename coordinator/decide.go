@@ -24,16 +24,27 @@ type observations struct {
 	// changeSince is when the change waiting for the batch window was
 	// first seen; zero when none waits.
 	changeSince time.Time
+	// lastBeat is when each pending and active worker last beat (zero:
+	// never, or its stream broke); gathered only while a relink is asked.
+	lastBeat map[string]time.Time
 }
 
 // decideConfig is the configuration decide reads.
 type decideConfig struct {
 	BatchWindow time.Duration // a change waits this long for more to batch with
+	// RelinkWait is how long a reported link failure waits before the
+	// leader relinks the same members: a link that broke because its peer
+	// died turns into a crash generation within the heartbeat timeout,
+	// which the relink must not precede.
+	RelinkWait time.Duration
 }
 
 // census is the change the workers of the state call for.
 type census struct {
 	crashed, leaving, joiners []state.Worker
+	// relink is the member that reported a failed link in the current
+	// generation ("" for none).
+	relink string
 }
 
 // jobLive reports whether the state has a job whose membership the leader
@@ -75,7 +86,19 @@ func decide(now time.Time, s *state.State, obs observations, cfg decideConfig) p
 		}
 		return p
 	}
-	if len(c.crashed)+len(c.leaving)+len(c.joiners) == 0 {
+	if r := s.Relink; r != nil && r.Generation == cur.Number && cur.Index(r.WorkerID) >= 0 {
+		c.relink = r.WorkerID
+		// The members are stuck in a call that failed, not at a step
+		// boundary: nothing but a crash goes before their relink. It waits
+		// until every member has beaten since the report (all alive: the
+		// link itself failed), or RelinkWait (a dead member is a crash by
+		// then).
+		if len(c.crashed) == 0 && !beatSince(cur, obs.lastBeat, time.Unix(0, r.Time)) && now.Sub(time.Unix(0, r.Time)) < cfg.RelinkWait {
+			p.pending = true
+			return p
+		}
+	}
+	if len(c.crashed)+len(c.leaving)+len(c.joiners) == 0 && c.relink == "" {
 		return p
 	}
 	p.isolated = len(c.crashed) == len(cur.Members) && len(c.leaving) == 0 && len(c.joiners) < s.Job.MinWorkers
@@ -86,6 +109,16 @@ func decide(now time.Time, s *state.State, obs observations, cfg decideConfig) p
 	}
 	p.gen, p.rewind = nextGeneration(s, cur, c)
 	return p
+}
+
+// beatSince reports whether every member of g beat after t.
+func beatSince(g state.Generation, lastBeat map[string]time.Time, t time.Time) bool {
+	for _, m := range g.Members {
+		if !lastBeat[m.ID].After(t) {
+			return false
+		}
+	}
+	return true
 }
 
 // nextGeneration is the generation after cur that c calls for, with the
@@ -125,9 +158,15 @@ func nextGeneration(s *state.State, cur state.Generation, c census) (*state.Gene
 		// took effect, and new registrations) begin together.
 		return restartGeneration(s, cur, append(unready, asMembers(c.joiners)...), cause)
 	}
-	// A generation that removes a crashed member adds nobody: the survivors
-	// reconcile first.
-	if len(c.crashed) == 0 {
+	// A relink keeps the members, on fresh connections; they reconcile the
+	// call that failed. (A crash in the same generation reconciles them
+	// anyway.)
+	if c.relink != "" && len(c.crashed) == 0 {
+		cause = append(cause, state.Change{Kind: state.ChangeRelink, Member: c.relink})
+	}
+	// A generation that removes a crashed member, or relinks, adds nobody:
+	// the survivors reconcile first.
+	if len(c.crashed) == 0 && c.relink == "" {
 		for _, w := range c.joiners {
 			ms = append(ms, state.Member{ID: w.ID, Addr: w.Addr})
 			cause = append(cause, state.Change{Kind: state.ChangeJoin, Member: w.ID})

@@ -53,6 +53,16 @@ func (l *liveness) beatLocked(id string) {
 	l.heard = true
 }
 
+// lastBeat is when id's last beat arrived (zero: none, or its stream broke).
+func (l *liveness) lastBeat(id string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken[id] {
+		return time.Time{}
+	}
+	return l.last[id]
+}
+
 func (l *liveness) breakStream(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -153,7 +163,7 @@ func (n *Node) reconcile(ctx context.Context, changeSince time.Time) (time.Time,
 	now := time.Now()
 	var p plan
 	n.fsm.read(func(s *state.State) {
-		p = decide(now, s, n.observe(s, now, changeSince), decideConfig{BatchWindow: n.cfg.BatchWindow})
+		p = decide(now, s, n.observe(s, now, changeSince), decideConfig{BatchWindow: n.cfg.BatchWindow, RelinkWait: n.cfg.HeartbeatTimeout})
 	})
 	return n.applyPlan(ctx, p, now, changeSince), p.isolated
 }
@@ -176,6 +186,12 @@ func (n *Node) observe(s *state.State, now, changeSince time.Time) observations 
 				obs.dead = map[string]bool{}
 			}
 			obs.dead[w.ID] = true
+		}
+		if s.Relink != nil {
+			if obs.lastBeat == nil {
+				obs.lastBeat = map[string]time.Time{}
+			}
+			obs.lastBeat[w.ID] = n.live.lastBeat(w.ID)
 		}
 	}
 	return obs

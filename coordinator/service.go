@@ -106,6 +106,20 @@ func (s *service) Activate(ctx context.Context, r *pb.ActivateRequest) (*pb.Acti
 	return &pb.ActivateResponse{}, nil
 }
 
+func (s *service) ReportLinkFailure(ctx context.Context, r *pb.LinkFailureRequest) (*pb.LinkFailureResponse, error) {
+	msg := r.Message
+	if len(msg) > 512 {
+		msg = msg[:512]
+	}
+	if _, err := s.n.apply(ctx, state.Command{Op: state.OpRelink, WorkerID: r.WorkerId,
+		Generation: &state.Generation{Number: r.Generation}, Message: msg}); err != nil {
+		return nil, toStatus(err)
+	}
+	s.n.log.Warn("link failure reported", "worker", r.WorkerId, "generation", r.Generation, "message", msg)
+	s.n.kickLoop()
+	return &pb.LinkFailureResponse{}, nil
+}
+
 // workerCheck returns why worker id may not heartbeat, nil if it may.
 func (s *service) workerCheck(id string) (gen uint64, err error) {
 	s.n.fsm.read(func(st *state.State) {

@@ -32,6 +32,7 @@ type Coordinator interface {
 	ReportProgress(ctx context.Context, p state.Progress) error
 	PutCheckpoint(ctx context.Context, rec state.CheckpointRecord, data []byte) error
 	Activated(ctx context.Context, id string, generation uint64) error
+	LinkFailed(ctx context.Context, id string, generation uint64, why string) error
 }
 
 // ElasticConfig configures one elastic worker.
@@ -159,8 +160,8 @@ func (e *Elastic) openRing(g state.Generation) error {
 	var residual []float32 // this worker's error feedback goes with it
 	if e.ring != nil {
 		residual = e.ring.Residual()
-		if isCrash(g) || isStart(g) {
-			// A member crashed out of the old ring: what it queued belongs
+		if reconciles(g) || isStart(g) {
+			// A member crashed out of the old ring (or a link of it broke): what it queued belongs
 			// to a call that will not complete, and its successor may be
 			// the dead member. Do not wait to flush it.
 			e.ring.Abort()

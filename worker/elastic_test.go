@@ -26,6 +26,8 @@ type fakeCoord struct {
 	onReport func(p state.Progress)
 	reports  []state.Progress
 	ckpts    [][]byte
+	// onLinkFailed, when set, is called with each link-failure report.
+	onLinkFailed func(id string, gen uint64, why string)
 }
 
 func newFakeCoord() *fakeCoord { return &fakeCoord{changed: make(chan struct{})} }
@@ -102,6 +104,13 @@ func (f *fakeCoord) PutCheckpoint(_ context.Context, _ state.CheckpointRecord, d
 }
 
 func (f *fakeCoord) Activated(context.Context, string, uint64) error { return nil }
+
+func (f *fakeCoord) LinkFailed(_ context.Context, id string, gen uint64, why string) error {
+	if f.onLinkFailed != nil {
+		f.onLinkFailed(id, gen, why)
+	}
+	return nil
+}
 
 // elasticData makes a fresh copy of the test's dataset (the trainer
 // quantizes its embeddings in place, so every worker needs its own).

@@ -49,7 +49,7 @@ func (w *generations) watch(ctx context.Context, c Coordinator) {
 			w.byNum[g.Number] = g
 			w.latest = max(w.latest, g.Number)
 			w.wakeLocked()
-			if g.Number > w.ring && isCrash(g) && w.abort != nil {
+			if g.Number > w.ring && reconciles(g) && w.abort != nil {
 				w.abort()
 			}
 			w.mu.Unlock()
@@ -151,16 +151,19 @@ func (w *generations) inFlight(cancel context.CancelFunc) {
 		return
 	}
 	for n := w.ring + 1; n <= w.latest; n++ {
-		if g, ok := w.byNum[n]; ok && isCrash(g) {
+		if g, ok := w.byNum[n]; ok && reconciles(g) {
 			cancel()
 			return
 		}
 	}
 }
 
-// isCrash reports a generation that removes members the coordinator found
-// dead: it ends the calls in flight and is what survivors reconcile on.
-func isCrash(g state.Generation) bool { return g.Cause.Has(state.ChangeCrash) }
+// reconciles reports a generation that removes members the coordinator
+// found dead, or relinks the members after a failed link: it ends the calls
+// in flight and is what the survivors reconcile on.
+func reconciles(g state.Generation) bool {
+	return g.Cause.Has(state.ChangeCrash) || g.Cause.Has(state.ChangeRelink)
+}
 
 // isStart reports a generation whose members all begin together (the first,
 // or a restart after every worker was lost).

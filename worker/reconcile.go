@@ -40,6 +40,7 @@ func call[T elem](e *Elastic, ctx context.Context, v []T, run func(*collective.R
 		e.disturbed = time.Now()
 	}
 	e.log.Warn("collective call failed; reconciling", "call", e.done+1, "generation", e.gen.Number, "err", err)
+	e.reportLink(e.gen.Number, err)
 	res, rerr := e.reconcile(ctx, len(v), err)
 	if rerr != nil {
 		return rerr
@@ -88,7 +89,7 @@ func (e *Elastic) SumFloat32(ctx context.Context, v []float32) error {
 func (e *Elastic) reconcile(ctx context.Context, n int, cause error) ([]int64, error) {
 	for {
 		g, err := e.gens.wait(ctx, e.cfg.ReconfigureTimeout, func(g state.Generation) bool {
-			return g.Number > e.gen.Number && (isCrash(g) || isStart(g))
+			return g.Number > e.gen.Number && (reconciles(g) || isStart(g))
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%w (and then: %v)", cause, err)
@@ -115,7 +116,28 @@ func (e *Elastic) reconcile(ctx context.Context, n int, cause error) ([]int64, e
 		}
 		cause = err
 		e.log.Warn("reconciliation failed; waiting for a newer generation", "generation", g.Number, "err", err)
+		e.reportLink(g.Number, err)
 	}
+}
+
+// reportLink tells the coordinators, in the background, that a call of
+// generation gen's ring failed (err). Whatever broke it, the leader sorts it
+// out: a dead member becomes a crash generation within the heartbeat
+// timeout; with every member alive (a corrupted or stalled link) it relinks
+// them with a new generation, on which they reconcile. A report of a
+// generation that is no longer current is refused, harmlessly.
+func (e *Elastic) reportLink(gen uint64, err error) {
+	if e.gens.newest() > gen {
+		return // a newer generation (the crash that broke the call) is known
+	}
+	why := err.Error()
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.cfg.Coord.LinkFailed(ctx, e.cfg.ID, gen, why)
+	}()
 }
 
 // settle agrees on the survivors' progress: if some completed the pending

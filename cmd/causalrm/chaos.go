@@ -92,7 +92,7 @@ restart-workers, join-leave-storm, start-together, partition-coordinator.
 	fs.DurationVar(&cfg.RunTimeout, "run-timeout", 5*time.Minute, "bound of one run")
 	fs.DurationVar(&cfg.StepDelay, "step-delay", 40*time.Millisecond, "slow every worker's step down by this much, so that faults land mid-training")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 2*time.Second, "the coordinators' --heartbeat-timeout")
-	fs.DurationVar(&cfg.OpTimeout, "op-timeout", 0, "the workers' --op-timeout (0: the worker's default)")
+	fs.DurationVar(&cfg.OpTimeout, "op-timeout", 15*time.Second, "the workers' --op-timeout (0: the worker's default, 2m); below --stall, so that a call lost on a mangled link fails and is relinked before the stall detector fires")
 	fs.IntVar(&cfg.ReportEvery, "report-every", 5, "the job's --report-every")
 	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 20, "the job's --checkpoint-every (steps)")
 	fs.IntVar(&cfg.Rows, "rows", 2000, "generated data: training rows")

@@ -21,6 +21,7 @@ const (
 	OpFail
 	OpFinish
 	OpActivate
+	OpRelink
 )
 
 var opNames = map[Op]string{
@@ -28,6 +29,7 @@ var opNames = map[Op]string{
 	OpSetGeneration: "set-generation", OpReportProgress: "report-progress",
 	OpPutCheckpointChunk: "put-checkpoint-chunk", OpCommitCheckpoint: "commit-checkpoint",
 	OpRewind: "rewind", OpFail: "fail", OpFinish: "finish", OpActivate: "activate",
+	OpRelink: "relink",
 }
 
 func (o Op) String() string {
@@ -45,15 +47,15 @@ type Command struct {
 
 	Job          *JobSpec          `json:"job,omitempty"`           // Submit
 	Member       *Member           `json:"member,omitempty"`        // Register
-	WorkerID     string            `json:"worker_id,omitempty"`     // Leave, Deregister, Activate
-	Generation   *Generation       `json:"generation,omitempty"`    // SetGeneration
+	WorkerID     string            `json:"worker_id,omitempty"`     // Leave, Deregister, Activate, Relink
+	Generation   *Generation       `json:"generation,omitempty"`    // SetGeneration; Activate and Relink: its Number
 	Progress     *Progress         `json:"progress,omitempty"`      // ReportProgress
 	UploadID     string            `json:"upload_id,omitempty"`     // PutCheckpointChunk, CommitCheckpoint
 	Offset       int64             `json:"offset,omitempty"`        // PutCheckpointChunk
 	Checkpoint   *CheckpointRecord `json:"checkpoint,omitempty"`    // CommitCheckpoint (ID assigned by Apply)
 	GlobalStep   uint64            `json:"global_step,omitempty"`   // Rewind
 	CheckpointID uint64            `json:"checkpoint_id,omitempty"` // Rewind
-	Message      string            `json:"message,omitempty"`       // Fail
+	Message      string            `json:"message,omitempty"`       // Fail, Relink
 	RewardSHA    string            `json:"reward_sha,omitempty"`    // Finish
 	Data         []byte            `json:"-"`                       // PutCheckpointChunk; encoded raw, not base64
 }
@@ -92,6 +94,8 @@ func (s *State) Apply(c Command) (any, error) {
 		return nil, s.finish(c)
 	case OpActivate:
 		return nil, s.activate(c)
+	case OpRelink:
+		return nil, s.relink(c)
 	}
 	return nil, argErr("unknown command %v", c.Op)
 }

@@ -170,3 +170,27 @@ func (s *State) activate(c Command) error {
 	w.Activated = max(w.Activated, g.Number)
 	return nil
 }
+
+// relink records that worker c.WorkerID lost a data-plane link of the ring
+// of generation c.Generation.Number while every member is alive (a
+// corrupted or stalled stream): the leader answers with a generation of the
+// same members, on which they reconcile over fresh connections
+// (docs/elastic.md, "Link failures"). Only the first report of the current
+// generation counts; a report of an older generation is stale.
+func (s *State) relink(c Command) error {
+	if err := s.needJob(); err != nil {
+		return err
+	}
+	if c.Generation == nil {
+		return argErr("relink without a generation")
+	}
+	cur, ok := s.Current()
+	if !ok || c.Generation.Number != cur.Number || cur.Index(c.WorkerID) < 0 {
+		return fmt.Errorf("%w: %q is not a member of the current generation %d", ErrStaleGeneration, c.WorkerID, c.Generation.Number)
+	}
+	if s.Relink != nil && s.Relink.Generation == cur.Number {
+		return nil
+	}
+	s.Relink = &RelinkRequest{Generation: cur.Number, WorkerID: c.WorkerID, Message: c.Message, Time: c.Time}
+	return nil
+}

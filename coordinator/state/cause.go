@@ -25,11 +25,15 @@ const (
 	// ChangeUnready: Member goes after a crash because it does not hold
 	// the job's state yet (its join had not taken effect).
 	ChangeUnready
+	// ChangeRelink: Member reported a failed data-plane link while every
+	// member is alive; the same members reconcile on fresh connections.
+	ChangeRelink
 )
 
 var changeKindNames = [...]string{
 	ChangeStart: "start", ChangeRestart: "restart", ChangeJoin: "join",
 	ChangeLeave: "leave", ChangeCrash: "crash", ChangeUnready: "unready",
+	ChangeRelink: "relink",
 }
 
 func (k ChangeKind) String() string {
@@ -40,7 +44,7 @@ func (k ChangeKind) String() string {
 }
 
 // hasMember reports whether a change of kind k names a member.
-func (k ChangeKind) hasMember() bool { return k >= ChangeJoin && k <= ChangeUnready }
+func (k ChangeKind) hasMember() bool { return k >= ChangeJoin && k <= ChangeRelink }
 
 func changeKindOf(name string) (ChangeKind, bool) {
 	for k, n := range changeKindNames {
@@ -180,9 +184,9 @@ func (c Cause) Equal(o Cause) bool { return slices.Equal(c, o) }
 
 // Label is the cause's metrics label (internal/telemetry's
 // GenerationCauses): its most telling kind, by priority restart, start,
-// crash, leave, join; "other" for the empty cause.
+// crash, relink, leave, join; "other" for the empty cause.
 func (c Cause) Label() string {
-	for _, k := range []ChangeKind{ChangeRestart, ChangeStart, ChangeCrash, ChangeLeave, ChangeJoin} {
+	for _, k := range []ChangeKind{ChangeRestart, ChangeStart, ChangeCrash, ChangeRelink, ChangeLeave, ChangeJoin} {
 		if c.Has(k) {
 			return k.String()
 		}

@@ -460,3 +460,45 @@ func TestProgressEmptyHash(t *testing.T) {
 		t.Fatalf("no hash after a hash: %v %s", err, s.Status.Message)
 	}
 }
+
+// A relink request counts for the current generation only, from a member,
+// first report wins; it survives a snapshot round trip and Clone.
+func TestRelinkRequest(t *testing.T) {
+	s := running(t)
+	gen := func(n uint64) *Generation { return &Generation{Number: n} }
+	if _, err := s.Apply(Command{Op: OpRelink, WorkerID: "a", Generation: gen(2)}); !errors.Is(err, ErrStaleGeneration) {
+		t.Fatalf("relink of a future generation: %v", err)
+	}
+	if _, err := s.Apply(Command{Op: OpRelink, WorkerID: "zz", Generation: gen(1)}); !errors.Is(err, ErrStaleGeneration) {
+		t.Fatalf("relink by a non-member: %v", err)
+	}
+	if _, err := s.Apply(Command{Op: OpRelink, WorkerID: "a"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("relink without a generation: %v", err)
+	}
+	mustApply(t, s, Command{Op: OpRelink, Time: 10, WorkerID: "b", Generation: gen(1), Message: "checksum mismatch"})
+	mustApply(t, s, Command{Op: OpRelink, Time: 11, WorkerID: "a", Generation: gen(1)})
+	want := RelinkRequest{Generation: 1, WorkerID: "b", Message: "checksum mismatch", Time: 10}
+	if s.Relink == nil || *s.Relink != want {
+		t.Fatalf("relink %+v, want %+v", s.Relink, want)
+	}
+	c := s.Clone()
+	s.Relink.WorkerID = "changed"
+	if c.Relink == nil || *c.Relink != want {
+		t.Fatalf("clone shares or lost the relink: %+v", c.Relink)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back State
+	if err := json.Unmarshal(b, &back); err != nil || back.Relink == nil || *back.Relink != want {
+		t.Fatalf("round trip: %+v %v", back.Relink, err)
+	}
+	// The next generation makes it stale: a report of generation 1 is refused.
+	g, _ := s.Current()
+	ms := g.Members
+	mustApply(t, s, Command{Op: OpSetGeneration, Generation: &Generation{Number: 2, Members: ms, Owner: g.Owner, Cause: Cause{{Kind: ChangeRelink, Member: "b"}}}})
+	if _, err := s.Apply(Command{Op: OpRelink, WorkerID: "a", Generation: gen(1)}); !errors.Is(err, ErrStaleGeneration) {
+		t.Fatalf("relink of the old generation: %v", err)
+	}
+}

@@ -314,6 +314,18 @@ type State struct {
 	Blobs            []Blob             `json:"blobs"`       // ascending ID, Location "raft" only
 	NextCheckpointID uint64             `json:"next_checkpoint_id"`
 	Uploads          []Upload           `json:"uploads"` // oldest first
+	// Relink is the first link failure reported in the current generation
+	// (nil: none); a newer generation makes it stale.
+	Relink *RelinkRequest `json:"relink,omitempty"`
+}
+
+// RelinkRequest is a member's report that a link of its generation's ring
+// failed while the members are alive.
+type RelinkRequest struct {
+	Generation uint64 `json:"generation"`
+	WorkerID   string `json:"worker_id"`
+	Message    string `json:"message,omitempty"`
+	Time       int64  `json:"time"` // stamped by the leader
 }
 
 // Current returns the current generation.
@@ -415,5 +427,9 @@ func (s *State) Clone() State {
 	c.Checkpoints = append([]CheckpointRecord(nil), s.Checkpoints...)
 	c.Blobs = append([]Blob(nil), s.Blobs...)
 	c.Uploads = append([]Upload(nil), s.Uploads...)
+	if s.Relink != nil {
+		r := *s.Relink
+		c.Relink = &r
+	}
 	return c
 }

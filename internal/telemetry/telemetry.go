@@ -133,4 +133,4 @@ func NewLogger(w io.Writer, format string) (*slog.Logger, error) {
 // GenerationCauses are the cause labels of the generations the leader
 // makes (coordinator/state's Cause.Label, "other" aside), initialised to 0
 // so that they export.
-var GenerationCauses = []string{"start", "join", "leave", "crash", "restart"}
+var GenerationCauses = []string{"start", "join", "leave", "crash", "relink", "restart"}

@@ -1620,6 +1620,102 @@ func (x *FailJobRequest) GetMessage() string {
 	return ""
 }
 
+type LinkFailureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkFailureRequest) Reset() {
+	*x = LinkFailureRequest{}
+	mi := &file_coordinator_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkFailureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkFailureRequest) ProtoMessage() {}
+
+func (x *LinkFailureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkFailureRequest.ProtoReflect.Descriptor instead.
+func (*LinkFailureRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *LinkFailureRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *LinkFailureRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *LinkFailureRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type LinkFailureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkFailureResponse) Reset() {
+	*x = LinkFailureResponse{}
+	mi := &file_coordinator_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkFailureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkFailureResponse) ProtoMessage() {}
+
+func (x *LinkFailureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkFailureResponse.ProtoReflect.Descriptor instead.
+func (*LinkFailureResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{31}
+}
+
 type FailJobResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1628,7 +1724,7 @@ type FailJobResponse struct {
 
 func (x *FailJobResponse) Reset() {
 	*x = FailJobResponse{}
-	mi := &file_coordinator_proto_msgTypes[30]
+	mi := &file_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1736,7 @@ func (x *FailJobResponse) String() string {
 func (*FailJobResponse) ProtoMessage() {}
 
 func (x *FailJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[30]
+	mi := &file_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1749,7 @@ func (x *FailJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailJobResponse.ProtoReflect.Descriptor instead.
 func (*FailJobResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 var File_coordinator_proto protoreflect.FileDescriptor
@@ -1768,8 +1864,16 @@ const file_coordinator_proto_rawDesc = "" +
 	"\rreward_sha256\x18\x01 \x01(\tR\frewardSha256\"\x13\n" +
 	"\x11FinishJobResponse\"*\n" +
 	"\x0eFailJobRequest\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage\"\x11\n" +
-	"\x0fFailJobResponse2\xf7\t\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\"k\n" +
+	"\x12LinkFailureRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x15\n" +
+	"\x13LinkFailureResponse\"\x11\n" +
+	"\x0fFailJobResponse2\xe7\n" +
+	"\n" +
 	"\vCoordinator\x12b\n" +
 	"\tSubmitJob\x12).causalrm.coordinator.v1.SubmitJobRequest\x1a*.causalrm.coordinator.v1.SubmitJobResponse\x12Y\n" +
 	"\x06GetJob\x12&.causalrm.coordinator.v1.GetJobRequest\x1a'.causalrm.coordinator.v1.GetJobResponse\x12_\n" +
@@ -1783,7 +1887,8 @@ const file_coordinator_proto_rawDesc = "" +
 	"\rGetCheckpoint\x12-.causalrm.coordinator.v1.GetCheckpointRequest\x1a(.causalrm.coordinator.v1.CheckpointChunk0\x01\x12Y\n" +
 	"\x06Status\x12&.causalrm.coordinator.v1.StatusRequest\x1a'.causalrm.coordinator.v1.StatusResponse\x12b\n" +
 	"\tFinishJob\x12).causalrm.coordinator.v1.FinishJobRequest\x1a*.causalrm.coordinator.v1.FinishJobResponse\x12\\\n" +
-	"\aFailJob\x12'.causalrm.coordinator.v1.FailJobRequest\x1a(.causalrm.coordinator.v1.FailJobResponseB2Z0github.com/causalrm/causalrm/proto/coordinatorpbb\x06proto3"
+	"\aFailJob\x12'.causalrm.coordinator.v1.FailJobRequest\x1a(.causalrm.coordinator.v1.FailJobResponse\x12n\n" +
+	"\x11ReportLinkFailure\x12+.causalrm.coordinator.v1.LinkFailureRequest\x1a,.causalrm.coordinator.v1.LinkFailureResponseB2Z0github.com/causalrm/causalrm/proto/coordinatorpbb\x06proto3"
 
 var (
 	file_coordinator_proto_rawDescOnce sync.Once
@@ -1797,7 +1902,7 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinator_proto_rawDescData
 }
 
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_coordinator_proto_goTypes = []any{
 	(*JobSpec)(nil),               // 0: causalrm.coordinator.v1.JobSpec
 	(*Member)(nil),                // 1: causalrm.coordinator.v1.Member
@@ -1829,7 +1934,9 @@ var file_coordinator_proto_goTypes = []any{
 	(*FinishJobRequest)(nil),      // 27: causalrm.coordinator.v1.FinishJobRequest
 	(*FinishJobResponse)(nil),     // 28: causalrm.coordinator.v1.FinishJobResponse
 	(*FailJobRequest)(nil),        // 29: causalrm.coordinator.v1.FailJobRequest
-	(*FailJobResponse)(nil),       // 30: causalrm.coordinator.v1.FailJobResponse
+	(*LinkFailureRequest)(nil),    // 30: causalrm.coordinator.v1.LinkFailureRequest
+	(*LinkFailureResponse)(nil),   // 31: causalrm.coordinator.v1.LinkFailureResponse
+	(*FailJobResponse)(nil),       // 32: causalrm.coordinator.v1.FailJobResponse
 }
 var file_coordinator_proto_depIdxs = []int32{
 	1,  // 0: causalrm.coordinator.v1.Generation.members:type_name -> causalrm.coordinator.v1.Member
@@ -1854,21 +1961,23 @@ var file_coordinator_proto_depIdxs = []int32{
 	25, // 19: causalrm.coordinator.v1.Coordinator.Status:input_type -> causalrm.coordinator.v1.StatusRequest
 	27, // 20: causalrm.coordinator.v1.Coordinator.FinishJob:input_type -> causalrm.coordinator.v1.FinishJobRequest
 	29, // 21: causalrm.coordinator.v1.Coordinator.FailJob:input_type -> causalrm.coordinator.v1.FailJobRequest
-	7,  // 22: causalrm.coordinator.v1.Coordinator.SubmitJob:output_type -> causalrm.coordinator.v1.SubmitJobResponse
-	9,  // 23: causalrm.coordinator.v1.Coordinator.GetJob:output_type -> causalrm.coordinator.v1.GetJobResponse
-	11, // 24: causalrm.coordinator.v1.Coordinator.Register:output_type -> causalrm.coordinator.v1.RegisterResponse
-	13, // 25: causalrm.coordinator.v1.Coordinator.Heartbeat:output_type -> causalrm.coordinator.v1.BeatAck
-	15, // 26: causalrm.coordinator.v1.Coordinator.Leave:output_type -> causalrm.coordinator.v1.LeaveResponse
-	17, // 27: causalrm.coordinator.v1.Coordinator.Activate:output_type -> causalrm.coordinator.v1.ActivateResponse
-	19, // 28: causalrm.coordinator.v1.Coordinator.WatchGenerations:output_type -> causalrm.coordinator.v1.WatchEvent
-	21, // 29: causalrm.coordinator.v1.Coordinator.ReportProgress:output_type -> causalrm.coordinator.v1.ProgressResponse
-	23, // 30: causalrm.coordinator.v1.Coordinator.PutCheckpoint:output_type -> causalrm.coordinator.v1.PutCheckpointResponse
-	22, // 31: causalrm.coordinator.v1.Coordinator.GetCheckpoint:output_type -> causalrm.coordinator.v1.CheckpointChunk
-	26, // 32: causalrm.coordinator.v1.Coordinator.Status:output_type -> causalrm.coordinator.v1.StatusResponse
-	28, // 33: causalrm.coordinator.v1.Coordinator.FinishJob:output_type -> causalrm.coordinator.v1.FinishJobResponse
-	30, // 34: causalrm.coordinator.v1.Coordinator.FailJob:output_type -> causalrm.coordinator.v1.FailJobResponse
-	22, // [22:35] is the sub-list for method output_type
-	9,  // [9:22] is the sub-list for method input_type
+	30, // 22: causalrm.coordinator.v1.Coordinator.ReportLinkFailure:input_type -> causalrm.coordinator.v1.LinkFailureRequest
+	7,  // 23: causalrm.coordinator.v1.Coordinator.SubmitJob:output_type -> causalrm.coordinator.v1.SubmitJobResponse
+	9,  // 24: causalrm.coordinator.v1.Coordinator.GetJob:output_type -> causalrm.coordinator.v1.GetJobResponse
+	11, // 25: causalrm.coordinator.v1.Coordinator.Register:output_type -> causalrm.coordinator.v1.RegisterResponse
+	13, // 26: causalrm.coordinator.v1.Coordinator.Heartbeat:output_type -> causalrm.coordinator.v1.BeatAck
+	15, // 27: causalrm.coordinator.v1.Coordinator.Leave:output_type -> causalrm.coordinator.v1.LeaveResponse
+	17, // 28: causalrm.coordinator.v1.Coordinator.Activate:output_type -> causalrm.coordinator.v1.ActivateResponse
+	19, // 29: causalrm.coordinator.v1.Coordinator.WatchGenerations:output_type -> causalrm.coordinator.v1.WatchEvent
+	21, // 30: causalrm.coordinator.v1.Coordinator.ReportProgress:output_type -> causalrm.coordinator.v1.ProgressResponse
+	23, // 31: causalrm.coordinator.v1.Coordinator.PutCheckpoint:output_type -> causalrm.coordinator.v1.PutCheckpointResponse
+	22, // 32: causalrm.coordinator.v1.Coordinator.GetCheckpoint:output_type -> causalrm.coordinator.v1.CheckpointChunk
+	26, // 33: causalrm.coordinator.v1.Coordinator.Status:output_type -> causalrm.coordinator.v1.StatusResponse
+	28, // 34: causalrm.coordinator.v1.Coordinator.FinishJob:output_type -> causalrm.coordinator.v1.FinishJobResponse
+	32, // 35: causalrm.coordinator.v1.Coordinator.FailJob:output_type -> causalrm.coordinator.v1.FailJobResponse
+	31, // 36: causalrm.coordinator.v1.Coordinator.ReportLinkFailure:output_type -> causalrm.coordinator.v1.LinkFailureResponse
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1889,7 +1998,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,19 +27,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Coordinator_SubmitJob_FullMethodName        = "/causalrm.coordinator.v1.Coordinator/SubmitJob"
-	Coordinator_GetJob_FullMethodName           = "/causalrm.coordinator.v1.Coordinator/GetJob"
-	Coordinator_Register_FullMethodName         = "/causalrm.coordinator.v1.Coordinator/Register"
-	Coordinator_Heartbeat_FullMethodName        = "/causalrm.coordinator.v1.Coordinator/Heartbeat"
-	Coordinator_Leave_FullMethodName            = "/causalrm.coordinator.v1.Coordinator/Leave"
-	Coordinator_Activate_FullMethodName         = "/causalrm.coordinator.v1.Coordinator/Activate"
-	Coordinator_WatchGenerations_FullMethodName = "/causalrm.coordinator.v1.Coordinator/WatchGenerations"
-	Coordinator_ReportProgress_FullMethodName   = "/causalrm.coordinator.v1.Coordinator/ReportProgress"
-	Coordinator_PutCheckpoint_FullMethodName    = "/causalrm.coordinator.v1.Coordinator/PutCheckpoint"
-	Coordinator_GetCheckpoint_FullMethodName    = "/causalrm.coordinator.v1.Coordinator/GetCheckpoint"
-	Coordinator_Status_FullMethodName           = "/causalrm.coordinator.v1.Coordinator/Status"
-	Coordinator_FinishJob_FullMethodName        = "/causalrm.coordinator.v1.Coordinator/FinishJob"
-	Coordinator_FailJob_FullMethodName          = "/causalrm.coordinator.v1.Coordinator/FailJob"
+	Coordinator_SubmitJob_FullMethodName         = "/causalrm.coordinator.v1.Coordinator/SubmitJob"
+	Coordinator_GetJob_FullMethodName            = "/causalrm.coordinator.v1.Coordinator/GetJob"
+	Coordinator_Register_FullMethodName          = "/causalrm.coordinator.v1.Coordinator/Register"
+	Coordinator_Heartbeat_FullMethodName         = "/causalrm.coordinator.v1.Coordinator/Heartbeat"
+	Coordinator_Leave_FullMethodName             = "/causalrm.coordinator.v1.Coordinator/Leave"
+	Coordinator_Activate_FullMethodName          = "/causalrm.coordinator.v1.Coordinator/Activate"
+	Coordinator_WatchGenerations_FullMethodName  = "/causalrm.coordinator.v1.Coordinator/WatchGenerations"
+	Coordinator_ReportProgress_FullMethodName    = "/causalrm.coordinator.v1.Coordinator/ReportProgress"
+	Coordinator_PutCheckpoint_FullMethodName     = "/causalrm.coordinator.v1.Coordinator/PutCheckpoint"
+	Coordinator_GetCheckpoint_FullMethodName     = "/causalrm.coordinator.v1.Coordinator/GetCheckpoint"
+	Coordinator_Status_FullMethodName            = "/causalrm.coordinator.v1.Coordinator/Status"
+	Coordinator_FinishJob_FullMethodName         = "/causalrm.coordinator.v1.Coordinator/FinishJob"
+	Coordinator_FailJob_FullMethodName           = "/causalrm.coordinator.v1.Coordinator/FailJob"
+	Coordinator_ReportLinkFailure_FullMethodName = "/causalrm.coordinator.v1.Coordinator/ReportLinkFailure"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -68,6 +69,11 @@ type CoordinatorClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	FinishJob(ctx context.Context, in *FinishJobRequest, opts ...grpc.CallOption) (*FinishJobResponse, error)
 	FailJob(ctx context.Context, in *FailJobRequest, opts ...grpc.CallOption) (*FailJobResponse, error)
+	// ReportLinkFailure: a data-plane link of this generation's ring failed
+	// (a corrupted or stalled stream) while the member is alive; the leader
+	// answers with a generation of the same members after the heartbeat
+	// timeout, unless a crash generation comes first.
+	ReportLinkFailure(ctx context.Context, in *LinkFailureRequest, opts ...grpc.CallOption) (*LinkFailureResponse, error)
 }
 
 type coordinatorClient struct {
@@ -232,6 +238,16 @@ func (c *coordinatorClient) FailJob(ctx context.Context, in *FailJobRequest, opt
 	return out, nil
 }
 
+func (c *coordinatorClient) ReportLinkFailure(ctx context.Context, in *LinkFailureRequest, opts ...grpc.CallOption) (*LinkFailureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LinkFailureResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportLinkFailure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -258,6 +274,11 @@ type CoordinatorServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	FinishJob(context.Context, *FinishJobRequest) (*FinishJobResponse, error)
 	FailJob(context.Context, *FailJobRequest) (*FailJobResponse, error)
+	// ReportLinkFailure: a data-plane link of this generation's ring failed
+	// (a corrupted or stalled stream) while the member is alive; the leader
+	// answers with a generation of the same members after the heartbeat
+	// timeout, unless a crash generation comes first.
+	ReportLinkFailure(context.Context, *LinkFailureRequest) (*LinkFailureResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -306,6 +327,9 @@ func (UnimplementedCoordinatorServer) FinishJob(context.Context, *FinishJobReque
 }
 func (UnimplementedCoordinatorServer) FailJob(context.Context, *FailJobRequest) (*FailJobResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method FailJob not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportLinkFailure(context.Context, *LinkFailureRequest) (*LinkFailureResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportLinkFailure not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -526,6 +550,24 @@ func _Coordinator_FailJob_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ReportLinkFailure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LinkFailureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportLinkFailure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportLinkFailure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportLinkFailure(ctx, req.(*LinkFailureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -568,6 +610,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FailJob",
 			Handler:    _Coordinator_FailJob_Handler,
+		},
+		{
+			MethodName: "ReportLinkFailure",
+			Handler:    _Coordinator_ReportLinkFailure_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

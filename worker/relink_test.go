@@ -1,0 +1,75 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/causalrm/causalrm/coordinator/state"
+	"github.com/causalrm/causalrm/internal/tcpproxy"
+)
+
+// A link of the ring corrupted while every member is alive (a bit flipped
+// in the stream into b): the call fails its checksum, the members report
+// the link, the coordinator relinks the same members with a new
+// generation, they reconcile the call on fresh connections and finish with
+// the one-process bits. Before relinks, the members waited for a crash
+// generation that never came (ReconfigureTimeout) and failed.
+func TestRelinkAfterCorruptedLink(t *testing.T) {
+	want := referenceModel(t)
+	fc := newFakeCoord()
+	shards := elasticConfig().Shards
+	lis, addrs := listeners(t, "a", "b", "c")
+	proxy, err := tcpproxy.New(addrs["b"]) // b's predecessor dials b through it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	ringAddrs := map[string]string{"a": addrs["a"], "b": proxy.Addr(), "c": addrs["c"]}
+	nodes := startNodes(t, fc, lis, "a", "b", "c")
+	var mangled sync.Once
+	var mangledAt time.Time
+	fc.onReport = func(p state.Progress) {
+		if p.WorkerID == "a" && p.GlobalStep >= 20 {
+			mangled.Do(func() {
+				mangledAt = time.Now()
+				proxy.MangleNext(tcpproxy.Flip, 12345)
+			})
+		}
+	}
+	var mu sync.Mutex
+	relinked := map[uint64]bool{}
+	fc.onLinkFailed = func(id string, gen uint64, why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if relinked[gen] {
+			return
+		}
+		relinked[gen] = true
+		t.Logf("%s reported generation %d: %s", id, gen, why)
+		go fc.commit([]string{"a", "b", "c"}, ringAddrs, shards, "relink:"+id)
+	}
+	fc.commit([]string{"a", "b", "c"}, ringAddrs, shards, "start")
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id].run(ctx)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if err := <-nodes[id].done; err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	if mangledAt.IsZero() {
+		t.Fatal("training ended before the link was mangled")
+	}
+	mu.Lock()
+	n := len(relinked)
+	mu.Unlock()
+	if n == 0 {
+		t.Fatal("nobody reported the corrupted link")
+	}
+	if err := sameBits(nodes["a"].model, want); err != nil {
+		t.Fatal(err)
+	}
+}
