@@ -213,7 +213,10 @@ func (e *Engine) forwardExact(x []float32, rows []int32) []float64 {
 		}
 		e.z[l] = grow(e.z[l], m*out)
 		z := e.z[l]
-		BLAS().Dgemm(blas.NoTrans, blas.Trans, m, out, in, 1, qa, in, e.wq[l], in, 0, z, out)
+		ab, wb := e.fwdBits(l)
+		if !exactProduct(blas.NoTrans, blas.Trans, m, out, in, qa, in, ab, e.wq[l], in, wb, nil, z, out) {
+			BLAS().Dgemm(blas.NoTrans, blas.Trans, m, out, in, 1, qa, in, e.wq[l], in, 0, z, out)
+		}
 		bias := e.M.Bd(l)
 		ws := make([]float64, out)
 		for k := range ws {
@@ -376,12 +379,15 @@ func (e *Engine) Partial(maxima []float64, dst []int64) error {
 			quantizeCols(e.a[l], m, in, aExp[l], e.qa)
 			qa = e.qa
 		}
-		e.gemm = grow(e.gemm, out*in)
-		c := e.gemm
-		BLAS().Dgemm(blas.Trans, blas.NoTrans, out, in, m, 1, e.qd, out, qa, in, 0, c, in)
-		parallelFor(out, func(lo, hi int) {
-			toInt64K(dw[lo*in:hi*in], c[lo*in:hi*in])
-		})
+		zb, ab := e.bwdBits(l)
+		if !exactProduct(blas.Trans, blas.NoTrans, out, in, m, e.qd, out, zb, qa, in, ab, dw, nil, in) {
+			e.gemm = grow(e.gemm, out*in)
+			c := e.gemm
+			BLAS().Dgemm(blas.Trans, blas.NoTrans, out, in, m, 1, e.qd, out, qa, in, 0, c, in)
+			parallelFor(out, func(lo, hi int) {
+				toInt64K(dw[lo*in:hi*in], c[lo*in:hi*in])
+			})
+		}
 		clear(db)
 		for i := 0; i < m; i++ {
 			for k, v := range e.qd[i*out : (i+1)*out] {

@@ -2,9 +2,12 @@ package nn
 
 import (
 	"math"
+	"os"
 	"sync"
+	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
 
 	"github.com/causalrm/causalrm/nn/internal/imadd"
 )
@@ -320,15 +323,17 @@ func runParallel(n int, fn func(lo, hi int)) {
 // above its bound or not finite, no plan, too many fixups); the caller then
 // runs the float64 GEMM, which gives the same integers whenever they fit
 // 52 bits.
-func intGemm(tA, tB blas.Transpose, m, n, k int, a []float64, lda, aBits int, b []float64, ldb, bBits int, c []int64, ldc int) bool {
+// The result goes to c, or as float64s (exact: below 2^52 in magnitude)
+// to cf when c is nil.
+func intGemm(tA, tB blas.Transpose, m, n, k int, a []float64, lda, aBits int, b []float64, ldb, bBits int, c []int64, cf []float64, ldc int) bool {
 	plan, ok := planInt(aBits, bBits)
 	if !ok || m < 1 || n < 1 || k < 1 {
 		return false
 	}
-	return intGemmPlan(plan, tA, tB, m, n, k, a, lda, b, ldb, c, ldc)
+	return intGemmPlan(plan, tA, tB, m, n, k, a, lda, b, ldb, c, cf, ldc)
 }
 
-func intGemmPlan(plan intPlan, tA, tB blas.Transpose, m, n, k int, a []float64, lda int, b []float64, ldb int, c []int64, ldc int) bool {
+func intGemmPlan(plan intPlan, tA, tB blas.Transpose, m, n, k int, a []float64, lda int, b []float64, ldb int, c []int64, cf []float64, ldc int) bool {
 	k2 := (k + 1) / 2
 	mp, np := (m+intMR-1)/intMR, (n+intNR-1)/intNR
 	w := intWorkPool.Get().(*intWork)
@@ -352,6 +357,8 @@ func intGemmPlan(plan intPlan, tA, tB blas.Transpose, m, n, k int, a []float64, 
 	}
 	cp := intMultiply(plan, w, m, n, k)
 	ldp := np * intNR
+	intGemmRuns.Add(1)
+	intGemmFixups.Add(int64(len(fa) + len(fb)))
 	// Fixups: op(A)[i,kk] is e larger than packed: add e * op(B)[kk, :].
 	for _, f := range fa {
 		row := cp[f.row*ldp : f.row*ldp+n]
@@ -366,10 +373,55 @@ func intGemmPlan(plan intPlan, tA, tB blas.Transpose, m, n, k int, a []float64, 
 	}
 	runParallel(m, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			copy(c[i*ldc:i*ldc+n], cp[i*ldp:i*ldp+n])
+			if c != nil {
+				copy(c[i*ldc:i*ldc+n], cp[i*ldp:i*ldp+n])
+				continue
+			}
+			for j, v := range cp[i*ldp : i*ldp+n] {
+				cf[i*ldc+j] = float64(v)
+			}
 		}
 	})
 	return true
+}
+
+// intGemmRuns and intGemmFixups count intGemm's products and fixups (for
+// tests: that a path they force did run).
+var intGemmRuns, intGemmFixups atomic.Int64
+
+// intGemmUse: 0 runs the integer GEMM where it pays, 1 wherever it can
+// (with the scalar kernel where the CPU lacks AVX2: a reference, slow), -1
+// never. The environment variable CAUSALRM_INTGEMM=on|off sets 1|-1 (to
+// compare the paths end to end: every setting gives the same bits); tests
+// set it directly.
+var intGemmUse = map[string]int{"on": 1, "off": -1}[os.Getenv("CAUSALRM_INTGEMM")]
+
+// intGemmPays: the exact products go through intGemm with the pure-Go
+// (gonum) BLAS on an AVX2 CPU, where it is about 4x gonum's DGEMM; OpenBLAS's
+// DGEMM is as fast as it or faster on AVX2 (docs/benchmarks.md), so the
+// OpenBLAS build keeps it. Small products stay with the BLAS either way.
+func intGemmPays(m, n, k int) bool {
+	switch intGemmUse {
+	case 1:
+		return true
+	case -1:
+		return false
+	}
+	if !imadd.Available || m*n*k < 1<<20 {
+		return false
+	}
+	_, native := BLAS().(gonum.Implementation)
+	return native
+}
+
+// exactProduct is an exact-mode GEMM through intGemm where that pays:
+// as intGemm, false when it did not run (the caller runs the float64 GEMM,
+// which gives the same integers).
+func exactProduct(tA, tB blas.Transpose, m, n, k int, a []float64, lda, aBits int, b []float64, ldb, bBits int, c []int64, cf []float64, ldc int) bool {
+	if !intGemmPays(m, n, k) {
+		return false
+	}
+	return intGemm(tA, tB, m, n, k, a, lda, aBits, b, ldb, bBits, c, cf, ldc)
 }
 
 // intMultiply runs the micro-kernel over the operands packSide put in w

@@ -101,15 +101,19 @@ func TestIntGemmMatchesFloat64(t *testing.T) {
 					}
 					want := dgemmInts(s.tA, s.tB, s.m, s.n, s.k, a, lda, b, ldb)
 					got := make([]int64, s.m*s.n)
-					if !intGemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, s.aBits, b, ldb, s.bBits, got, s.n) {
+					if !intGemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, s.aBits, b, ldb, s.bBits, got, nil, s.n) {
 						if fixLimit == 0 {
 							t.Fatalf("%s %+v kind %d: intGemm declined", name, s, kind)
 						}
 						continue
 					}
+					gotF := make([]float64, s.m*s.n)
+					if !intGemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, s.aBits, b, ldb, s.bBits, nil, gotF, s.n) {
+						t.Fatalf("%s %+v kind %d: declined the float64 output only", name, s, kind)
+					}
 					for i := range want {
-						if got[i] != want[i] {
-							t.Fatalf("%s %+v kind %d fixes %d: c[%d] = %d, float64 path %d", name, s, kind, fixLimit, i, got[i], want[i])
+						if got[i] != want[i] || gotF[i] != float64(want[i]) {
+							t.Fatalf("%s %+v kind %d fixes %d: c[%d] = %d (%v as float64), float64 path %d", name, s, kind, fixLimit, i, got[i], gotF[i], want[i])
 						}
 					}
 				}
@@ -124,11 +128,11 @@ func TestIntGemmDeclines(t *testing.T) {
 	a := []float64{1, 2, 3, 4}
 	b := []float64{1, 2, 3, 4}
 	c := make([]int64, 4)
-	if intGemm(blas.NoTrans, blas.Trans, 2, 2, 2, a, 2, 1, b, 2, 3, c, 2) {
+	if intGemm(blas.NoTrans, blas.Trans, 2, 2, 2, a, 2, 1, b, 2, 3, c, nil, 2) {
 		t.Fatal("accepted 3 and 4 on a 1-bit grid")
 	}
 	a[0] = nanF()
-	if intGemm(blas.NoTrans, blas.Trans, 2, 2, 2, a, 2, 3, b, 2, 3, c, 2) {
+	if intGemm(blas.NoTrans, blas.Trans, 2, 2, 2, a, 2, 3, b, 2, 3, c, nil, 2) {
 		t.Fatal("accepted NaN")
 	}
 }
@@ -229,7 +233,7 @@ func BenchmarkExactGemm(b *testing.B) {
 				run("int16_"+name, func() {
 					old := intKernel
 					intKernel = kern
-					if !intGemm(p.tA, p.tB, p.m, p.n, p.k, a, lda, p.aBits, bb, ldb, p.bBits, ci, p.n) {
+					if !intGemm(p.tA, p.tB, p.m, p.n, p.k, a, lda, p.aBits, bb, ldb, p.bBits, ci, nil, p.n) {
 						b.Fatal("declined")
 					}
 					intKernel = old
