@@ -39,6 +39,13 @@ type FlipRates struct {
 	Rho01, Rho10 float64
 }
 
+// FlipInterval is the 95% interval of estimated flip rates: Lo and Hi per
+// rate, and the observed rows each rate was read from (N01, N10).
+type FlipInterval struct {
+	Lo, Hi   FlipRates
+	N01, N10 int
+}
+
 // The sources of a run's flip rates (Run.FlipRatesSource).
 const (
 	RatesGiven     = "given"
@@ -98,7 +105,10 @@ type Run struct {
 	FlipRates *FlipRates // the rates the method used; nil when it does not model label noise
 	// FlipRatesSource is RatesGiven (--flip-rates, job key flip_rates) or
 	// RatesEstimated (by the noise stage); "" reads as estimated.
-	FlipRatesSource  string
+	FlipRatesSource string
+	// FlipInterval is the 95% interval of estimated FlipRates (the
+	// cross-fitted estimator); nil when there is none.
+	FlipInterval     *FlipInterval
 	TrueRates        *FlipRates // known rates (semi-synthetic data); nil when unknown
 	PropensityValMSE float64    // NaN when the propensity stage was skipped
 	PropensityCalib  []CalibBin
@@ -331,7 +341,7 @@ func ratesSourceNote(source string) string {
 	if source == RatesGiven {
 		return "given: set with `--flip-rates RHO01,RHO10` (job key `flip_rates`), so the noise stage was skipped"
 	}
-	return "estimated: from the noise model's anchor points after the noise stage (docs/method.md, \"The pipeline\")"
+	return "estimated: from the noise model's anchor points after the noise stage (`--flip-estimator anchor`, docs/method.md, \"Flip-rate estimation\"); no interval"
 }
 
 const trueRatesNote = "true: counted on the train split's observed rows, whose clean label r the data records (generated data); training never reads them"
@@ -342,7 +352,9 @@ func stageMeaning(stage string) string {
 	case stage == "propensity":
 		return "The propensity model e(x) predicts whether a row gets feedback; its loss is the squared error (sigmoid(f) - o)² over all rows."
 	case stage == "noise":
-		return "The noise model h(x) is trained on the observed rows against the noisy label y (binary cross-entropy); the flip rates are estimated from it."
+		return "The noise model h(x) is trained on the observed rows against the noisy label y (binary cross-entropy). The flip rates are estimated from five cross-fitted copies of it, each trained without one fifth of the observed rows and scoring that fifth (the default), or from its own logits (`--flip-estimator anchor`)."
+	case strings.HasPrefix(stage, "noise-fold"):
+		return "A cross-fitting copy of the noise model, trained on four of the five folds of the observed rows; it scores the fold it did not see, for the flip-rate estimate (docs/method.md, \"Flip-rate estimation\"). It is not saved."
 	case stage == "imputation":
 		return "The imputation model g(x) is trained on the observed rows against the noisy label y (binary cross-entropy); the doubly robust estimators use its predictions."
 	case strings.HasPrefix(stage, "reward/"):

@@ -16,7 +16,12 @@ func writeFlipRates(b *strings.Builder, run *Run, title string) {
 	} else {
 		b.WriteString("| | rho01 | rho10 |\n|---|---|---|\n")
 		var notes []string
-		if run.FlipRates != nil {
+		if iv := run.FlipInterval; run.FlipRates != nil && iv != nil && run.FlipRatesSource != RatesGiven {
+			fmt.Fprintf(b, "| %s | %s (95%% interval %s–%s) | %s (95%% interval %s–%s) |\n", RatesEstimated,
+				fmtNum(run.FlipRates.Rho01), fmtNum(iv.Lo.Rho01), fmtNum(iv.Hi.Rho01),
+				fmtNum(run.FlipRates.Rho10), fmtNum(iv.Lo.Rho10), fmtNum(iv.Hi.Rho10))
+			notes = append(notes, fmt.Sprintf("estimated: cross-fitted (docs/method.md, \"Flip-rate estimation\"): rho10 is the share of y = 1 among the %s observed rows with the lowest out-of-fold noise-model logits, rho01 the share of y = 0 among the %s highest; the interval is the 95%% Wilson interval of that share, which covers the labels' sampling noise, not rows of the other class in a tail (those only push a rate up)", fmtInt(iv.N10), fmtInt(iv.N01)))
+		} else if run.FlipRates != nil {
 			fmt.Fprintf(b, "| %s | %s | %s |\n", ratesSourceLabel(run.FlipRatesSource), fmtNum(run.FlipRates.Rho01), fmtNum(run.FlipRates.Rho10))
 			notes = append(notes, ratesSourceNote(run.FlipRatesSource))
 		} else {

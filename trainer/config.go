@@ -34,9 +34,14 @@ type Config struct {
 	Reduce      string        `yaml:"reduce" json:"reduce"` // "exact" or "fast"
 	Clip        float64       `yaml:"propensity_clip" json:"propensity_clip"`
 	Quantile    float64       `yaml:"quantile" json:"quantile"`
-	Propensity  string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
-	FlipRates   *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
-	Monitor     string        `yaml:"monitor" json:"monitor"` // "val" or "train"
+	// FlipEstimator is how the noise stage estimates the flip rates:
+	// causal.FlipCrossFit ("crossfit", the default; "" reads as it) or
+	// causal.FlipAnchor ("anchor", the paper's quantile estimator, which
+	// uses Quantile). docs/method.md, "Flip-rate estimation".
+	FlipEstimator string        `yaml:"flip_estimator" json:"flip_estimator"`
+	Propensity    string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
+	FlipRates     *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
+	Monitor       string        `yaml:"monitor" json:"monitor"` // "val" or "train"
 	// Risk is the reward stage's empirical risk for the estimators whose
 	// per-row weights can be negative (noise, causalrm-ips, dr,
 	// causalrm-dr). RiskNonNegative (the default) clamps its two class parts
@@ -62,7 +67,7 @@ func DefaultConfig() Config {
 	return Config{
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
 		MaxEpochs: 600, Patience: 30, Hidden: []int{256, 64}, LeakySlope: 0.01,
-		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, Propensity: "learn",
+		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, FlipEstimator: causal.FlipCrossFit, Propensity: "learn",
 		Monitor: "val", Risk: RiskNonNegative, ScoreChunk: 4096, ProgressEach: 1,
 	}
 }
@@ -129,6 +134,8 @@ func (c Config) Validate() error {
 		return bad("propensity_clip", c.Clip, "want in (0,1]")
 	case !(c.Quantile > 0.5 && c.Quantile < 1):
 		return bad("quantile", c.Quantile, "want in (0.5,1)")
+	case c.FlipEstimator != "" && c.FlipEstimator != causal.FlipCrossFit && c.FlipEstimator != causal.FlipAnchor:
+		return bad("flip_estimator", c.FlipEstimator, "want crossfit (the default) or anchor")
 	case c.Propensity != "learn" && c.Propensity != "given":
 		return bad("propensity", c.Propensity, "want learn or given")
 	case c.Monitor != "val" && c.Monitor != "train":

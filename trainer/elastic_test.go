@@ -226,7 +226,7 @@ func TestSnapshotResumeEveryStage(t *testing.T) {
 	m := causal.CausalDR
 	full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool {
 		return (b.Epoch == 1 && b.Step == 0) || (b.Epoch == 2 && b.Step == 0) || (b.Epoch == 2 && b.Step == b.Steps-1) ||
-			(b.Epoch == 5 && b.Step == b.Steps/2)
+			(b.Epoch == 3 && b.Step == b.Steps/2) // patience 2: every stage reaches epoch 3
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +235,11 @@ func TestSnapshotResumeEveryStage(t *testing.T) {
 	for gs := range full.snaps {
 		stages[full.bounds[gs].Stage]++
 	}
-	for _, st := range []string{StagePropensity, StageNoise, StageImputation, StageReward + "/" + string(m)} {
+	want := []string{StagePropensity, StageNoise, StageImputation, StageReward + "/" + string(m)}
+	for k := range causal.DefaultFlipFolds {
+		want = append(want, FoldStage(k)) // resumed inside a cross-fitting fold too
+	}
+	for _, st := range want {
 		if stages[st] != 4 {
 			t.Fatalf("stage %s: %d snapshots, want 4 (did it stop early?)", st, stages[st])
 		}

@@ -23,6 +23,11 @@ func (t *Trainer) planRun(m causal.Method) {
 	}
 	if m.UsesFlipRates() && !t.RatesKnown {
 		names = append(names, StageNoise)
+		if t.cfg.flipEstimator() == causal.FlipCrossFit {
+			for k := range causal.DefaultFlipFolds {
+				names = append(names, FoldStage(k))
+			}
+		}
 	}
 	if m.UsesImputation() && t.GHatTrain == nil {
 		names = append(names, StageImputation)

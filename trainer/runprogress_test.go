@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,18 +25,20 @@ func TestStageEndLines(t *testing.T) {
 	if _, err := tr.Reward(context.Background(), causal.CausalDR); err != nil {
 		t.Fatal(err)
 	}
-	line := regexp.MustCompile(`(?m)^stage (\S+) +done after (\d+) epochs: (no improvement for 1 epochs \(patience\)|reached max_epochs 4); kept epoch (\d+) \(\S+\) \[stage (\d) of (\d), `)
+	line := regexp.MustCompile(`(?m)^stage (\S+) +done after (\d+) epochs: (no improvement for 1 epochs \(patience\)|reached max_epochs 4); kept epoch (\d+) \(\S+\) \[stage (\d+) of (\d+), `)
 	got := line.FindAllStringSubmatch(out.String(), -1)
-	want := []string{"propensity", "noise", "imputation", "reward/causalrm-dr"}
+	// The noise stage's cross-fitting folds (the default flip-rate
+	// estimator) count as stages of their own.
+	want := []string{"propensity", "noise", "noise-fold1", "noise-fold2", "noise-fold3", "noise-fold4", "noise-fold5", "imputation", "reward/causalrm-dr"}
 	if len(got) != len(want) {
 		t.Fatalf("%d stage-end lines, want %d:\n%s", len(got), len(want), out.String())
 	}
 	for i, g := range got {
-		if g[1] != want[i] || g[5] != string(rune('1'+i)) || g[6] != "4" {
+		if g[1] != want[i] || g[5] != strconv.Itoa(i+1) || g[6] != strconv.Itoa(len(want)) {
 			t.Errorf("line %d: %q", i, g[0])
 		}
 	}
-	if !strings.Contains(out.String(), "left for 3 more") {
+	if !strings.Contains(out.String(), "left for 8 more") {
 		t.Errorf("no time-left estimate after the first stage:\n%s", out.String())
 	}
 	// naive then needs no auxiliary stage: one stage, 1 of 1.

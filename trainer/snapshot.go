@@ -35,6 +35,7 @@ type Snapshot struct {
 	rates    causal.Rates
 	known    bool
 	estim    bool
+	flip     *causal.FlipEstimate
 	propMSE  float64
 	calib    []CalibBin
 	xexp     []int
@@ -85,7 +86,7 @@ func (t *Trainer) snapshotKey() []keyField {
 		{"max_epochs", strconv.Itoa(c.MaxEpochs)}, {"patience", strconv.Itoa(c.Patience)},
 		{"hidden", fmt.Sprint(c.Hidden)}, {"leaky_slope", f(c.LeakySlope)},
 		{"shards", strconv.Itoa(c.Shards)}, {"reduce", c.Reduce}, {"propensity_clip", f(c.Clip)},
-		{"quantile", f(c.Quantile)}, {"propensity", c.Propensity}, {"flip_rates", flip},
+		{"quantile", f(c.Quantile)}, {"flip_estimator", c.flipEstimator()}, {"propensity", c.Propensity}, {"flip_rates", flip},
 		{"monitor", c.Monitor}, {"risk", c.Risk},
 		{"data", fmt.Sprintf("train %dx%d, val %d, feedback sha256 %x", t.ds.Train.N, t.ds.Train.D, t.ds.Val.N, h.Sum(nil)[:8])},
 	}
@@ -110,6 +111,10 @@ func (t *Trainer) Snapshot() (*Snapshot, error) {
 		pTr: cp64(t.PHatTrain), pVa: cp64(t.PHatVal), gTr: cp64(t.GHatTrain), gVa: cp64(t.GHatVal),
 		rates: t.Rates, known: t.RatesKnown, estim: t.RatesEstimated, propMSE: t.PropensityValMSE,
 		calib: slices.Clone(t.Calib), xexp: slices.Clone(t.XExp),
+	}
+	if t.Flip != nil {
+		f := *t.Flip
+		s.flip = &f
 	}
 	if l.best != nil {
 		s.cur.best = cp32(l.best.Params)
@@ -196,6 +201,11 @@ func (t *Trainer) Restore(s *Snapshot) error {
 	t.PHatTrain, t.PHatVal = slices.Clone(s.pTr), slices.Clone(s.pVa)
 	t.GHatTrain, t.GHatVal = slices.Clone(s.gTr), slices.Clone(s.gVa)
 	t.Rates, t.RatesKnown, t.RatesEstimated = s.rates, s.known, s.estim
+	t.Flip = nil
+	if s.flip != nil {
+		f := *s.flip
+		t.Flip = &f
+	}
 	t.PropensityValMSE = s.propMSE
 	t.Calib = slices.Clone(s.calib)
 	t.globalStep = s.At.GlobalStep
@@ -205,7 +215,7 @@ func (t *Trainer) Restore(s *Snapshot) error {
 
 const (
 	snapshotMagic   = "causalrm-trainer-snapshot\x00"
-	snapshotVersion = 2
+	snapshotVersion = 3 // 3: the flip-rate estimate (estimator key, intervals)
 )
 
 // MarshalBinary encodes the snapshot: a magic string, the format version,
@@ -261,6 +271,16 @@ func (s *Snapshot) MarshalBinary() ([]byte, error) {
 	e.f64(s.rates.Rho10)
 	e.bool(s.known)
 	e.bool(s.estim)
+	e.bool(s.flip != nil)
+	if f := s.flip; f != nil {
+		e.str(f.Method)
+		for _, v := range []float64{f.Rates.Rho01, f.Rates.Rho10, f.Lo.Rho01, f.Lo.Rho10, f.Hi.Rho01, f.Hi.Rho10} {
+			e.f64(v)
+		}
+		for _, v := range []int{f.N01, f.N10, f.Flips01, f.Flips10} {
+			e.int(v)
+		}
+	}
 	e.f64(s.propMSE)
 	e.int(len(s.calib))
 	for _, b := range s.calib {
@@ -340,6 +360,16 @@ func UnmarshalSnapshot(b []byte) (*Snapshot, error) {
 	s.rates.Rho10 = d.f64()
 	s.known = d.bool()
 	s.estim = d.bool()
+	if d.bool() {
+		f := &causal.FlipEstimate{Method: d.str()}
+		for _, v := range []*float64{&f.Rates.Rho01, &f.Rates.Rho10, &f.Lo.Rho01, &f.Lo.Rho10, &f.Hi.Rho01, &f.Hi.Rho10} {
+			*v = d.f64()
+		}
+		for _, v := range []*int{&f.N01, &f.N10, &f.Flips01, &f.Flips10} {
+			*v = d.int()
+		}
+		s.flip = f
+	}
 	s.propMSE = d.f64()
 	nc := d.count(40)
 	for i := 0; i < nc && d.err == nil; i++ {

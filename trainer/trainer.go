@@ -54,14 +54,18 @@ type Trainer struct {
 	red  Reducer
 	XExp []int
 
-	Stages           map[string]*StageResult
-	PHatTrain        []float64 // p_hat per train row (nil until known)
-	PHatVal          []float64
-	GHatTrain        []float64 // g_hat per train row (DR methods)
-	GHatVal          []float64
-	Rates            causal.Rates
-	RatesKnown       bool
-	RatesEstimated   bool
+	Stages         map[string]*StageResult
+	PHatTrain      []float64 // p_hat per train row (nil until known)
+	PHatVal        []float64
+	GHatTrain      []float64 // g_hat per train row (DR methods)
+	GHatVal        []float64
+	Rates          causal.Rates
+	RatesKnown     bool
+	RatesEstimated bool
+	// Flip is the flip-rate estimate with its intervals when the noise
+	// stage estimated the rates by cross-fitting (nil otherwise: given
+	// rates, or the anchor estimator, which has no interval).
+	Flip             *causal.FlipEstimate
 	PropensityValMSE float64
 	Calib            []CalibBin
 	// DataWarnings are the data's degenerate conditions found by New
@@ -261,33 +265,39 @@ func clipAll(p []float32, c float64) []float64 {
 // trainObservedBCE trains a stage on the observed rows with BCE against the
 // noisy label: the noise and the imputation models (docs/method.md, "The pipeline").
 func (t *Trainer) trainObservedBCE(ctx context.Context, name string) (*StageResult, error) {
-	tr, va := t.ds.Train, t.ds.Val
-	st := &stage{
-		name: name, rows: shard.ObservedRows(tr), valRows: shard.ObservedRows(va),
-		loss: func(r int32, f float64) (float64, float64) { return causal.BCERow(f, tr.Y[r]) },
-		valLoss: func(r int32, f float64) float64 {
-			l, _ := causal.BCERow(f, va.Y[r])
-			return l
-		},
-	}
+	st := t.observedBCEStage(name, shard.ObservedRows(t.ds.Train))
 	if len(st.rows) == 0 || len(st.valRows) == 0 {
 		return nil, fmt.Errorf("%w: %s stage: no observed rows in train or val", ErrConfig, name)
 	}
 	return t.runStage(ctx, st)
 }
 
+// noise trains the noise model on the observed rows and estimates the flip
+// rates (docs/method.md, "The pipeline", stage 2, and "Flip-rate
+// estimation"): by default from cross-fitted models (crossFitRates), with
+// FlipEstimator "anchor" from the quantiles of the noise model's logits
+// over all training rows.
 func (t *Trainer) noise(ctx context.Context) error {
-	res, err := t.trainObservedBCE(ctx, StageNoise)
-	if err != nil {
-		return err
+	res := t.Stages[StageNoise] // done already in a restored snapshot
+	if res == nil {
+		var err error
+		if res, err = t.trainObservedBCE(ctx, StageNoise); err != nil {
+			return err
+		}
 	}
-	// Anchor-point flip rates from the quantiles of the noise model's
-	// logits over all training rows (docs/method.md, "The pipeline", stage 2).
-	z, err := t.score(ctx, res.Model, t.ds.Train, func(f float64) float64 { return f })
-	if err != nil {
-		return err
+	if t.cfg.flipEstimator() == causal.FlipAnchor {
+		z, err := t.score(ctx, res.Model, t.ds.Train, func(f float64) float64 { return f })
+		if err != nil {
+			return err
+		}
+		t.Rates, t.Flip = causal.EstimateFlipRates(z, t.cfg.Quantile), nil
+	} else {
+		est, err := t.crossFitRates(ctx)
+		if err != nil {
+			return err
+		}
+		t.Rates, t.Flip = est.Rates, &est
 	}
-	t.Rates = causal.EstimateFlipRates(z, t.cfg.Quantile)
 	t.RatesKnown, t.RatesEstimated = true, true
 	return t.stageDone(ctx, StageNoise)
 }

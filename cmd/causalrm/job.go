@@ -25,6 +25,7 @@ type jobFlags struct {
 	config, data, val, test, out string
 	method, reduce, propensity   string
 	monitor, flipRates, risk     string
+	flipEstimator                string
 	seed                         uint64
 	batch, maxEpochs, patience   int
 	shards, threads, every       int
@@ -58,7 +59,8 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.StringVar(&f.flipRates, "flip-rates", "", "known flip rates rho01,rho10 (skips the noise stage)")
 	fs.StringVar(&f.monitor, "monitor", d.Monitor, "early stopping of the reward stage on the val estimator (val) or training loss (train)")
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")
-	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate")
+	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate (--flip-estimator anchor)")
+	fs.StringVar(&f.flipEstimator, "flip-estimator", d.FlipEstimator, "flip-rate estimator: crossfit (labels of the tails of out-of-fold noise-model logits, with 95% intervals) or anchor (the paper's quantiles of the in-sample logits, which run low); docs/method.md")
 	fs.IntVar(&f.every, "progress-every", 1, "print progress every N epochs")
 	fs.StringVar(&f.risk, "risk", d.Risk, "reward risk of noise, dr and the CausalRM estimators: nonnegative (its two class parts clamped at zero, nnPU-style) or plain (the paper's formula, unbounded below; docs/method.md)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
@@ -138,6 +140,7 @@ func applyJobFlags(cmd *cobra.Command, f *jobFlags, job *Job) error {
 	set("monitor", func() { job.Monitor = f.monitor })
 	set("propensity-clip", func() { job.Clip = f.clip })
 	set("quantile", func() { job.Quantile = f.quantile })
+	set("flip-estimator", func() { job.FlipEstimator = f.flipEstimator })
 	set("risk", func() { job.Risk = f.risk })
 	// --codec is not a job flag of every command; where there is one and
 	// it was given, it is the job's codec (Validate checks it).

@@ -48,7 +48,7 @@ func TestTrainEndToEndSameBytesAnyThreads(t *testing.T) {
 		if err := json.Unmarshal(raw, &m); err != nil {
 			t.Fatal(err)
 		}
-		if m.Test == nil || m.FlipRates == nil || m.PropensityValMSE == nil || len(m.Stages) != 4 {
+		if m.Test == nil || m.FlipRates == nil || m.PropensityValMSE == nil || len(m.Stages) != 4+5 { // 5: the noise stage's cross-fitting folds
 			t.Fatalf("metrics.json incomplete: %s", raw)
 		}
 		sums[th], _ = fileSHA256(filepath.Join(out, "reward.safetensors"))

@@ -294,6 +294,10 @@ func fillAux(rm *RunMetrics, tr *trainer.Trainer, ds *shard.Dataset) {
 		if tr.RatesEstimated {
 			rm.FlipRatesSource = "estimated"
 		}
+		if tr.Flip != nil {
+			f := *tr.Flip
+			rm.FlipRatesEstimate = &f
+		}
 	}
 	rm.TrueFlipRates = trueRates(ds.Train)
 	if !math.IsNaN(tr.PropensityValMSE) {
@@ -305,6 +309,9 @@ func fillAux(rm *RunMetrics, tr *trainer.Trainer, ds *shard.Dataset) {
 		if s, ok := tr.Stages[name]; ok {
 			rm.Stages = append(rm.Stages, s)
 		}
+		if name == trainer.StageNoise {
+			rm.Stages = append(rm.Stages, tr.FoldStages()...) // the flip-rate estimate's cross-fitting folds
+		}
 	}
 	if s, ok := tr.Stages[trainer.StageReward+"/"+rm.Method]; ok {
 		rm.Stages = append(rm.Stages, s)
@@ -312,9 +319,13 @@ func fillAux(rm *RunMetrics, tr *trainer.Trainer, ds *shard.Dataset) {
 }
 
 // writeModels saves the reward model as reward.* and each auxiliary stage
-// under its own name.
+// under its own name (not the noise stage's cross-fitting folds, which only
+// served the flip-rate estimate).
 func writeModels(dir string, tr *trainer.Trainer, job *Job) error {
 	for name, s := range tr.Stages {
+		if trainer.IsFoldStage(name) {
+			continue
+		}
 		file := name
 		meta := map[string]string{"stage": name, "seed": fmt.Sprint(job.Seed), "reduce": job.Reduce}
 		if strings.HasPrefix(name, trainer.StageReward+"/") {
@@ -389,6 +400,10 @@ func reportRun(rm *RunMetrics, tr *trainer.Trainer, job *Job, ds *shard.Dataset)
 	if rm.FlipRates != nil {
 		run.FlipRates = &report.FlipRates{Rho01: rm.FlipRates.Rho01, Rho10: rm.FlipRates.Rho10}
 		run.FlipRatesSource = rm.FlipRatesSource
+		if e := rm.FlipRatesEstimate; e != nil {
+			run.FlipInterval = &report.FlipInterval{N01: e.N01, N10: e.N10,
+				Lo: report.FlipRates{Rho01: e.Lo.Rho01, Rho10: e.Lo.Rho10}, Hi: report.FlipRates{Rho01: e.Hi.Rho01, Rho10: e.Hi.Rho10}}
+		}
 	}
 	if rm.TrueFlipRates != nil {
 		run.TrueRates = &report.FlipRates{Rho01: rm.TrueFlipRates.Rho01, Rho10: rm.TrueFlipRates.Rho10}

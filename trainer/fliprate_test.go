@@ -1,0 +1,159 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"testing"
+
+	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/shard"
+)
+
+func flipConfig() Config {
+	cfg := smallConfig()
+	cfg.Hidden = []int{16, 8}
+	cfg.Batch = 128
+	cfg.MaxEpochs = 3
+	cfg.Shards = 8
+	cfg.FlipRates = nil
+	return cfg
+}
+
+// The cross-fitted estimate (the default) is the same bits on every holder
+// of a sharded group as in one process, intervals included, and leaves no
+// fold stage behind.
+func TestCrossFitRatesHoldersMatchSingleProcess(t *testing.T) {
+	cfg := flipConfig()
+	one, err := New(cfg, smallData(t, 900, 24, 4), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := one.Prepare(context.Background(), causal.Noise); err != nil {
+		t.Fatal(err)
+	}
+	want := one.Flip
+	if want == nil || want.Method != causal.FlipCrossFit || want.Rates != one.Rates {
+		t.Fatalf("one process: Flip %+v, Rates %+v", want, one.Rates)
+	}
+	if !(want.Lo.Rho01 <= want.Rates.Rho01 && want.Rates.Rho01 <= want.Hi.Rho01 &&
+		want.Lo.Rho10 <= want.Rates.Rho10 && want.Rates.Rho10 <= want.Hi.Rho10) || want.N01 < 1 || want.N10 < 1 {
+		t.Fatalf("interval does not hold its estimate: %+v", want)
+	}
+	if len(one.Stages) != 1+causal.DefaultFlipFolds || one.Stages[StageNoise] == nil || len(one.FoldStages()) != causal.DefaultFlipFolds {
+		t.Fatalf("stages after the noise stage: %v", one.Stages)
+	}
+	const n = 3
+	g := newMemGroup(n)
+	got := make([]*Trainer, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for rank := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr, err := New(cfg, smallData(t, 900, 24, 4), g.member(rank), nil)
+			if err == nil {
+				var mine []int
+				for s := rank; s < cfg.Shards; s += n {
+					mine = append(mine, s)
+				}
+				err = tr.Own(mine)
+			}
+			if err == nil {
+				err = tr.Prepare(context.Background(), causal.Noise)
+			}
+			got[rank], errs[rank] = tr, err
+		}()
+	}
+	wg.Wait()
+	for rank, tr := range got {
+		if errs[rank] != nil {
+			t.Fatalf("rank %d: %v", rank, errs[rank])
+		}
+		if tr.Flip == nil || *tr.Flip != *want || math.Float64bits(tr.Rates.Rho01) != math.Float64bits(one.Rates.Rho01) ||
+			math.Float64bits(tr.Rates.Rho10) != math.Float64bits(one.Rates.Rho10) {
+			t.Fatalf("rank %d: estimate %+v, one process %+v", rank, tr.Flip, want)
+		}
+	}
+}
+
+// FlipEstimator "anchor" is the paper's estimator exactly: the quantiles of
+// the full noise model's logits over all training rows, with no interval.
+func TestFlipEstimatorAnchorOption(t *testing.T) {
+	cfg := flipConfig()
+	cfg.FlipEstimator = causal.FlipAnchor
+	ds := smallData(t, 900, 24, 4)
+	tr, err := New(cfg, ds, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := tr.Prepare(ctx, causal.Noise); err != nil {
+		t.Fatal(err)
+	}
+	z, err := tr.score(ctx, tr.Stages[StageNoise].Model, ds.Train, func(f float64) float64 { return f })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := causal.EstimateFlipRates(z, cfg.Quantile); tr.Rates != want || tr.Flip != nil || !tr.RatesEstimated {
+		t.Fatalf("anchor: rates %+v (flip %+v), want %+v", tr.Rates, tr.Flip, want)
+	}
+	cfg.FlipEstimator = "median"
+	var fe *FieldError
+	if err := cfg.Validate(); !errors.As(err, &fe) || fe.Field != "flip_estimator" {
+		t.Fatalf("bad estimator: %v", err)
+	}
+	cfg.FlipEstimator = ""
+	if err := cfg.Validate(); err != nil || cfg.flipEstimator() != causal.FlipCrossFit {
+		t.Fatalf("empty estimator: %v, reads as %q", err, cfg.flipEstimator())
+	}
+}
+
+// The noise stage's out-of-fold logits: every observed training row is
+// scored by the one fold model that did not train on it, so its label
+// cannot leak into its own score. Checked by training again with one
+// row's label flipped: that row's score stays the same bits while other
+// rows' scores move, and the validation rows come after the training rows.
+func TestCrossFitScoresAreOutOfFold(t *testing.T) {
+	cfg := flipConfig()
+	run := func(flip int) ([]float64, []uint8) {
+		ds := smallData(t, 900, 24, 4)
+		obs := shard.ObservedRows(ds.Train)
+		if flip >= 0 {
+			ds.Train.Y[obs[flip]] ^= 1
+		}
+		tr, err := New(cfg, ds, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, y, err := tr.crossFitLogits(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(z) != len(obs)+ds.Val.Observed() || len(tr.FoldStages()) != causal.DefaultFlipFolds {
+			t.Fatalf("%d logits for %d + %d observed rows; stages left %v", len(z), len(obs), ds.Val.Observed(), tr.Stages)
+		}
+		return z, y
+	}
+	base, yb := run(-1)
+	for _, j := range []int{0, 7} { // folds 0 and 2
+		z, y := run(j)
+		if y[j] == yb[j] {
+			t.Fatalf("row %d: label not flipped", j)
+		}
+		if math.Float64bits(z[j]) != math.Float64bits(base[j]) {
+			t.Fatalf("observed row %d: its out-of-fold logit moved from %v to %v when its label flipped", j, base[j], z[j])
+		}
+		moved := 0
+		for i := range z {
+			if z[i] != base[i] {
+				moved++
+			}
+		}
+		if moved == 0 {
+			t.Fatalf("flipping row %d's label moved no logit", j)
+		}
+	}
+}
