@@ -159,9 +159,11 @@ func splits(bits int) []intSide {
 }
 
 // planInt picks the cheapest split for operands of aBits and bBits bits
-// (|a| <= 2^aBits): cost ~ pieces_a * pieces_b * (1 + 20/kb), a flush of
-// the 6x16 tile into int64 costing about twenty k-pairs of multiply-adds
-// (measured on the AMD EPYC of docs/benchmarks.md: BenchmarkMadd6x16).
+// (|a| <= 2^aBits): cost ~ pieces_a * pieces_b * (1 + intFlushCost/kb),
+// a flush of the 6x16 tile into int64 costing 7-20 k-pairs of multiply-adds
+// (measured on the AMD EPYC of docs/benchmarks.md: BenchmarkMadd6x16 by CPU
+// and by wall time; the paper's shapes get the same plan for any cost
+// above 4.4).
 // ok is false when no split fits.
 func planInt(aBits, bBits int) (plan intPlan, ok bool) {
 	if aBits < 0 || bBits < 0 || aBits > 60 || bBits > 60 {
