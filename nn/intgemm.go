@@ -262,6 +262,14 @@ func packPanels(dst []int16, x []float64, si, sk, rows, k int, s intSide, mr, pa
 		for t0 := 0; t0 < k2; t0 += intKC {
 			tn := min(intKC, k2-t0)
 			out := (t0*panels + q*tn) * 2 * mr
+			if (q+1)*mr <= rows && 2*(t0+tn) <= k {
+				// Interior: no padding; both elements of a pair at once.
+				var ok bool
+				if fixes, ok = packInterior(dst, x, si, sk, s, mr, q, t0, tn, out, pieceLen, fixes); !ok {
+					return nil, false
+				}
+				continue
+			}
 			for t := t0; t < t0+tn; t++ {
 				for r := 0; r < mr; r++ {
 					i := q*mr + r
@@ -293,6 +301,49 @@ func packPanels(dst []int16, x []float64, si, sk, rows, k int, s intSide, mr, pa
 					}
 				}
 			}
+		}
+	}
+	return fixes, true
+}
+
+// packInterior is packPanels' loop for tn full pairs from t0 of the full
+// panel q, written from out: the same digits, fewer checks and index
+// computations per element.
+func packInterior(dst []int16, x []float64, si, sk int, s intSide, mr, q, t0, tn, out, pieceLen int, fixes []intFix) ([]intFix, bool) {
+	lim := math.Ldexp(1, s.bits)
+	half, mask, w := int64(1)<<(s.w-1), int64(1)<<s.w-1, s.w&63
+	topShift := s.w * uint(s.pieces-1)
+	P := s.pieces
+	for t := 0; t < tn; t++ {
+		kk := 2 * (t0 + t)
+		o := out + t*2*mr
+		for r := 0; r < mr; r++ {
+			idx := (q*mr+r)*si + kk*sk
+			f0, f1 := x[idx], x[idx+sk]
+			if !(f0 >= -lim && f0 <= lim && f1 >= -lim && f1 <= lim) { // NaN too
+				return nil, false
+			}
+			v0, v1 := int64(f0), int64(f1)
+			oo := o + 2*r
+			for p := 1; p < P; p++ {
+				d0, d1 := ((v0+half)&mask)-half, ((v1+half)&mask)-half
+				dst[oo], dst[oo+1] = int16(d0), int16(d1)
+				v0, v1 = (v0-d0)>>w, (v1-d1)>>w
+				oo += pieceLen
+			}
+			if uint64(v0+32767) > 65534 || uint64(v1+32767) > 65534 {
+				for h, v := range [2]*int64{&v0, &v1} {
+					if *v > 32767 || *v < -32767 {
+						c := int64(32767)
+						if *v < 0 {
+							c = -32767
+						}
+						fixes = append(fixes, intFix{row: q*mr + r, k: kk + h, e: (*v - c) << topShift})
+						*v = c
+					}
+				}
+			}
+			dst[oo], dst[oo+1] = int16(v0), int16(v1)
 		}
 	}
 	return fixes, true
