@@ -29,12 +29,13 @@ const (
 	SlowLink             Kind = "slow-link"
 	MangleLink           Kind = "mangle-link"
 	RestartCoordinators  Kind = "restart-coordinators"
+	DiskFull             Kind = "disk-full"
 )
 
 // AllKinds lists every fault kind.
 func AllKinds() []Kind {
 	return []Kind{KillWorker, KillWorkers, PauseWorker, KillLeader, KillFollower, RestartWorkers,
-		JoinLeaveStorm, StartTogether, PartitionCoordinator, SlowLink, MangleLink, RestartCoordinators}
+		JoinLeaveStorm, StartTogether, PartitionCoordinator, SlowLink, MangleLink, RestartCoordinators, DiskFull}
 }
 
 func (k Kind) valid() bool {

@@ -175,6 +175,27 @@ func (r *runState) inject(ctx context.Context, f Fault, in *Injected) {
 		ps[0].link.SetDelay(0)
 	case MangleLink:
 		r.mangle(ctx, rng, f, in)
+	case DiskFull:
+		// The raft store of a coordinator (the leader, or the target) can
+		// write nothing more: where checkpoints and the step log go.
+		i := r.pickCoordinator(rng, Fault{Kind: KillLeader, Target: f.Target})
+		if i < 0 {
+			in.Skipped = "no such coordinator"
+			return
+		}
+		p := c.coordinator(i)
+		in.Targets, in.DurationS = []string{p.name}, f.Duration.Seconds()
+		old, err := p.limitFileSize(1)
+		if err != nil {
+			in.Skipped = err.Error()
+			return
+		}
+		c.ev.add(p.name, "disk-full", "")
+		sleepCtx(ctx, f.Duration)
+		if _, err := p.limitFileSize(old); err == nil {
+			c.ev.add(p.name, "disk-ok", "")
+			c.logf("%s can write again", p.name)
+		}
 	case RestartCoordinators:
 		in.DurationS = f.Duration.Seconds()
 		var ps []*proc

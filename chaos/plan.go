@@ -65,6 +65,8 @@ func drawDuration(rng *rand.Rand, k Kind) time.Duration {
 		return between(1, 3)
 	case RestartCoordinators:
 		return between(1, 3)
+	case DiskFull:
+		return between(2, 5)
 	}
 	return 0
 }

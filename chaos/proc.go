@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/causalrm/causalrm/internal/tcpproxy"
+	"golang.org/x/sys/unix"
 )
 
 // Role says what a process of a run is.
@@ -75,6 +76,24 @@ func (p *proc) signal(sig syscall.Signal, why string) error {
 		p.ended = why
 	}
 	return p.cmd.Process.Signal(sig)
+}
+
+// limitFileSize sets the process's RLIMIT_FSIZE soft limit (prlimit(2)):
+// with a tiny limit every write that extends a file fails with EFBIG, as on
+// a full disk (Go ignores the SIGXFSZ that comes with it), without a mount
+// or root. It returns the limit before, for the restore.
+func (p *proc) limitFileSize(soft uint64) (old uint64, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited() {
+		return 0, errors.New(p.name + " has exited")
+	}
+	var cur unix.Rlimit
+	if err := unix.Prlimit(p.cmd.Process.Pid, unix.RLIMIT_FSIZE, nil, &cur); err != nil {
+		return 0, err
+	}
+	next := unix.Rlimit{Cur: min(soft, cur.Max), Max: cur.Max}
+	return cur.Cur, unix.Prlimit(p.cmd.Process.Pid, unix.RLIMIT_FSIZE, &next, nil)
 }
 
 func (p *proc) isStopped() bool {

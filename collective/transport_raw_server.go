@@ -218,7 +218,15 @@ func (r *Ring) serveRaw(conn net.Conn, br *bufio.Reader, fence bool) {
 		err := readFrame(br, &hdr, r.cfg.MaxMessageBytes, r.cfg.RingID, in)
 		conn.SetReadDeadline(time.Time{})
 		if errors.Is(err, io.EOF) {
-			return // the sender is done
+			// The sender closed its stream. After the ring's last call that
+			// is the end; before it, no segment of this ring can come any
+			// more (a leaver stopped mid-call, a killed process), so the
+			// call waiting for one fails now instead of at its timeout. The
+			// segments sent before the close are delivered first.
+			if legit {
+				r.deliver(inItem{err: fmt.Errorf("%w: the predecessor closed its stream", ErrPeer)})
+			}
+			return
 		}
 		if err != nil {
 			switch {

@@ -140,10 +140,11 @@ func nextGeneration(s *state.State, cur state.Generation, c census) (*state.Gene
 		if removed[m.ID] {
 			continue
 		}
-		// After a crash the survivors reconcile mid-step, so the new
-		// generation keeps only members holding the job's state: a joiner
+		// After a crash (or for a relink) the survivors reconcile
+		// mid-step, so the new generation keeps only members holding the
+		// job's state: a joiner
 		// whose switch has not happened yet goes (docs/elastic.md).
-		if len(c.crashed) > 0 && !holdsState(s, m.ID) {
+		if (len(c.crashed) > 0 || c.relink != "") && !holdsState(s, m.ID) {
 			cause = append(cause, state.Change{Kind: state.ChangeUnready, Member: m.ID})
 			unready = append(unready, m)
 			continue

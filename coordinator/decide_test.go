@@ -223,6 +223,16 @@ var decideCases = []struct {
 		want: plan{gen: &state.Generation{Number: 2, Members: dm("a", "c"), Owner: state.Rebalance(dg1abc, dm("a", "c"), decideShards), Cause: dcause("crash:b")}},
 	},
 	{
+		name: "a relink drops a member whose join has not taken effect (unready)",
+		s: &state.State{Job: djob(1), Status: dRunning,
+			Workers:     []state.Worker{activated("a"), activated("b"), dw("c", state.WorkerActive)},
+			Generations: []state.Generation{dg1, dg2join},
+			Relink:      &state.RelinkRequest{Generation: 2, WorkerID: "a", Time: decideNow.Add(-3 * time.Second).UnixNano()}},
+		obs:  observations{changeSince: decidePast.changeSince},
+		cfg:  decideConfig{BatchWindow: time.Second, RelinkWait: 2 * time.Second},
+		want: plan{gen: &state.Generation{Number: 3, Members: dm("a", "b"), Owner: state.Rebalance(dg2join, dm("a", "b"), decideShards), Cause: dcause("unready:c,relink:a")}},
+	},
+	{
 		name: "a relink of an older generation is stale",
 		s: &state.State{Job: djob(1), Status: dRunning,
 			Workers:     []state.Worker{activated("a"), activated("b"), activated("c")},

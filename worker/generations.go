@@ -111,6 +111,19 @@ func (w *generations) wait(ctx context.Context, timeout time.Duration, ok func(s
 	}
 }
 
+// newestWhere is the newest generation seen for which ok holds, without
+// waiting.
+func (w *generations) newestWhere(ok func(state.Generation) bool) (state.Generation, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for n := w.latest; n > 0; n-- {
+		if g, found := w.byNum[n]; found && ok(g) {
+			return g, true
+		}
+	}
+	return state.Generation{}, false
+}
+
 // newest is the number of the newest generation seen.
 func (w *generations) newest() uint64 {
 	w.mu.Lock()

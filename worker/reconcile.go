@@ -87,15 +87,31 @@ func (e *Elastic) SumFloat32(ctx context.Context, v []float32) error {
 // call's result if a survivor completed it, nil if every survivor must
 // redo it.
 func (e *Elastic) reconcile(ctx context.Context, n int, cause error) ([]int64, error) {
+	asked := e.gen.Number // the newest generation a relink was asked for
 	for {
 		g, err := e.gens.wait(ctx, e.cfg.ReconfigureTimeout, func(g state.Generation) bool {
-			return g.Number > e.gen.Number && (reconciles(g) || isStart(g))
+			return g.Number > e.gen.Number && (reconciles(g) || isStart(g) || g.Number > asked)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%w (and then: %v)", cause, err)
 		}
+		if rg, ok := e.gens.newestWhere(func(g state.Generation) bool {
+			return g.Number > e.gen.Number && (reconciles(g) || isStart(g))
+		}); ok {
+			g = rg // a crash (or relink) generation to reconcile on is known
+		}
 		if g.Index(e.cfg.ID) < 0 {
 			return nil, fmt.Errorf("%w: generation %d", ErrRemoved, g.Number)
+		}
+		if !reconciles(g) && !isStart(g) {
+			// A planned change (a leave, a join) committed while the call
+			// was failing, e.g. a leaver stopped mid-call: nothing will
+			// reconcile on it, so ask for a relink of its members; the
+			// leader answers with a generation everybody reconciles on
+			// (docs/elastic.md, "Link failures").
+			asked = g.Number
+			e.reportLink(g.Number, cause)
+			continue
 		}
 		if err := e.openRing(g); err != nil {
 			return nil, err

@@ -73,3 +73,54 @@ func TestRelinkAfterCorruptedLink(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A leaver stopped mid-call (a second SIGTERM): the coordinators commit its
+// leave, not a crash, and the survivors' call has failed. They ask for a
+// relink of the leave generation and reconcile on it, with the one-process
+// bits. Before, they waited for a crash generation that never came.
+func TestLeaverGoneMidCall(t *testing.T) {
+	want := referenceModel(t)
+	fc := newFakeCoord()
+	shards := elasticConfig().Shards
+	lis, addrs := listeners(t, "a", "b", "c")
+	nodes := startNodes(t, fc, lis, "a", "b", "c")
+	var left sync.Once
+	fc.onReport = func(p state.Progress) {
+		if p.WorkerID == "a" && p.GlobalStep >= 20 {
+			left.Do(func() {
+				nodes["c"].cancel() // gone mid-call, after asking to leave
+				nodes["c"].host.Close()
+				go fc.commit([]string{"a", "b"}, addrs, shards, "leave:c")
+			})
+		}
+	}
+	var mu sync.Mutex
+	relinked := map[uint64]bool{}
+	fc.onLinkFailed = func(id string, gen uint64, why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fc.mu.Lock()
+		current := uint64(len(fc.gens))
+		fc.mu.Unlock()
+		if relinked[gen] || gen != current {
+			return // stale, as the coordinators would refuse it
+		}
+		relinked[gen] = true
+		t.Logf("%s reported generation %d: %s", id, gen, why)
+		go fc.commit([]string{"a", "b"}, addrs, shards, "relink:"+id)
+	}
+	fc.commit([]string{"a", "b", "c"}, addrs, shards, "start")
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id].run(ctx)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := <-nodes[id].done; err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	<-nodes["c"].done
+	if err := sameBits(nodes["a"].model, want); err != nil {
+		t.Fatal(err)
+	}
+}
