@@ -40,7 +40,8 @@ type cluster struct {
 	coords      []*proc // the current process of each coordinator
 	procs       []*proc // every process started, in order
 	nextWorker  int
-	replacing   bool // the controller replaces dead workers
+	replacing   bool // the controller replaces dead workers and restarts crashed coordinators
+	diskFull    map[int]bool // coordinators under a disk-full fault: a restart gets the limit too
 	replaced    int
 	maxReplaced int
 	wg          sync.WaitGroup // the controller's goroutines
@@ -193,13 +194,51 @@ func (c *cluster) startCoordinator(i int) error {
 	c.procs = append(c.procs, p)
 	c.mu.Unlock()
 	c.ev.add(name, "start", "")
+	c.mu.Lock()
+	full := c.diskFull[i]
+	c.mu.Unlock()
+	if full {
+		_, _ = p.limitFileSize(1)
+	}
 	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		<-p.done
-		c.ev.add(name, "exit", p.exitText())
-	}()
+	go c.superviseCoordinator(p)
 	return nil
+}
+
+// superviseCoordinator restarts coordinator p, 1 s after it crashed by
+// itself (a coordinator chaos killed is restarted by its fault), as a
+// StatefulSet or systemd would: a coordinator that cannot write its raft
+// store (disk-full) exits, hashicorp/raft's way, and comes back.
+func (c *cluster) superviseCoordinator(p *proc) {
+	defer c.wg.Done()
+	<-p.done
+	c.ev.add(p.name, "exit", p.exitText())
+	if p.cleanExit() || p.endedBy() != "" {
+		return
+	}
+	time.Sleep(time.Second)
+	c.mu.Lock()
+	ok := c.replacing
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := c.startCoordinator(p.index); err != nil {
+		c.logf("restarting %s after its crash: %v", p.name, err)
+		return
+	}
+	c.logf("%s crashed (%s); restarted with its data directory", p.name, p.exitText())
+}
+
+// setDiskFull marks coordinator i as under a disk-full fault (restarts
+// inherit the limit) or not.
+func (c *cluster) setDiskFull(i int, full bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.diskFull == nil {
+		c.diskFull = map[int]bool{}
+	}
+	c.diskFull[i] = full
 }
 
 // startWorker starts a new worker with the next id (w1, w2, ...).

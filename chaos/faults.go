@@ -179,20 +179,27 @@ func (r *runState) inject(ctx context.Context, f Fault, in *Injected) {
 		// The raft store of a coordinator (the leader, or the target) can
 		// write nothing more: where checkpoints and the step log go.
 		i := r.pickCoordinator(rng, Fault{Kind: KillLeader, Target: f.Target})
+		if i < 0 && f.Target == "" { // no leader known (an election): any live one
+			i = r.pickCoordinator(rng, Fault{Kind: KillFollower})
+		}
 		if i < 0 {
 			in.Skipped = "no such coordinator"
 			return
 		}
 		p := c.coordinator(i)
 		in.Targets, in.DurationS = []string{p.name}, f.Duration.Seconds()
+		c.setDiskFull(i, true)
 		old, err := p.limitFileSize(1)
 		if err != nil {
+			c.setDiskFull(i, false)
 			in.Skipped = err.Error()
 			return
 		}
 		c.ev.add(p.name, "disk-full", "")
 		sleepCtx(ctx, f.Duration)
-		if _, err := p.limitFileSize(old); err == nil {
+		c.setDiskFull(i, false)
+		// The coordinator may have crashed and been restarted meanwhile.
+		if _, err := c.coordinator(i).limitFileSize(old); err == nil {
 			c.ev.add(p.name, "disk-ok", "")
 			c.logf("%s can write again", p.name)
 		}
