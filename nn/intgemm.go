@@ -12,9 +12,10 @@ import (
 	"github.com/causalrm/causalrm/nn/internal/imadd"
 )
 
-// Integer GEMM for the exact products (issue 14): the operands of exact
-// mode are integers on power-of-two grids with known bit widths (fixed.go),
-// so their products can be computed in integer arithmetic. intGemm splits
+// Integer GEMM for the exact products (measured in docs/benchmarks.md,
+// argued in docs/exactness.md): the operands of exact mode are integers on
+// power-of-two grids with known bit widths (fixed.go), so their products
+// can be computed in integer arithmetic. intGemm splits
 // each operand into signed int16 digits ("pieces", the Ozaki scheme on
 // integers), multiplies the pieces with VPMADDWD (int16 pairs summed in
 // int32), widens the int32 sums into int64 before they can overflow, and
@@ -33,9 +34,10 @@ import (
 // occur). A top digit of exactly +-2^15 (a 15-bit operand in one piece, the
 // grid's edge +-2^15) does not fit int16: it is stored as +-32767 and the
 // missing +-1 is added afterwards from the other operand in int64 (a fixup;
-// only one operand may need them). The int64 sums: each piece product is a
-// sum of K terms of magnitude <= 2^(a+b) over all pieces together, far below
-// 2^63 for K <= 2^20 and a + b <= 52.
+// only one operand may need them). The int64 sums of the shifted piece
+// products are at most sum_k (sum_p |d_p| 2^(w p)) (sum_q |e_q| 2^(w' q));
+// each digit sum is below 2^(bits+2), so with the 52-bit budget
+// (K 2^(a+b) <= 2^52) they stay below 2^56, far from 2^63.
 //
 // Layout: C = op(A) op(B) as in Dgemm, with op(A) M x K and op(B) K x N.
 // op(A) is packed by micro-panels of intMR rows, k-pair by k-pair (24 bytes

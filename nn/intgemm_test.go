@@ -165,7 +165,7 @@ func TestIntPlanBounds(t *testing.T) {
 	t.Logf("weight gradient at B=512 (28 x 15 bits): %+v", p)
 }
 
-// The kernels alone on the paper's two products (issue 14): the forward
+// The kernels alone on the paper's two products: the forward
 // X W1^T (512 x 256 x 4096), its transpose W1 X^T (256 x 512 x 4096) and
 // the weight gradient dZ1^T X (256 x 4096 x 512), as the integer GEMM,
 // OpenBLAS (or gonum) DGEMM and SGEMM. GFLOP/s counts 2 m n k per second
