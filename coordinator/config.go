@@ -76,10 +76,10 @@ type Config struct {
 // identity or addresses.
 func DefaultConfig() Config {
 	return Config{
-		MaxMessageBytes:       8 << 20,
-		HeartbeatInterval:     200 * time.Millisecond,
-		HeartbeatTimeout:      2 * time.Second,
-		BatchWindow:           50 * time.Millisecond,
+		MaxMessageBytes:   8 << 20,
+		HeartbeatInterval: 200 * time.Millisecond,
+		HeartbeatTimeout:  2 * time.Second,
+		BatchWindow:       50 * time.Millisecond,
 		// 500 ms raft timeouts (hashicorp/raft's defaults are 1 s): a
 		// leader kill to the next committed step took 2.65 s (median of 6
 		// chaos runs) with 1 s and 1.35 s with these (docs/chaos.md).
