@@ -114,11 +114,11 @@ func QuantizeX(x []float32, d int, exps []int) {
 
 // parallelFor splits [0,n) into contiguous chunks over Threads() goroutines.
 // Callers only do element-wise work in fn, so the split never changes bits.
-func parallelFor(n int, fn func(lo, hi int)) {
-	t := Threads()
-	if t > n/64 {
-		t = n / 64
-	}
+func parallelFor(n int, fn func(lo, hi int)) { splitOver(n, min(Threads(), n/64), fn) }
+
+// splitOver runs fn over t contiguous chunks of [0,n) at once (in the
+// caller when t <= 1).
+func splitOver(n, t int, fn func(lo, hi int)) {
 	if t <= 1 {
 		fn(0, n)
 		return

@@ -352,24 +352,8 @@ func packInterior(dst []int16, x []float64, si, sk int, s intSide, mr, q, t0, tn
 }
 
 // runParallel splits [0,n) into contiguous chunks over up to Threads()
-// goroutines.
-func runParallel(n int, fn func(lo, hi int)) {
-	t := min(Threads(), n)
-	if t <= 1 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for w := 0; w < t; w++ {
-		lo, hi := n*w/t, n*(w+1)/t
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
-}
+// goroutines, however small the chunks (a chunk here is a panel of rows).
+func runParallel(n int, fn func(lo, hi int)) { splitOver(n, min(Threads(), n), fn) }
 
 // intGemm sets c[i*ldc+j] = sum_k op(A)[i,k] op(B)[k,j] exactly, for
 // integer-valued a and b with |a| <= 2^aBits, |b| <= 2^bBits (the

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,6 +176,26 @@ func TestJoinAfterANewerJoinTakesTheRingsGeneration(t *testing.T) {
 
 // startNodes starts an elastic node per id on its listener, closed when
 // the test ends.
+// runToEnd starts the nodes a, b and c of a job whose generation 1 fc
+// holds and waits for them: the survivors must finish without error, c
+// (lost or gone, unless a survivor) just ends.
+func runToEnd(t *testing.T, fc *fakeCoord, nodes map[string]*elasticNode, addrs map[string]string, shards int, survivors ...string) {
+	t.Helper()
+	fc.commit([]string{"a", "b", "c"}, addrs, shards, "start")
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		nodes[id].run(ctx)
+	}
+	for _, id := range survivors {
+		if err := <-nodes[id].done; err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	if !slices.Contains(survivors, "c") {
+		<-nodes["c"].done
+	}
+}
+
 func startNodes(t *testing.T, fc *fakeCoord, lis map[string]net.Listener, ids ...string) map[string]*elasticNode {
 	nodes := map[string]*elasticNode{}
 	for _, id := range ids {

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"math"
 	"sync"
 	"testing"
@@ -78,17 +77,7 @@ func TestElasticMetricsThroughACrash(t *testing.T) {
 			})
 		}
 	}
-	fc.commit([]string{"a", "b", "c"}, addrs, shards, "start")
-	ctx := context.Background()
-	for _, id := range []string{"a", "b", "c"} {
-		nodes[id].run(ctx)
-	}
-	for _, id := range []string{"a", "b"} {
-		if err := <-nodes[id].done; err != nil {
-			t.Fatalf("%s: %v", id, err)
-		}
-	}
-	<-nodes["c"].done
+	runToEnd(t, fc, nodes, addrs, shards, "a", "b")
 	got := gathered(t, regs["a"])
 	t.Logf("a at step 20: %v", before)
 	t.Logf("a at the end: %v", got)

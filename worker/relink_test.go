@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -50,16 +49,7 @@ func TestRelinkAfterCorruptedLink(t *testing.T) {
 		t.Logf("%s reported generation %d: %s", id, gen, why)
 		go fc.commit([]string{"a", "b", "c"}, ringAddrs, shards, "relink:"+id)
 	}
-	fc.commit([]string{"a", "b", "c"}, ringAddrs, shards, "start")
-	ctx := context.Background()
-	for _, id := range []string{"a", "b", "c"} {
-		nodes[id].run(ctx)
-	}
-	for _, id := range []string{"a", "b", "c"} {
-		if err := <-nodes[id].done; err != nil {
-			t.Fatalf("%s: %v", id, err)
-		}
-	}
+	runToEnd(t, fc, nodes, ringAddrs, shards, "a", "b", "c")
 	if mangledAt.IsZero() {
 		t.Fatal("training ended before the link was mangled")
 	}
@@ -109,17 +99,7 @@ func TestLeaverGoneMidCall(t *testing.T) {
 		t.Logf("%s reported generation %d: %s", id, gen, why)
 		go fc.commit([]string{"a", "b"}, addrs, shards, "relink:"+id)
 	}
-	fc.commit([]string{"a", "b", "c"}, addrs, shards, "start")
-	ctx := context.Background()
-	for _, id := range []string{"a", "b", "c"} {
-		nodes[id].run(ctx)
-	}
-	for _, id := range []string{"a", "b"} {
-		if err := <-nodes[id].done; err != nil {
-			t.Fatalf("%s: %v", id, err)
-		}
-	}
-	<-nodes["c"].done
+	runToEnd(t, fc, nodes, addrs, shards, "a", "b")
 	if err := sameBits(nodes["a"].model, want); err != nil {
 		t.Fatal(err)
 	}
