@@ -102,19 +102,33 @@ func (t *Trainer) crossFitLogits(ctx context.Context) ([]float64, []uint8, error
 				return nil, nil, err
 			}
 		}
-		zt, err := t.score(ctx, res.Model, tr, id)
-		if err != nil {
-			return nil, nil, err
+		if res.Scores == nil {
+			zt, err := t.score(ctx, res.Model, tr, id)
+			if err != nil {
+				return nil, nil, err
+			}
+			zv, err := t.score(ctx, res.Model, va, id)
+			if err != nil {
+				return nil, nil, err
+			}
+			for j := k; j < len(obs); j += K {
+				res.Scores = append(res.Scores, zt[obs[j]])
+			}
+			for _, r := range obsVal {
+				res.Scores = append(res.Scores, zv[r])
+			}
 		}
+		if want := (len(obs)-k+K-1)/K + len(obsVal); len(res.Scores) != want {
+			return nil, nil, fmt.Errorf("%w: fold %d holds %d scores, want %d", ErrSnapshot, k+1, len(res.Scores), want)
+		}
+		i := 0
 		for j := k; j < len(obs); j += K {
-			z[j] = zt[obs[j]]
+			z[j] = res.Scores[i]
+			i++
 		}
-		zv, err := t.score(ctx, res.Model, va, id)
-		if err != nil {
-			return nil, nil, err
-		}
-		for j, r := range obsVal {
-			z[len(obs)+j] += zv[r]
+		for j := range obsVal {
+			z[len(obs)+j] += res.Scores[i]
+			i++
 		}
 	}
 	y := make([]uint8, len(z))

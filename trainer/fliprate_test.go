@@ -157,3 +157,52 @@ func TestCrossFitScoresAreOutOfFold(t *testing.T) {
 		}
 	}
 }
+
+// countingReducer is Local, counting the collective calls.
+type countingReducer struct{ calls int }
+
+func (c *countingReducer) MaxFloat64(context.Context, []float64) error { c.calls++; return nil }
+func (c *countingReducer) SumInt64(context.Context, []int64) error     { c.calls++; return nil }
+func (c *countingReducer) SumFloat32(context.Context, []float32) error { c.calls++; return nil }
+
+// A trainer restored inside a cross-fitting fold (a joiner takes a peer's
+// state at a step boundary) makes exactly the collective calls that the
+// uninterrupted run makes from that boundary on. Scoring the completed
+// folds again would be calls the ring made long before: the joiner's ring
+// then fails with a shape mismatch (found by causalrm chaos).
+func TestRestoredFoldMakesTheRingsCalls(t *testing.T) {
+	cfg := elasticConfig()
+	m := causal.CausalIPS
+	at := func(b Boundary) bool {
+		return (b.Stage == FoldStage(2) || b.Stage == FoldStage(4)) && b.Epoch == 2 && b.Step == 1
+	}
+	full := &countingReducer{}
+	callsAt := map[uint64]int{}
+	a, err := runPipeline(t, cfg, m, runOpts{red: full, snapAt: at, onStep: func(_ *Trainer, b Boundary) error {
+		if at(b) {
+			callsAt[b.GlobalStep] = full.calls
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.snaps) != 2 {
+		t.Fatalf("%d snapshots, want 2 (inside folds 3 and 5)", len(a.snaps))
+	}
+	for gs, raw := range a.snaps {
+		s, err := UnmarshalSnapshot(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest := &countingReducer{}
+		b, err := runPipeline(t, cfg, m, runOpts{red: rest, setup: func(tr *Trainer) error { return tr.Restore(s) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := full.calls - callsAt[gs]; rest.calls != want {
+			t.Fatalf("restored at global step %d: %d collective calls, the ring makes %d from there", gs, rest.calls, want)
+		}
+		checkResumed(t, m, a, b, gs)
+	}
+}

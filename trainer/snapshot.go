@@ -64,6 +64,7 @@ type doneStage struct {
 	epochs, bestEpoch, rows int
 	bestVal                 float64
 	train, val              []float64
+	scores                  []float64
 }
 
 // snapshotKey lists what fixes a run's bits besides the state: the config
@@ -127,7 +128,8 @@ func (t *Trainer) Snapshot() (*Snapshot, error) {
 	for _, n := range names {
 		r := t.Stages[n]
 		s.done = append(s.done, doneStage{name: n, params: cp32(r.Model.Params), epochs: r.Epochs,
-			bestEpoch: r.BestEpoch, rows: r.Rows, bestVal: r.BestVal, train: cp64(r.Train), val: cp64(r.Val)})
+			bestEpoch: r.BestEpoch, rows: r.Rows, bestVal: r.BestVal, train: cp64(r.Train), val: cp64(r.Val),
+			scores: cp64(r.Scores)})
 	}
 	return s, nil
 }
@@ -192,7 +194,8 @@ func (t *Trainer) Restore(s *Snapshot) error {
 			return fmt.Errorf("stage %s: %w", d.name, err)
 		}
 		stages[d.name] = &StageResult{Name: d.name, Model: m, Epochs: d.epochs, BestEpoch: d.bestEpoch,
-			BestVal: d.bestVal, Train: slices.Clone(d.train), Val: slices.Clone(d.val), Rows: d.rows}
+			BestVal: d.bestVal, Train: slices.Clone(d.train), Val: slices.Clone(d.val), Rows: d.rows,
+			Scores: slices.Clone(d.scores)}
 	}
 	cp := c
 	cp.params, cp.adamM, cp.adamV, cp.best = slices.Clone(c.params), slices.Clone(c.adamM), slices.Clone(c.adamV), slices.Clone(c.best)
@@ -215,7 +218,7 @@ func (t *Trainer) Restore(s *Snapshot) error {
 
 const (
 	snapshotMagic   = "causalrm-trainer-snapshot\x00"
-	snapshotVersion = 3 // 3: the flip-rate estimate (estimator key, intervals)
+	snapshotVersion = 4 // 3: the flip-rate estimate (estimator key, intervals); 4: stage scores (cross-fitting folds)
 )
 
 // MarshalBinary encodes the snapshot: a magic string, the format version,
@@ -263,6 +266,7 @@ func (s *Snapshot) MarshalBinary() ([]byte, error) {
 		e.f64(d.bestVal)
 		e.f64s(d.train)
 		e.f64s(d.val)
+		e.f64s(d.scores)
 	}
 	for _, v := range [][]float64{s.pTr, s.pVa, s.gTr, s.gVa} {
 		e.f64s(v)
@@ -353,6 +357,7 @@ func UnmarshalSnapshot(b []byte) (*Snapshot, error) {
 		st.bestVal = d.f64()
 		st.train = d.f64s()
 		st.val = d.f64s()
+		st.scores = d.f64s()
 		s.done = append(s.done, st)
 	}
 	s.pTr, s.pVa, s.gTr, s.gVa = d.f64s(), d.f64s(), d.f64s(), d.f64s()

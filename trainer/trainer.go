@@ -31,6 +31,12 @@ type StageResult struct {
 	Val       []float64 `json:"-"` // validation loss per epoch
 	Rows      int       `json:"rows"`
 	Seconds   float64   `json:"seconds"`
+	// Scores are what a later step of the same stage family needs of this
+	// stage's model: a cross-fitting fold's out-of-fold logits (its own
+	// training rows, then the observed validation rows). Kept in snapshots,
+	// so that a restored trainer (a joiner) never scores a completed fold
+	// again: that would be collective calls the ring has made already.
+	Scores []float64 `json:"-"`
 }
 
 // CalibBin is one decile of the propensity model's calibration on the
