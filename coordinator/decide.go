@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/causalrm/causalrm/coordinator/state"
@@ -12,7 +13,8 @@ type plan struct {
 	gen        *state.Generation
 	rewind     *state.Command // before a restart generation: the step log back to the checkpoint
 	deregister []string
-	pending    bool // a change waits for the batch window
+	pending    bool   // a change waits for the batch window
+	fail       string // fail the job with this message instead
 }
 
 // observations is what the leader saw outside the replicated state,
@@ -99,6 +101,11 @@ func decide(now time.Time, s *state.State, obs observations, cfg decideConfig) p
 		}
 	}
 	if len(c.crashed)+len(c.leaving)+len(c.joiners) == 0 && c.relink == "" {
+		return p
+	}
+	if k := s.RelinkStreak; c.relink != "" && len(c.crashed) == 0 && k != nil && k.Count >= state.MaxRelinks && k.GlobalStep == s.Watermark.GlobalStep {
+		p.fail = fmt.Sprintf("the ring failed at global step %d after %d relinks in a row (the same call fails on fresh connections: not a link fault); last report by %s: %s",
+			k.GlobalStep, k.Count, s.Relink.WorkerID, s.Relink.Message)
 		return p
 	}
 	p.isolated = len(c.crashed) == len(cur.Members) && len(c.leaving) == 0 && len(c.joiners) < s.Job.MinWorkers

@@ -206,6 +206,14 @@ func (n *Node) applyPlan(ctx context.Context, p plan, now, changeSince time.Time
 			n.log.Info("deregistered a dead pending worker", "worker", id)
 		}
 	}
+	if p.fail != "" {
+		if _, err := n.apply(ctx, state.Command{Op: state.OpFail, Message: p.fail}); err != nil {
+			n.log.Warn("fail the job", "err", err)
+		} else {
+			n.log.Error("job failed", "reason", p.fail)
+		}
+		return time.Time{}
+	}
 	if p.pending {
 		if changeSince.IsZero() {
 			return now

@@ -125,6 +125,14 @@ func (s *State) setGeneration(c Command) error {
 		}
 	}
 	s.Generations = append(s.Generations, ng)
+	switch {
+	case !ng.Cause.Has(ChangeRelink):
+		s.RelinkStreak = nil
+	case s.RelinkStreak != nil && s.RelinkStreak.GlobalStep == s.Watermark.GlobalStep:
+		s.RelinkStreak.Count++
+	default:
+		s.RelinkStreak = &RelinkStreak{Count: 1, GlobalStep: s.Watermark.GlobalStep}
+	}
 	if s.Status.Phase == JobPending {
 		s.Status = JobStatus{Phase: JobRunning, Time: c.Time}
 	}

@@ -502,3 +502,29 @@ func TestRelinkRequest(t *testing.T) {
 		t.Fatalf("relink of the old generation: %v", err)
 	}
 }
+
+// Relink generations in a row at one committed step make a streak; a
+// committed step or another kind of generation ends it.
+func TestRelinkStreak(t *testing.T) {
+	s := running(t)
+	next := func(kind ChangeKind) {
+		t.Helper()
+		g, _ := s.Current()
+		mustApply(t, s, Command{Op: OpSetGeneration, Generation: &Generation{Number: g.Number + 1, Members: g.Members, Owner: g.Owner,
+			Cause: Cause{{Kind: kind, Member: "a"}}}})
+	}
+	next(ChangeRelink)
+	next(ChangeRelink)
+	if k := s.RelinkStreak; k == nil || *k != (RelinkStreak{Count: 2, GlobalStep: 0}) {
+		t.Fatalf("two relinks: %+v", k)
+	}
+	s.Watermark.GlobalStep = 5 // a step committed
+	next(ChangeRelink)
+	if k := s.RelinkStreak; k == nil || *k != (RelinkStreak{Count: 1, GlobalStep: 5}) {
+		t.Fatalf("after progress: %+v", k)
+	}
+	next(ChangeJoin)
+	if s.RelinkStreak != nil {
+		t.Fatalf("a join kept the streak: %+v", s.RelinkStreak)
+	}
+}

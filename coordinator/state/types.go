@@ -317,7 +317,22 @@ type State struct {
 	// Relink is the first link failure reported in the current generation
 	// (nil: none); a newer generation makes it stale.
 	Relink *RelinkRequest `json:"relink,omitempty"`
+	// RelinkStreak counts the relink generations in a row at one committed
+	// global step (nil after any other generation).
+	RelinkStreak *RelinkStreak `json:"relink_streak,omitempty"`
 }
+
+// RelinkStreak is a run of relink generations with no step committed
+// between them: a ring that fails the same call however often it is
+// relinked (a bug, not a link) fails the job at MaxRelinks.
+type RelinkStreak struct {
+	Count      int    `json:"count"`
+	GlobalStep uint64 `json:"global_step"` // the watermark they all met
+}
+
+// MaxRelinks is how many relink generations in a row, with no step
+// committed, the leader makes before it fails the job.
+const MaxRelinks = 10
 
 // RelinkRequest is a member's report that a link of its generation's ring
 // failed while the members are alive.
@@ -430,6 +445,10 @@ func (s *State) Clone() State {
 	if s.Relink != nil {
 		r := *s.Relink
 		c.Relink = &r
+	}
+	if s.RelinkStreak != nil {
+		r := *s.RelinkStreak
+		c.RelinkStreak = &r
 	}
 	return c
 }
