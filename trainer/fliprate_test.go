@@ -53,14 +53,7 @@ func TestCrossFitRatesHoldersMatchSingleProcess(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tr, err := New(cfg, smallData(t, 900, 24, 4), g.member(rank), nil)
-			if err == nil {
-				var mine []int
-				for s := rank; s < cfg.Shards; s += n {
-					mine = append(mine, s)
-				}
-				err = tr.Own(mine)
-			}
+			tr, err := holderTrainer(t, cfg, g, rank, n)
 			if err == nil {
 				err = tr.Prepare(context.Background(), causal.Noise)
 			}

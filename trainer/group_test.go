@@ -198,14 +198,7 @@ func TestShardedHoldersMatchSingleProcess(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					tr, err := New(cfg, smallData(t, 900, 24, 4), g.member(rank), nil)
-					if err == nil {
-						var mine []int
-						for s := rank; s < cfg.Shards; s += n {
-							mine = append(mine, s)
-						}
-						err = tr.Own(mine)
-					}
+					tr, err := holderTrainer(t, cfg, g, rank, n)
 					if err != nil {
 						errs[rank] = err
 						return
@@ -237,4 +230,18 @@ func paramBytes(p []float32) []byte {
 		fmt.Fprintf(&b, "%08x", math.Float32bits(v))
 	}
 	return b.Bytes()
+}
+
+// holderTrainer is rank's trainer of a group of n holders on the small
+// data, owning the shards s with s mod n == rank.
+func holderTrainer(t *testing.T, cfg Config, g *memGroup, rank, n int) (*Trainer, error) {
+	tr, err := New(cfg, smallData(t, 900, 24, 4), g.member(rank), nil)
+	if err != nil {
+		return nil, err
+	}
+	var mine []int
+	for s := rank; s < cfg.Shards; s += n {
+		mine = append(mine, s)
+	}
+	return tr, tr.Own(mine)
 }
