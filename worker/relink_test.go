@@ -104,3 +104,52 @@ func TestLeaverGoneMidCall(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A joiner that leaves before it ever trains (a SIGTERM right after its
+// join is committed): the members switched to the join's ring wait for it,
+// and the coordinators commit a leave, not a crash. The members' call
+// fails at the op timeout; they ask for a relink of the leave generation
+// and finish on it with the one-process bits. Before, a leave generation
+// was not one a reconciliation accepted: they waited until
+// ReconfigureTimeout and failed.
+func TestJoinerLeavesBeforeTraining(t *testing.T) {
+	want := referenceModel(t)
+	fc := newFakeCoord()
+	shards := elasticConfig().Shards
+	lis, addrs := listeners(t, "a", "b", "c", "d") // d listens, never serves
+	nodes := startNodes(t, fc, lis, "a", "b", "c")
+	for _, n := range nodes {
+		n.e.cfg.OpTimeout = 3 * time.Second
+	}
+	var joined sync.Once
+	fc.onReport = func(p state.Progress) {
+		if p.WorkerID == "a" && p.GlobalStep >= 20 {
+			joined.Do(func() {
+				go func() {
+					fc.commit([]string{"a", "b", "c", "d"}, addrs, shards, "join:d")
+					time.Sleep(200 * time.Millisecond)
+					fc.commit([]string{"a", "b", "c"}, addrs, shards, "leave:d")
+				}()
+			})
+		}
+	}
+	var mu sync.Mutex
+	relinked := map[uint64]bool{}
+	fc.onLinkFailed = func(id string, gen uint64, why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fc.mu.Lock()
+		current := uint64(len(fc.gens))
+		fc.mu.Unlock()
+		if relinked[gen] || gen != current {
+			return
+		}
+		relinked[gen] = true
+		t.Logf("%s reported generation %d: %s", id, gen, why)
+		go fc.commit([]string{"a", "b", "c"}, addrs, shards, "relink:"+id)
+	}
+	runToEnd(t, fc, nodes, addrs, shards, "a", "b", "c")
+	if err := sameBits(nodes["a"].model, want); err != nil {
+		t.Fatal(err)
+	}
+}
