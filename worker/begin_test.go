@@ -209,3 +209,30 @@ func startNodes(t *testing.T, fc *fakeCoord, lis map[string]net.Listener, ids ..
 	})
 	return nodes
 }
+
+// A joiner fetching the state from members that died (they accept no
+// calls: each fetch would wait its 10 s) begins at once on a restart
+// generation that lists it, instead of finishing the fetches first (chaos:
+// restart-workers right after a join, 30 s lost).
+func TestJoinerTakesARestartWhileFetching(t *testing.T) {
+	want := referenceModel(t)
+	fc := newFakeCoord()
+	shards := elasticConfig().Shards
+	lis, addrs := listeners(t, "a", "b", "d") // a and b never serve: dead
+	fc.commit([]string{"a", "b"}, addrs, shards, "start")
+	fc.commit([]string{"a", "b", "d"}, addrs, shards, "join:d")
+	nodes := startNodes(t, fc, lis, "d")
+	nodes["d"].run(context.Background())
+	time.Sleep(500 * time.Millisecond) // d is fetching from a
+	restarted := time.Now()
+	fc.commit([]string{"d"}, addrs, shards, "restart,crash:a,crash:b")
+	if err := <-nodes["d"].done; err != nil {
+		t.Fatalf("d: %v", err)
+	}
+	if took := time.Since(restarted); took > 8*time.Second {
+		t.Fatalf("d finished %v after the restart generation: it finished its fetches from dead members first", took)
+	}
+	if err := sameBits(nodes["d"].model, want); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -73,6 +73,30 @@ func (w *generations) wakeLocked() {
 	w.changed = make(chan struct{})
 }
 
+// untilNewer is ctx, also cancelled when a generation newer than n (or the
+// watch's end) arrives: a wait on the current generations (a state fetch
+// from members that may be dead) must not outlive them.
+func (w *generations) untilNewer(ctx context.Context, n uint64) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		for {
+			w.mu.Lock()
+			newer, ch, ended := w.latest > n, w.changed, w.err != nil
+			w.mu.Unlock()
+			if newer || ended {
+				cancel()
+				return
+			}
+			select {
+			case <-ch:
+			case <-cctx.Done():
+				return
+			}
+		}
+	}()
+	return cctx, cancel
+}
+
 // stop ends the watch and waits for it.
 func (w *generations) stop() {
 	w.cancel()

@@ -61,12 +61,22 @@ func (e *Elastic) Begin(ctx context.Context, wait time.Duration, ckpt func(ctx c
 		// generation that lists this worker, newest first, and open that
 		// generation's ring; the ring moves on to newer ones at its next
 		// boundary.
+		// A newer generation (a restart that lists this worker, say) ends
+		// the fetch at once: the members asked may be dead, and a fetch
+		// waits up to 10 s for each.
+		fctx, cancel := e.gens.untilNewer(ctx, g.Number)
 		for _, c := range e.gens.listing(e.cfg.ID) {
-			if ok, err := e.fetchState(ctx, c); err != nil {
+			if ok, err := e.fetchState(fctx, c); err != nil {
+				cancel()
 				return err
 			} else if ok {
+				cancel()
 				return e.openRing(c)
 			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		tried = append(tried[:0], memberIDs(g, e.cfg.ID)...)
 		if time.Now().After(deadline) {
