@@ -84,21 +84,7 @@ func TestLeaverGoneMidCall(t *testing.T) {
 			})
 		}
 	}
-	var mu sync.Mutex
-	relinked := map[uint64]bool{}
-	fc.onLinkFailed = func(id string, gen uint64, why string) {
-		mu.Lock()
-		defer mu.Unlock()
-		fc.mu.Lock()
-		current := uint64(len(fc.gens))
-		fc.mu.Unlock()
-		if relinked[gen] || gen != current {
-			return // stale, as the coordinators would refuse it
-		}
-		relinked[gen] = true
-		t.Logf("%s reported generation %d: %s", id, gen, why)
-		go fc.commit([]string{"a", "b"}, addrs, shards, "relink:"+id)
-	}
+	relinkOnReport(t, fc, addrs, shards, "a", "b")
 	runToEnd(t, fc, nodes, addrs, shards, "a", "b")
 	if err := sameBits(nodes["a"].model, want); err != nil {
 		t.Fatal(err)
@@ -133,6 +119,17 @@ func TestJoinerLeavesBeforeTraining(t *testing.T) {
 			})
 		}
 	}
+	relinkOnReport(t, fc, addrs, shards, "a", "b", "c")
+	runToEnd(t, fc, nodes, addrs, shards, "a", "b", "c")
+	if err := sameBits(nodes["a"].model, want); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// relinkOnReport makes fc answer the first link report of its current
+// generation as the leader does: a relink generation of members (a report
+// of an older generation is stale and refused).
+func relinkOnReport(t *testing.T, fc *fakeCoord, addrs map[string]string, shards int, members ...string) {
 	var mu sync.Mutex
 	relinked := map[uint64]bool{}
 	fc.onLinkFailed = func(id string, gen uint64, why string) {
@@ -146,10 +143,6 @@ func TestJoinerLeavesBeforeTraining(t *testing.T) {
 		}
 		relinked[gen] = true
 		t.Logf("%s reported generation %d: %s", id, gen, why)
-		go fc.commit([]string{"a", "b", "c"}, addrs, shards, "relink:"+id)
-	}
-	runToEnd(t, fc, nodes, addrs, shards, "a", "b", "c")
-	if err := sameBits(nodes["a"].model, want); err != nil {
-		t.Fatal(err)
+		go fc.commit(members, addrs, shards, "relink:"+id)
 	}
 }
