@@ -40,7 +40,7 @@ type cluster struct {
 	coords      []*proc // the current process of each coordinator
 	procs       []*proc // every process started, in order
 	nextWorker  int
-	replacing   bool // the controller replaces dead workers and restarts crashed coordinators
+	replacing   bool         // the controller replaces dead workers and restarts crashed coordinators
 	diskFull    map[int]bool // coordinators under a disk-full fault: a restart gets the limit too
 	replaced    int
 	maxReplaced int
