@@ -102,19 +102,6 @@ func (r *runState) inject(ctx context.Context, f Fault, in *Injected) {
 	rng := pickRand(f)
 	in.at = time.Now()
 	in.StepAt = r.mon.step()
-	name := func(ps []*proc) []string {
-		var s []string
-		for _, p := range ps {
-			s = append(s, p.name)
-		}
-		return s
-	}
-	kill := func(ps []*proc, why string) {
-		for _, p := range ps {
-			_ = p.signal(syscall.SIGKILL, why)
-			c.ev.add(p.name, "kill", why)
-		}
-	}
 	switch f.Kind {
 	case KillWorker, KillWorkers:
 		n := 1
@@ -126,118 +113,169 @@ func (r *runState) inject(ctx context.Context, f Fault, in *Injected) {
 			in.Skipped = "no live worker"
 			return
 		}
-		in.Targets = name(ps)
-		kill(ps, "kill -9 ("+string(f.Kind)+")")
+		in.Targets = procNames(ps)
+		c.killAll(ps, "kill -9 ("+string(f.Kind)+")")
 	case PauseWorker:
 		ps := choose(rng, running(c.workers()), 1, f.Target)
 		if len(ps) == 0 {
 			in.Skipped = "no running worker"
 			return
 		}
-		in.Targets, in.DurationS = name(ps), f.Duration.Seconds()
+		in.Targets, in.DurationS = procNames(ps), f.Duration.Seconds()
 		r.pause(ctx, ps[0], f.Duration)
 	case KillLeader, KillFollower:
-		i := r.pickCoordinator(rng, f)
-		if i < 0 {
-			in.Skipped = "no such coordinator"
-			return
-		}
-		p := c.coordinator(i)
-		in.Targets, in.DurationS = []string{p.name}, f.Duration.Seconds()
-		kill([]*proc{p}, "kill -9 ("+string(f.Kind)+")")
-		<-p.done
-		sleepCtx(ctx, f.Duration)
-		if err := c.startCoordinator(i); err != nil {
-			r.failf("restarting %s: %v", p.name, err)
-		}
-		c.logf("%s restarted with its data directory", p.name)
+		r.restartCoordinator(ctx, rng, f, in)
 	case RestartWorkers:
 		ps := c.workers()
 		if len(ps) == 0 {
 			in.Skipped = "no live worker"
 			return
 		}
-		in.Targets = name(ps)
-		kill(ps, "kill -9 (restart-workers)")
+		in.Targets = procNames(ps)
+		c.killAll(ps, "kill -9 (restart-workers)")
 	case JoinLeaveStorm:
 		r.storm(ctx, rng, f, in)
 	case SlowLink:
-		ps := choose(rng, c.workers(), 1, f.Target)
-		if len(ps) == 0 {
-			in.Skipped = "no live worker"
-			return
-		}
-		d := time.Duration(20+rng.IntN(81)) * time.Millisecond
-		in.Targets, in.DurationS = []string{fmt.Sprintf("%s+%dms", ps[0].name, d.Milliseconds())}, f.Duration.Seconds()
-		ps[0].link.SetDelay(d)
-		c.ev.add(ps[0].name, "slow", d.String())
-		sleepCtx(ctx, f.Duration)
-		ps[0].link.SetDelay(0)
+		r.slowLink(ctx, rng, f, in)
 	case MangleLink:
 		r.mangle(ctx, rng, f, in)
 	case DiskFull:
-		// The raft store of a coordinator (the leader, or the target) can
-		// write nothing more: where checkpoints and the step log go.
-		i := r.pickCoordinator(rng, Fault{Kind: KillLeader, Target: f.Target})
-		if i < 0 && f.Target == "" { // no leader known (an election): any live one
-			i = r.pickCoordinator(rng, Fault{Kind: KillFollower})
-		}
-		if i < 0 {
-			in.Skipped = "no such coordinator"
-			return
-		}
-		p := c.coordinator(i)
-		in.Targets, in.DurationS = []string{p.name}, f.Duration.Seconds()
-		c.setDiskFull(i, true)
-		old, err := p.limitFileSize(1)
-		if err != nil {
-			c.setDiskFull(i, false)
-			in.Skipped = err.Error()
-			return
-		}
-		c.ev.add(p.name, "disk-full", "")
-		sleepCtx(ctx, f.Duration)
-		c.setDiskFull(i, false)
-		// The coordinator may have crashed and been restarted meanwhile.
-		if _, err := c.coordinator(i).limitFileSize(old); err == nil {
-			c.ev.add(p.name, "disk-ok", "")
-			c.logf("%s can write again", p.name)
-		}
+		r.diskFull(ctx, rng, f, in)
 	case RestartCoordinators:
-		in.DurationS = f.Duration.Seconds()
-		var ps []*proc
-		for i := range c.coords {
-			if p := c.coordinator(i); !p.exited() {
-				ps = append(ps, p)
-			}
-		}
-		in.Targets = name(ps)
-		kill(ps, "kill -9 (restart-coordinators)")
-		for _, p := range ps {
-			<-p.done
-		}
-		sleepCtx(ctx, f.Duration)
-		for _, p := range ps {
-			if err := c.startCoordinator(p.index); err != nil {
-				r.failf("restarting %s: %v", p.name, err)
-			}
-		}
-		c.logf("every coordinator restarted with its data directory")
+		r.restartCoordinators(ctx, f, in)
 	case PartitionCoordinator:
-		i := r.pickCoordinator(rng, f)
-		if i < 0 {
-			in.Skipped = "no such coordinator"
-			return
-		}
-		name := fmt.Sprintf("c%d", i)
-		in.Targets, in.DurationS = []string{name}, f.Duration.Seconds()
-		c.proxies[i].Partition(true)
-		c.ev.add(name, "cut", "")
-		sleepCtx(ctx, f.Duration)
-		c.proxies[i].Partition(false)
-		c.ev.add(name, "heal", "")
-		c.logf("%s reachable again", name)
+		r.partition(ctx, rng, f, in)
 	}
+}
+
+// procNames is the names of ps, for a fault's targets.
+func procNames(ps []*proc) []string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.name)
+	}
+	return s
+}
+
+// killAll sends SIGKILL to each of ps and records it on the timeline.
+func (c *cluster) killAll(ps []*proc, why string) {
+	for _, p := range ps {
+		_ = p.signal(syscall.SIGKILL, why)
+		c.ev.add(p.name, "kill", why)
+	}
+}
+
+// restartCoordinator kills the leader or a follower (kill-leader,
+// kill-follower) and restarts it with its data after f.Duration.
+func (r *runState) restartCoordinator(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
+	c := r.cl
+	i := r.pickCoordinator(rng, f)
+	if i < 0 {
+		in.Skipped = "no such coordinator"
+		return
+	}
+	p := c.coordinator(i)
+	in.Targets, in.DurationS = []string{p.name}, f.Duration.Seconds()
+	c.killAll([]*proc{p}, "kill -9 ("+string(f.Kind)+")")
+	<-p.done
+	sleepCtx(ctx, f.Duration)
+	if err := c.startCoordinator(i); err != nil {
+		r.failf("restarting %s: %v", p.name, err)
+	}
+	c.logf("%s restarted with its data directory", p.name)
+}
+
+// slowLink delays every chunk on one worker's collective link by 20-100 ms
+// for f.Duration.
+func (r *runState) slowLink(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
+	c := r.cl
+	ps := choose(rng, c.workers(), 1, f.Target)
+	if len(ps) == 0 {
+		in.Skipped = "no live worker"
+		return
+	}
+	d := time.Duration(20+rng.IntN(81)) * time.Millisecond
+	in.Targets, in.DurationS = []string{fmt.Sprintf("%s+%dms", ps[0].name, d.Milliseconds())}, f.Duration.Seconds()
+	ps[0].link.SetDelay(d)
+	c.ev.add(ps[0].name, "slow", d.String())
+	sleepCtx(ctx, f.Duration)
+	ps[0].link.SetDelay(0)
+}
+
+// diskFull leaves the raft store of a coordinator (the leader, or the
+// target) unable to write anything more for f.Duration: where checkpoints
+// and the step log go.
+func (r *runState) diskFull(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
+	c := r.cl
+	i := r.pickCoordinator(rng, Fault{Kind: KillLeader, Target: f.Target})
+	if i < 0 && f.Target == "" { // no leader known (an election): any live one
+		i = r.pickCoordinator(rng, Fault{Kind: KillFollower})
+	}
+	if i < 0 {
+		in.Skipped = "no such coordinator"
+		return
+	}
+	p := c.coordinator(i)
+	in.Targets, in.DurationS = []string{p.name}, f.Duration.Seconds()
+	c.setDiskFull(i, true)
+	old, err := p.limitFileSize(1)
+	if err != nil {
+		c.setDiskFull(i, false)
+		in.Skipped = err.Error()
+		return
+	}
+	c.ev.add(p.name, "disk-full", "")
+	sleepCtx(ctx, f.Duration)
+	c.setDiskFull(i, false)
+	// The coordinator may have crashed and been restarted meanwhile.
+	if _, err := c.coordinator(i).limitFileSize(old); err == nil {
+		c.ev.add(p.name, "disk-ok", "")
+		c.logf("%s can write again", p.name)
+	}
+}
+
+// restartCoordinators kills every live coordinator and restarts them all
+// with their data after f.Duration.
+func (r *runState) restartCoordinators(ctx context.Context, f Fault, in *Injected) {
+	c := r.cl
+	in.DurationS = f.Duration.Seconds()
+	var ps []*proc
+	for i := range c.coords {
+		if p := c.coordinator(i); !p.exited() {
+			ps = append(ps, p)
+		}
+	}
+	in.Targets = procNames(ps)
+	c.killAll(ps, "kill -9 (restart-coordinators)")
+	for _, p := range ps {
+		<-p.done
+	}
+	sleepCtx(ctx, f.Duration)
+	for _, p := range ps {
+		if err := c.startCoordinator(p.index); err != nil {
+			r.failf("restarting %s: %v", p.name, err)
+		}
+	}
+	c.logf("every coordinator restarted with its data directory")
+}
+
+// partition cuts a coordinator (the leader, or the target) off from
+// workers and peers through its proxy for f.Duration.
+func (r *runState) partition(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
+	c := r.cl
+	i := r.pickCoordinator(rng, f)
+	if i < 0 {
+		in.Skipped = "no such coordinator"
+		return
+	}
+	name := fmt.Sprintf("c%d", i)
+	in.Targets, in.DurationS = []string{name}, f.Duration.Seconds()
+	c.proxies[i].Partition(true)
+	c.ev.add(name, "cut", "")
+	sleepCtx(ctx, f.Duration)
+	c.proxies[i].Partition(false)
+	c.ev.add(name, "heal", "")
+	c.logf("%s reachable again", name)
 }
 
 // pickCoordinator is the coordinator a kill-leader, kill-follower or

@@ -26,10 +26,8 @@ import (
 
 func workerCmd() *cobra.Command {
 	var f jobFlags
-	var rank, listenFD, benchSteps int
-	var benchSkip bool
-	var peers, codec, listen string
-	var gen uint64
+	var sf staticWorkerFlags
+	var codec, listen string
 	var ef elasticFlags
 	var dev deviceFlags
 	cmd := &cobra.Command{
@@ -70,46 +68,21 @@ the job's result does not depend on it in exact mode.`,
 				ef.progressEvery = f.every
 				return runElasticWorker(cmd.Context(), &ef, &dev, f.quiet, cmd.ErrOrStderr())
 			}
-			job, err := resolveJob(cmd, &f)
-			if err != nil {
-				return err
-			}
-			runners, closeDev, err := dev.open()
-			if err != nil {
-				return fmt.Errorf("worker %d: %w", rank, err)
-			}
-			defer closeDev()
-			job.Runners = runners
-			addrs := strings.Split(peers, ",")
-			if rank < 0 || rank >= len(addrs) {
-				return fmt.Errorf("--rank %d outside the %d peers", rank, len(addrs))
-			}
-			var lis net.Listener
-			switch {
-			case listenFD > 0:
-				lis, err = net.FileListener(os.NewFile(uintptr(listenFD), "listener"))
-			case listen != "":
-				lis, err = net.Listen("tcp", listen)
-			default:
-				lis, err = net.Listen("tcp", addrs[rank])
-			}
-			if err != nil {
-				return fmt.Errorf("worker %d: listen: %w", rank, err)
-			}
-			return runWorker(cmd.Context(), job, rank, addrs, gen, job.Wire().Static(), lis, benchSteps, benchSkip, cmd.ErrOrStderr())
+			sf.listen = listen
+			return runStaticWorker(cmd, &f, &dev, &sf)
 		},
 	}
 	addJobFlags(cmd, &f, true)
 	fs := cmd.Flags()
-	fs.IntVar(&rank, "rank", 0, "this worker's position in --peers")
-	fs.StringVar(&peers, "peers", "", "comma-separated host:port of every worker, in ring order")
+	fs.IntVar(&sf.rank, "rank", 0, "this worker's position in --peers")
+	fs.StringVar(&sf.peers, "peers", "", "comma-separated host:port of every worker, in ring order")
 	fs.StringVar(&listen, "listen", "", "address to serve the collective on (default: this rank's peer address; elastic: 127.0.0.1:0)")
-	fs.IntVar(&listenFD, "listen-fd", 0, "inherited listening socket (used by train --workers)")
+	fs.IntVar(&sf.listenFD, "listen-fd", 0, "inherited listening socket (used by train --workers)")
 	fs.StringVar(&codec, "codec", "", "static mode: all-reduce wire codec none, s2 (default), zstd (exact); fp16, int8 (lossy, --reduce fast)")
-	fs.Uint64Var(&gen, "generation", 1, "membership generation")
-	fs.IntVar(&benchSteps, "bench-steps", 0, "instead of training, time this many reward-stage steps and write bench.json (bench train --workers)")
+	fs.Uint64Var(&sf.gen, "generation", 1, "membership generation")
+	fs.IntVar(&sf.benchSteps, "bench-steps", 0, "instead of training, time this many reward-stage steps and write bench.json (bench train --workers)")
 	_ = fs.MarkHidden("bench-steps")
-	fs.BoolVar(&benchSkip, "bench-skip-unobserved", false, "with --bench-steps: skip the rows without feedback, as training does")
+	fs.BoolVar(&sf.benchSkip, "bench-skip-unobserved", false, "with --bench-steps: skip the rows without feedback, as training does")
 	_ = fs.MarkHidden("bench-skip-unobserved")
 	fs.StringVar(&ef.coordinators, "coordinators", "", "elastic mode: the coordinators' gRPC addresses, host:port,...")
 	fs.StringVar(&ef.id, "id", "", "elastic mode: this worker's id (default hostname-pid; a Kubernetes pod name)")
@@ -124,6 +97,48 @@ the job's result does not depend on it in exact mode.`,
 	ef.tls.add(fs)
 	dev.add(fs)
 	return cmd
+}
+
+// staticWorkerFlags are the flags of a static ring member (no
+// --coordinators).
+type staticWorkerFlags struct {
+	rank, listenFD, benchSteps int
+	benchSkip                  bool
+	peers, listen              string
+	gen                        uint64
+}
+
+// runStaticWorker runs one member of a static ring: the job from the flags,
+// the ring from --peers, the listener inherited, given or this rank's peer
+// address.
+func runStaticWorker(cmd *cobra.Command, f *jobFlags, dev *deviceFlags, sf *staticWorkerFlags) error {
+	job, err := resolveJob(cmd, f)
+	if err != nil {
+		return err
+	}
+	runners, closeDev, err := dev.open()
+	if err != nil {
+		return fmt.Errorf("worker %d: %w", sf.rank, err)
+	}
+	defer closeDev()
+	job.Runners = runners
+	addrs := strings.Split(sf.peers, ",")
+	if sf.rank < 0 || sf.rank >= len(addrs) {
+		return fmt.Errorf("--rank %d outside the %d peers", sf.rank, len(addrs))
+	}
+	var lis net.Listener
+	switch {
+	case sf.listenFD > 0:
+		lis, err = net.FileListener(os.NewFile(uintptr(sf.listenFD), "listener"))
+	case sf.listen != "":
+		lis, err = net.Listen("tcp", sf.listen)
+	default:
+		lis, err = net.Listen("tcp", addrs[sf.rank])
+	}
+	if err != nil {
+		return fmt.Errorf("worker %d: listen: %w", sf.rank, err)
+	}
+	return runWorker(cmd.Context(), job, sf.rank, addrs, sf.gen, job.Wire().Static(), lis, sf.benchSteps, sf.benchSkip, cmd.ErrOrStderr())
 }
 
 // runWorker starts this rank (its rows, the ring, the agreed grid), trains,
