@@ -169,9 +169,8 @@ func (c *cluster) killAll(ps []*proc, why string) {
 // kill-follower) and restarts it with its data after f.Duration.
 func (r *runState) restartCoordinator(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
 	c := r.cl
-	i := r.pickCoordinator(rng, f)
+	i := r.strikeCoordinator(rng, f, in)
 	if i < 0 {
-		in.Skipped = "no such coordinator"
 		return
 	}
 	p := c.coordinator(i)
@@ -263,9 +262,8 @@ func (r *runState) restartCoordinators(ctx context.Context, f Fault, in *Injecte
 // workers and peers through its proxy for f.Duration.
 func (r *runState) partition(ctx context.Context, rng *rand.Rand, f Fault, in *Injected) {
 	c := r.cl
-	i := r.pickCoordinator(rng, f)
+	i := r.strikeCoordinator(rng, f, in)
 	if i < 0 {
-		in.Skipped = "no such coordinator"
 		return
 	}
 	name := fmt.Sprintf("c%d", i)
@@ -276,6 +274,16 @@ func (r *runState) partition(ctx context.Context, rng *rand.Rand, f Fault, in *I
 	c.proxies[i].Partition(false)
 	c.ev.add(name, "heal", "")
 	c.logf("%s reachable again", name)
+}
+
+// strikeCoordinator is pickCoordinator for a fault that needs one: -1,
+// with the fault marked skipped, when there is none.
+func (r *runState) strikeCoordinator(rng *rand.Rand, f Fault, in *Injected) int {
+	i := r.pickCoordinator(rng, f)
+	if i < 0 {
+		in.Skipped = "no such coordinator"
+	}
+	return i
 }
 
 // pickCoordinator is the coordinator a kill-leader, kill-follower or

@@ -7,15 +7,7 @@ func RefForward64(cfg Config, params []float64, x []float64) float64 {
 	wo, bo := cfg.Offsets()
 	a := x
 	for l := 0; l < cfg.Layers(); l++ {
-		in, out := cfg.Dims[l], cfg.Dims[l+1]
-		z := make([]float64, out)
-		for k := 0; k < out; k++ {
-			s := params[bo[l]+k]
-			for j := 0; j < in; j++ {
-				s += params[wo[l]+k*in+j] * a[j]
-			}
-			z[k] = s
-		}
+		z := refAffine(cfg, params, wo, bo, l, a)
 		if l == cfg.Layers()-1 {
 			return z[0]
 		}
@@ -25,6 +17,20 @@ func RefForward64(cfg Config, params []float64, x []float64) float64 {
 		a = z
 	}
 	panic("unreachable")
+}
+
+// refAffine is layer l's pre-activation W a + b, summed in index order.
+func refAffine(cfg Config, params []float64, wo, bo []int, l int, a []float64) []float64 {
+	in, out := cfg.Dims[l], cfg.Dims[l+1]
+	z := make([]float64, out)
+	for k := 0; k < out; k++ {
+		s := params[bo[l]+k]
+		for j := 0; j < in; j++ {
+			s += params[wo[l]+k*in+j] * a[j]
+		}
+		z[k] = s
+	}
+	return z
 }
 
 // RefGrad64 is the analytic gradient of sum_i w_i * f(x_i) in plain
@@ -38,15 +44,8 @@ func RefGrad64(cfg Config, params []float64, xs [][]float64, w []float64) []floa
 		zs := [][]float64{}
 		a := x
 		for l := 0; l < L; l++ {
-			in, out := cfg.Dims[l], cfg.Dims[l+1]
-			z := make([]float64, out)
-			for k := 0; k < out; k++ {
-				s := params[bo[l]+k]
-				for j := 0; j < in; j++ {
-					s += params[wo[l]+k*in+j] * a[j]
-				}
-				z[k] = s
-			}
+			z := refAffine(cfg, params, wo, bo, l, a)
+			out := len(z)
 			zs = append(zs, z)
 			if l < L-1 {
 				h := make([]float64, out)

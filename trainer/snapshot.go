@@ -505,33 +505,25 @@ func (d *dec) str() string {
 }
 
 func (d *dec) f32s() []float32 {
-	has := d.bool()
-	n := d.count(4)
-	if !has || d.err != nil {
-		if n != 0 && d.err == nil {
-			d.err = errors.New("nil vector with a length")
-		}
-		return nil
-	}
-	out := make([]float32, n)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(d.take(4)))
-	}
-	return out
+	return vec(d, 4, func() float32 { return math.Float32frombits(binary.LittleEndian.Uint32(d.take(4))) })
 }
 
-func (d *dec) f64s() []float64 {
+func (d *dec) f64s() []float64 { return vec(d, 8, d.f64) }
+
+// vec reads a slice written as a presence byte, a length and elements of
+// size bytes each, read by elem; nil and empty stay apart.
+func vec[T any](d *dec, size int, elem func() T) []T {
 	has := d.bool()
-	n := d.count(8)
+	n := d.count(size)
 	if !has || d.err != nil {
 		if n != 0 && d.err == nil {
 			d.err = errors.New("nil vector with a length")
 		}
 		return nil
 	}
-	out := make([]float64, n)
+	out := make([]T, n)
 	for i := range out {
-		out[i] = d.f64()
+		out[i] = elem()
 	}
 	return out
 }
