@@ -47,7 +47,8 @@ func (k Kind) valid() bool {
 	return false
 }
 
-func kindNames() string {
+// KindNames is every fault kind, comma-separated, for help and errors.
+func KindNames() string {
 	var s []string
 	for _, k := range AllKinds() {
 		s = append(s, string(k))
@@ -66,7 +67,7 @@ func ParseKinds(s string) ([]Kind, error) {
 	for _, part := range strings.Split(s, ",") {
 		k := Kind(strings.TrimSpace(part))
 		if !k.valid() {
-			return nil, fmt.Errorf("unknown fault kind %q (want %s, or all)", part, kindNames())
+			return nil, fmt.Errorf("unknown fault kind %q (want %s, or all)", part, KindNames())
 		}
 		out = append(out, k)
 	}
@@ -123,7 +124,7 @@ func ParseScenario(source string, raw []byte) ([]Fault, error) {
 	for i, e := range entries {
 		k := Kind(e.Kind)
 		if !k.valid() {
-			return nil, fmt.Errorf("%s: entry %d: kind %q: want one of %s", source, i+1, e.Kind, kindNames())
+			return nil, fmt.Errorf("%s: entry %d: kind %q: want one of %s", source, i+1, e.Kind, KindNames())
 		}
 		if e.At < 0 || e.Duration < 0 {
 			return nil, fmt.Errorf("%s: entry %d: at and duration must be >= 0 seconds", source, i+1)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,8 +27,9 @@ func chaosCmd() *cobra.Command {
 		Long: `Starts a coordinator group and workers of this binary on 127.0.0.1, submits a
 small job, and injects faults at moments drawn from --seed (kill -9 of workers
 and coordinators, SIGSTOP pauses, a restart of every worker from the last
-checkpoint, join/leave storms, workers started in the same instant, a
-coordinator cut off from the workers by a TCP proxy). After every run it
+checkpoint or of every coordinator, join/leave storms, workers started in the
+same instant, a coordinator cut off by a TCP proxy, slow or corrupted links
+between workers, a coordinator whose disk is full). After every run it
 checks the oracle: the reward model has the sha256 of the one-process
 'causalrm train' of the same job, the coordinators' step log holds every step
 of every epoch exactly once, no process is left behind, and no stall (no
@@ -35,8 +37,7 @@ committed step for --stall while workers are alive).
 
 Writes chaos.md, chaos.json and timeline.png into --out, with the command that
 replays each failed run; exits non-zero when a run fails. Fault kinds:
-kill-worker, kill-workers, pause-worker, kill-leader, kill-follower,
-restart-workers, join-leave-storm, start-together, partition-coordinator.
+` + wrapWords(chaos.KindNames()+".", 78) + `
 
   causalrm chaos --runs 12 --seed 1                       # a short matrix, every kind
   causalrm chaos --runs 200 --seed 1000 --faults-per-run 3 # a soak
@@ -78,7 +79,7 @@ restart-workers, join-leave-storm, start-together, partition-coordinator.
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.Data, "data", "", "training data (default: a small data set generated into --out)")
-	fs.StringVar(&faults, "faults", "all", "fault kinds to draw from, comma-separated (kill-worker, kill-workers, pause-worker, kill-leader, kill-follower, restart-workers, join-leave-storm, start-together, partition-coordinator), or all")
+	fs.StringVar(&faults, "faults", "all", "fault kinds to draw from, comma-separated ("+chaos.KindNames()+"), or all")
 	fs.IntVar(&cfg.FaultsPerRun, "faults-per-run", 2, "faults drawn for each run")
 	fs.StringVar(&scenario, "scenario", "", "YAML list of faults {kind, at: seconds, duration: seconds, target} injected in every run instead of drawn ones")
 	fs.IntVar(&cfg.Runs, "runs", 1, "runs; run i has seed --seed+i-1")
@@ -121,4 +122,22 @@ func replayFlags(fs *pflag.FlagSet) []string {
 		out = append(out, "--"+f.Name, chaos.ShellQuote(f.Value.String()))
 	})
 	return out
+}
+
+// wrapWords breaks s into lines of at most width characters at spaces.
+func wrapWords(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(s) {
+		if i > 0 && n+1+len(w) > width {
+			b.WriteByte('\n')
+			n = 0
+		} else if i > 0 {
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String()
 }
