@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/causalrm/causalrm/internal/atomicfile"
@@ -56,8 +58,10 @@ func WriteTable(w io.Writer, sum *Summary) {
 	}
 	fmt.Fprintln(w, "Times are seconds after the run's first committed step; recovery is the time from the fault to the next committed step it could not have preceded; steps redone are committed steps undone by a restart from a checkpoint.")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| run | seed | faults | recovery (s) | steps redone | reconciled calls | replacements | training (s) | verdict |")
-	fmt.Fprintln(w, "|---:|---:|---|---|---:|---:|---:|---:|---|")
+	fmt.Fprintln(w, "The longest pause is the longest any worker stood still for one generation change (from the failure or the boundary's decision to its first call on the new ring, as the workers log it), for planned changes (joins and leaves) and for the others (crashes, relinks, restarts).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| run | seed | faults | recovery (s) | longest pause: planned / other (s) | steps redone | reconciled calls | replacements | training (s) | verdict |")
+	fmt.Fprintln(w, "|---:|---:|---|---|---|---:|---:|---:|---:|---|")
 	for _, r := range sum.Runs {
 		var faults, recov []string
 		for _, in := range r.Faults {
@@ -79,9 +83,10 @@ func WriteTable(w io.Writer, sum *Summary) {
 		if r.TrainingS > 0 {
 			training = fmt.Sprintf("%.1f", r.TrainingS)
 		}
-		fmt.Fprintf(w, "| %d | %d | %s | %s | %d | %d | %d | %s | %s |\n", r.Run, r.Seed, cell(strings.Join(faults, "; ")),
-			strings.Join(recov, "; "), r.StepsRedone, r.Reconciled, r.Replacements, training, verdict)
+		fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %d | %d | %d | %s | %s |\n", r.Run, r.Seed, cell(strings.Join(faults, "; ")),
+			strings.Join(recov, "; "), longestPauses(r.Pauses), r.StepsRedone, r.Reconciled, r.Replacements, training, verdict)
 	}
+	writeTotals(w, sum)
 	failed := false
 	for _, r := range sum.Runs {
 		if r.Pass {
@@ -100,6 +105,88 @@ func WriteTable(w io.Writer, sum *Summary) {
 			fmt.Fprintf(w, "\n```\n%s```\n", r.Stall)
 		}
 	}
+}
+
+// longestPauses is a run's table cell: the longest planned and other
+// pause, "-" where there was none.
+func longestPauses(ps []Pause) string {
+	var planned, other []float64
+	for _, p := range ps {
+		if p.Planned() {
+			planned = append(planned, p.Seconds)
+		} else {
+			other = append(other, p.Seconds)
+		}
+	}
+	return maxCell(planned) + " / " + maxCell(other)
+}
+
+func maxCell(v []float64) string {
+	if _, _, m, ok := spread(v); ok {
+		return fmt.Sprintf("%.2f", m)
+	}
+	return "-"
+}
+
+// writeTotals writes the whole invocation's counts: recovery per fault
+// kind and the workers' pauses per kind of generation change, each as
+// median, 90th percentile and maximum, over every run.
+func writeTotals(w io.Writer, sum *Summary) {
+	struck := map[Kind][]float64{}
+	drawn, skipped := map[Kind]int{}, map[Kind]int{}
+	pauses := map[string][]float64{}
+	for _, r := range sum.Runs {
+		for _, in := range r.Faults {
+			drawn[in.Kind]++
+			switch {
+			case in.Skipped != "":
+				skipped[in.Kind]++
+			case in.RecoveryS != nil:
+				struck[in.Kind] = append(struck[in.Kind], *in.RecoveryS)
+			default:
+				struck[in.Kind] = append(struck[in.Kind], math.NaN()) // struck, no recovery measured
+			}
+		}
+		for _, p := range r.Pauses {
+			pauses[p.Class()] = append(pauses[p.Class()], p.Seconds)
+		}
+	}
+	passed := len(sum.Runs) - sum.Failed
+	fmt.Fprintf(w, "\n## Totals\n\n%d runs, %d passed, %d failed.\n\n", len(sum.Runs), passed, sum.Failed)
+	fmt.Fprintln(w, "| fault | drawn | skipped | struck | recovered | median (s) | p90 (s) | max (s) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, k := range AllKinds() {
+		if drawn[k] == 0 {
+			continue
+		}
+		var rec []float64
+		for _, v := range struck[k] {
+			if !math.IsNaN(v) {
+				rec = append(rec, v)
+			}
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %s |\n", k, drawn[k], skipped[k], len(struck[k]), len(rec), spreadCells(rec))
+	}
+	fmt.Fprintln(w, "\nThe workers' pauses per kind of generation change (one row per worker and change):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| change | pauses | median (s) | p90 (s) | max (s) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	classes := make([]string, 0, len(pauses))
+	for c := range pauses {
+		classes = append(classes, c)
+	}
+	sort.Strings(classes)
+	for _, c := range classes {
+		fmt.Fprintf(w, "| %s | %d | %s |\n", c, len(pauses[c]), spreadCells(pauses[c]))
+	}
+}
+
+func spreadCells(v []float64) string {
+	med, p90, m, ok := spread(v)
+	if !ok {
+		return "- | - | -"
+	}
+	return fmt.Sprintf("%.2f | %.2f | %.2f", med, p90, m)
 }
 
 // writeFile replaces path with b atomically.

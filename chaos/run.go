@@ -37,8 +37,10 @@ type RunResult struct {
 	// Reconciled is the collective calls the workers settled after a
 	// crash (their "reconciling" log lines); Replacements the workers the
 	// controller started in place of dead ones.
-	Reconciled   int      `json:"reconciled_calls"`
-	Replacements int      `json:"replacements"`
+	Reconciled   int `json:"reconciled_calls"`
+	Replacements int `json:"replacements"`
+	// Pauses are the workers' generation change pauses, from their logs.
+	Pauses       []Pause  `json:"pauses,omitempty"`
 	Leaders      []string `json:"leaders,omitempty"`
 	RewardSHA256 string   `json:"reward_sha256,omitempty"`
 	// Stall is the stall detector's report (every worker's generation,
@@ -407,6 +409,7 @@ func (r *runState) account(res *RunResult, final coordinator.Status) {
 		if p.role == RoleWorker {
 			if b, err := os.ReadFile(filepath.Join(r.cl.dir, "logs", p.name+".log")); err == nil {
 				res.Reconciled += strings.Count(string(b), "collective call failed; reconciling")
+				res.Pauses = append(res.Pauses, parsePauses(p.name, b)...)
 			}
 		}
 	}
