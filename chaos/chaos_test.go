@@ -64,10 +64,13 @@ func TestScenario(t *testing.T) {
 		t.Fatalf("plan of the scenario: %+v", p)
 	}
 	for _, bad := range []string{"- {kind: kill-everything, at: 1}\n", "- {kind: kill-worker, at: -1}\n",
-		"- {kind: kill-worker, when: 1}\n", "[]\n"} {
+		"- {kind: kill-worker, when: 1}\n", "[]\n", "- {kind: kill-worker, target: none}\n"} {
 		if _, err := ParseScenario("s.yaml", []byte(bad)); err == nil {
 			t.Errorf("scenario %q accepted", bad)
 		}
+	}
+	if f, err := ParseScenario("s.yaml", []byte("- {kind: start-together, target: none}\n")); err != nil || f[0].Target != NoTarget {
+		t.Fatalf("start-together with target none: %+v, %v", f, err)
 	}
 	if _, err := ParseKinds("kill-worker,pause"); err == nil || !strings.Contains(err.Error(), `"pause"`) {
 		t.Fatalf("ParseKinds: %v", err)

@@ -92,12 +92,16 @@ type Fault struct {
 	Pick uint64 `json:"-"`
 }
 
+// NoTarget as a start-together's target starts the workers together and
+// pauses none of them: the plain simultaneous start.
+const NoTarget = "none"
+
 // scenarioEntry is one entry of a --scenario file.
 type scenarioEntry struct {
 	Kind     string  `yaml:"kind"`
 	At       float64 `yaml:"at"`       // seconds after the first committed step
 	Duration float64 `yaml:"duration"` // seconds (0: drawn from the seed)
-	Target   string  `yaml:"target"`   // "" (a draw), a worker (w2), a coordinator (c1), or leader
+	Target   string  `yaml:"target"`   // "" (a draw), a worker (w2), a coordinator (c1), leader, or none (start-together: pause nobody)
 }
 
 // LoadScenario reads a scenario file: a YAML list of {kind, at, duration,
@@ -128,6 +132,9 @@ func ParseScenario(source string, raw []byte) ([]Fault, error) {
 		}
 		if e.At < 0 || e.Duration < 0 {
 			return nil, fmt.Errorf("%s: entry %d: at and duration must be >= 0 seconds", source, i+1)
+		}
+		if e.Target == NoTarget && k != StartTogether {
+			return nil, fmt.Errorf("%s: entry %d: target none goes with start-together only (the workers start together and none is paused)", source, i+1)
 		}
 		out = append(out, Fault{Kind: k, At: secs(e.At), Duration: secs(e.Duration), Target: e.Target})
 	}

@@ -277,6 +277,11 @@ func (r *runState) startTogether(ctx context.Context, f Fault, in *Injected) {
 			cands = append(cands, p)
 		}
 	}
+	if f.Target == NoTarget {
+		in.Targets = []string{NoTarget}
+		cl.logf("start-together: %d workers, none paused", len(cands))
+		return
+	}
 	victim := choose(rng, cands, 1, f.Target)
 	if len(victim) == 0 {
 		in.Skipped = "no worker started"
