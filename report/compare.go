@@ -140,6 +140,9 @@ type SeedRates struct {
 	Seed   uint64
 	Rates  FlipRates
 	Source string
+	// Interval is the 95% interval of cross-fitted estimated rates; nil
+	// for given rates and the anchor estimator.
+	Interval *FlipInterval
 }
 
 // WriteCompare writes compare.md (the table plus context) and compare.png
@@ -216,12 +219,19 @@ func WriteCompare(dir string, c *Comparison) error {
 		b.WriteString("Not used: none of these methods models label noise.\n\n")
 	} else {
 		b.WriteString("| seed | rates | rho01 | rho10 |\n|---|---|---|---|\n")
-		var sources []string
+		var notes []string
 		for _, r := range c.FlipRates {
 			src := ratesSourceLabel(r.Source)
-			fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", r.Seed, src, fmtNum(r.Rates.Rho01), fmtNum(r.Rates.Rho10))
-			if !slices.Contains(sources, r.Source) {
-				sources = append(sources, r.Source)
+			note := ratesSourceNote(r.Source)
+			rho01, rho10 := fmtNum(r.Rates.Rho01), fmtNum(r.Rates.Rho10)
+			if iv := r.Interval; iv != nil && r.Source != RatesGiven {
+				rho01 += fmt.Sprintf(" (95%% interval %s–%s)", fmtNum(iv.Lo.Rho01), fmtNum(iv.Hi.Rho01))
+				rho10 += fmt.Sprintf(" (95%% interval %s–%s)", fmtNum(iv.Lo.Rho10), fmtNum(iv.Hi.Rho10))
+				note = crossFitNote
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", r.Seed, src, rho01, rho10)
+			if !slices.Contains(notes, note) {
+				notes = append(notes, note)
 			}
 		}
 		if len(c.FlipRates) == 0 {
@@ -231,8 +241,8 @@ func WriteCompare(dir string, c *Comparison) error {
 			fmt.Fprintf(&b, "| every seed | true | %s | %s |\n", fmtNum(c.TrueRates.Rho01), fmtNum(c.TrueRates.Rho10))
 		}
 		b.WriteString("\n")
-		for _, s := range sources {
-			fmt.Fprintf(&b, "- %s.\n", ratesSourceNote(s))
+		for _, n := range notes {
+			fmt.Fprintf(&b, "- %s.\n", n)
 		}
 		if c.TrueRates != nil {
 			fmt.Fprintf(&b, "- %s.\n", trueRatesNote)

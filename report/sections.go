@@ -6,6 +6,16 @@ import (
 	"strings"
 )
 
+// crossFitNoteCounts (a format of the tails' row counts, rho10's then
+// rho01's, followed by crossFitIntervalNote) explains a cross-fitted
+// estimate and its interval; crossFitNote is the same without the counts,
+// for a table of several runs.
+const (
+	crossFitNoteCounts   = "estimated: cross-fitted (docs/method.md, \"Flip-rate estimation\"): rho10 is the share of y = 1 among the %s observed rows with the lowest out-of-fold noise-model logits, rho01 the share of y = 0 among the %s highest; "
+	crossFitNote         = "estimated: cross-fitted (docs/method.md, \"Flip-rate estimation\"): rho10 is the share of y = 1 among the observed rows with the lowest out-of-fold noise-model logits, rho01 the share of y = 0 among those with the highest; " + crossFitIntervalNote
+	crossFitIntervalNote = "the interval is the 95% Wilson interval of that share, which covers the labels' sampling noise, not rows of the other class in a tail (those only push a rate up)"
+)
+
 // writeFlipRates writes report.md's flip-rate section: the rates the run
 // used, labelled given or estimated, beside the true ones when known.
 func writeFlipRates(b *strings.Builder, run *Run, title string) {
@@ -20,7 +30,7 @@ func writeFlipRates(b *strings.Builder, run *Run, title string) {
 			fmt.Fprintf(b, "| %s | %s (95%% interval %s–%s) | %s (95%% interval %s–%s) |\n", RatesEstimated,
 				fmtNum(run.FlipRates.Rho01), fmtNum(iv.Lo.Rho01), fmtNum(iv.Hi.Rho01),
 				fmtNum(run.FlipRates.Rho10), fmtNum(iv.Lo.Rho10), fmtNum(iv.Hi.Rho10))
-			notes = append(notes, fmt.Sprintf("estimated: cross-fitted (docs/method.md, \"Flip-rate estimation\"): rho10 is the share of y = 1 among the %s observed rows with the lowest out-of-fold noise-model logits, rho01 the share of y = 0 among the %s highest; the interval is the 95%% Wilson interval of that share, which covers the labels' sampling noise, not rows of the other class in a tail (those only push a rate up)", fmtInt(iv.N10), fmtInt(iv.N01)))
+			notes = append(notes, fmt.Sprintf(crossFitNoteCounts, fmtInt(iv.N10), fmtInt(iv.N01))+crossFitIntervalNote)
 		} else if run.FlipRates != nil {
 			fmt.Fprintf(b, "| %s | %s | %s |\n", ratesSourceLabel(run.FlipRatesSource), fmtNum(run.FlipRates.Rho01), fmtNum(run.FlipRates.Rho10))
 			notes = append(notes, ratesSourceNote(run.FlipRatesSource))

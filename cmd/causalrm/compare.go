@@ -79,10 +79,14 @@ type CompareResult struct {
 	Rates    map[uint64]*causal.Rates     `json:"flip_rates"`
 	// RatesSource is where the flip rates came from: given (--flip-rates,
 	// job key flip_rates) or estimated (by each seed's noise stage).
-	RatesSource string                      `json:"flip_rates_source,omitempty"`
-	TrueRates   *causal.Rates               `json:"true_flip_rates,omitempty"`
-	Epochs      map[string][]map[string]int `json:"epochs"`
-	Seconds     float64                     `json:"elapsed_seconds"`
+	RatesSource string        `json:"flip_rates_source,omitempty"`
+	TrueRates   *causal.Rates `json:"true_flip_rates,omitempty"`
+	// Estimates are the cross-fitted estimates behind estimated Rates,
+	// with their 95% intervals, per seed (empty for given rates and the
+	// anchor estimator).
+	Estimates map[uint64]*causal.FlipEstimate `json:"flip_rates_estimate,omitempty"`
+	Epochs    map[string][]map[string]int     `json:"epochs"`
+	Seconds   float64                         `json:"elapsed_seconds"`
 }
 
 // compareData names the data of a comparison: the files as given and
@@ -149,6 +153,13 @@ func runCompare(cmd *cobra.Command, job *Job, methods []causal.Method, nseeds in
 			if tr.RatesEstimated {
 				res.RatesSource = "estimated"
 			}
+			if tr.Flip != nil {
+				f := *tr.Flip
+				if res.Estimates == nil {
+					res.Estimates = map[uint64]*causal.FlipEstimate{}
+				}
+				res.Estimates[cfg.Seed] = &f
+			}
 		}
 		for mi, m := range methods {
 			st, err := tr.Reward(ctx, m)
@@ -209,7 +220,8 @@ func compareReport(job *Job, ds *shard.Dataset, res *CompareResult, rows []repor
 		JobFile: "job.yaml", JSONFile: "compare.json"}
 	for _, s := range res.Seeds {
 		if r := res.Rates[s]; r != nil {
-			c.FlipRates = append(c.FlipRates, report.SeedRates{Seed: s, Rates: report.FlipRates{Rho01: r.Rho01, Rho10: r.Rho10}, Source: res.RatesSource})
+			c.FlipRates = append(c.FlipRates, report.SeedRates{Seed: s, Rates: report.FlipRates{Rho01: r.Rho01, Rho10: r.Rho10},
+				Source: res.RatesSource, Interval: flipInterval(res.Estimates[s])})
 		}
 	}
 	if r := res.TrueRates; r != nil {
@@ -267,7 +279,11 @@ func printCompare(w io.Writer, job *Job, res *CompareResult, rows []report.Compa
 	fmt.Fprint(w, report.FormatCompareTable(rows))
 	for _, s := range res.Seeds {
 		if r := res.Rates[s]; r != nil {
-			fmt.Fprintf(w, "seed %d flip rates (%s): rho01 %.4f rho10 %.4f\n", s, res.RatesSource, r.Rho01, r.Rho10)
+			fmt.Fprintf(w, "seed %d flip rates (%s): rho01 %.4f rho10 %.4f", s, res.RatesSource, r.Rho01, r.Rho10)
+			if e := res.Estimates[s]; e != nil {
+				fmt.Fprintf(w, " (95%% intervals %.4f-%.4f, %.4f-%.4f)", e.Lo.Rho01, e.Hi.Rho01, e.Lo.Rho10, e.Hi.Rho10)
+			}
+			fmt.Fprintln(w)
 		}
 	}
 	fmt.Fprintf(w, "wrote %s (report: %s)\n", job.Out, filepath.Join(job.Out, report.CompareFile))

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/causalrm/causalrm/causal"
 )
 
 // report.md names the data, its splits and the settings, says how to get
@@ -71,12 +73,13 @@ func TestReportAndCompareDescribeTheRun(t *testing.T) {
 	}
 	cmpDir := out + "-naive"
 	var res struct {
-		Methods []string                      `json:"methods"`
-		Seeds   []uint64                      `json:"seeds"`
-		Data    map[string]json.RawMessage    `json:"data"`
-		Results map[string][]map[string]any   `json:"results"`
-		Rates   map[string]map[string]float64 `json:"flip_rates"`
-		Source  string                        `json:"flip_rates_source"`
+		Methods []string                        `json:"methods"`
+		Seeds   []uint64                        `json:"seeds"`
+		Data    map[string]json.RawMessage      `json:"data"`
+		Results map[string][]map[string]any     `json:"results"`
+		Rates   map[string]map[string]float64   `json:"flip_rates"`
+		Source  string                          `json:"flip_rates_source"`
+		Est     map[string]*causal.FlipEstimate `json:"flip_rates_estimate"`
 	}
 	craw, _ := os.ReadFile(filepath.Join(cmpDir, "compare.json"))
 	if err := json.Unmarshal(craw, &res); err != nil {
@@ -86,6 +89,9 @@ func TestReportAndCompareDescribeTheRun(t *testing.T) {
 		string(res.Data["train"]) != fmt.Sprintf("%q", data) || res.Data["splits"] == nil || res.Rates["1"] == nil {
 		t.Errorf("compare.json does not describe the comparison:\n%s", craw)
 	}
+	if e := m.FlipRatesEstimate; e == nil || res.Est["1"] == nil || *res.Est["1"] != *e {
+		t.Errorf("compare.json's flip_rates_estimate for seed 1 is not the run's %+v:\n%s", e, craw)
+	}
 	if strings.Contains(string(craw), `"Train"`) {
 		t.Errorf("compare.json has capitalised keys:\n%s", craw)
 	}
@@ -94,7 +100,10 @@ func TestReportAndCompareDescribeTheRun(t *testing.T) {
 	}
 	craw, _ = os.ReadFile(filepath.Join(cmpDir, "compare.md"))
 	for _, want := range []string{"- Methods (2): naive, causalrm-ips", "- Seeds (1): 1", "- Data: `" + data + "`", "| train | `" + data + "` | 640 |",
-		fmt.Sprintf("| 1 | estimated | %.4f | %.4f |", m.FlipRates.Rho01, m.FlipRates.Rho10), "| every seed | true |", "[job.yaml](job.yaml)"} {
+		fmt.Sprintf("| 1 | estimated | %.4f (95%% interval %.4f–%.4f) | %.4f (95%% interval %.4f–%.4f) |",
+			m.FlipRates.Rho01, m.FlipRatesEstimate.Lo.Rho01, m.FlipRatesEstimate.Hi.Rho01,
+			m.FlipRates.Rho10, m.FlipRatesEstimate.Lo.Rho10, m.FlipRatesEstimate.Hi.Rho10),
+		"| every seed | true |", "[job.yaml](job.yaml)"} {
 		if !strings.Contains(string(craw), want) {
 			t.Errorf("compare.md lacks %q:\n%s", want, craw)
 		}

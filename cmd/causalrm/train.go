@@ -400,10 +400,7 @@ func reportRun(rm *RunMetrics, tr *trainer.Trainer, job *Job, ds *shard.Dataset)
 	if rm.FlipRates != nil {
 		run.FlipRates = &report.FlipRates{Rho01: rm.FlipRates.Rho01, Rho10: rm.FlipRates.Rho10}
 		run.FlipRatesSource = rm.FlipRatesSource
-		if e := rm.FlipRatesEstimate; e != nil {
-			run.FlipInterval = &report.FlipInterval{N01: e.N01, N10: e.N10,
-				Lo: report.FlipRates{Rho01: e.Lo.Rho01, Rho10: e.Lo.Rho10}, Hi: report.FlipRates{Rho01: e.Hi.Rho01, Rho10: e.Hi.Rho10}}
-		}
+		run.FlipInterval = flipInterval(rm.FlipRatesEstimate)
 	}
 	if rm.TrueFlipRates != nil {
 		run.TrueRates = &report.FlipRates{Rho01: rm.TrueFlipRates.Rho01, Rho10: rm.TrueFlipRates.Rho10}
@@ -436,3 +433,13 @@ func printSummary(w io.Writer, out string, rm *RunMetrics) {
 }
 
 func removeAll(dir string) { _ = os.RemoveAll(dir) }
+
+// flipInterval is the report's view of a cross-fitted estimate's interval;
+// nil for nil.
+func flipInterval(e *causal.FlipEstimate) *report.FlipInterval {
+	if e == nil {
+		return nil
+	}
+	return &report.FlipInterval{N01: e.N01, N10: e.N10,
+		Lo: report.FlipRates{Rho01: e.Lo.Rho01, Rho10: e.Lo.Rho10}, Hi: report.FlipRates{Rho01: e.Hi.Rho01, Rho10: e.Hi.Rho10}}
+}
