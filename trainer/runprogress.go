@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/causalrm/causalrm/causal"
@@ -15,13 +16,18 @@ type runPlan struct {
 	done   int       // stages finished in this call
 }
 
-// planRun lists the stages Reward(m) will train that are not trained yet.
-func (t *Trainer) planRun(m causal.Method) {
+// planRun lists the stages that Reward will train for the methods and
+// that are not trained yet: the auxiliary stages once, then each method's
+// reward stage. A plan that already lists every one of them (made by
+// Prepare for several methods) is kept, so that "stage k of n" counts
+// across the methods.
+func (t *Trainer) planRun(methods ...causal.Method) {
 	var names []string
-	if m.UsesPropensity() && t.PHatTrain == nil && t.cfg.Propensity != "given" {
+	needP, needN, needG := auxNeeds(methods)
+	if needP && t.PHatTrain == nil && t.cfg.Propensity != "given" {
 		names = append(names, StagePropensity)
 	}
-	if m.UsesFlipRates() && !t.RatesKnown {
+	if needN && !t.RatesKnown {
 		names = append(names, StageNoise)
 		if t.cfg.flipEstimator() == causal.FlipCrossFit {
 			for k := range causal.DefaultFlipFolds {
@@ -29,13 +35,43 @@ func (t *Trainer) planRun(m causal.Method) {
 			}
 		}
 	}
-	if m.UsesImputation() && t.GHatTrain == nil {
+	if needG && t.GHatTrain == nil {
 		names = append(names, StageImputation)
 	}
-	if t.Stages[StageReward+"/"+string(m)] == nil {
-		names = append(names, StageReward+"/"+string(m))
+	for _, m := range methods {
+		if name := StageReward + "/" + string(m); t.Stages[name] == nil && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	if t.run.covers(names) {
+		return
 	}
 	t.run = runPlan{stages: names, start: time.Now()}
+}
+
+// auxNeeds reports which auxiliary models any of the methods uses: the
+// propensity, the flip rates, the imputation.
+func auxNeeds(methods []causal.Method) (p, n, g bool) {
+	for _, m := range methods {
+		p = p || m.UsesPropensity()
+		n = n || m.UsesFlipRates()
+		g = g || m.UsesImputation()
+	}
+	return p, n, g
+}
+
+// covers reports whether the plan has begun and lists every stage of
+// names among those it has not finished.
+func (p *runPlan) covers(names []string) bool {
+	if p.start.IsZero() {
+		return false
+	}
+	for _, n := range names {
+		if i := slices.Index(p.stages, n); i < 0 || i < p.done {
+			return false
+		}
+	}
+	return true
 }
 
 // stageEnded prints, when progress is on, why a stage ended, the epoch it

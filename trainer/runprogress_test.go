@@ -50,3 +50,37 @@ func TestStageEndLines(t *testing.T) {
 		t.Fatalf("naive after causalrm-dr: %q", out.String())
 	}
 }
+
+// compare's path: Prepare for several methods, then Reward for each. The
+// count runs across them (aux stages, then one reward stage per method)
+// and the elapsed time is the run's, not the time since the zero time.
+func TestStageEndLinesAcrossMethods(t *testing.T) {
+	var out strings.Builder
+	cfg := smallConfig()
+	cfg.Propensity, cfg.FlipRates, cfg.MaxEpochs, cfg.Patience = "learn", &causal.Rates{Rho01: 0.1, Rho10: 0.2}, 2, 1
+	cfg.Progress = &out
+	tr, err := New(cfg, smallData(t, 300, 6, 2), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	methods := []causal.Method{causal.Naive, causal.CausalIPS, causal.CausalDR}
+	if err := tr.Prepare(context.Background(), methods...); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range methods {
+		if _, err := tr.Reward(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	line := regexp.MustCompile(`(?m)^stage (\S+) +done after \d+ epochs: .*\[stage (\d+) of (\d+), (\S+?)[;\]]`)
+	got := line.FindAllStringSubmatch(out.String(), -1)
+	want := []string{"propensity", "imputation", "reward/naive", "reward/causalrm-ips", "reward/causalrm-dr"}
+	if len(got) != len(want) {
+		t.Fatalf("%d stage-end lines, want %d:\n%s", len(got), len(want), out.String())
+	}
+	for i, g := range got {
+		if g[1] != want[i] || g[2] != strconv.Itoa(i+1) || g[3] != strconv.Itoa(len(want)) || strings.Contains(g[4], "h") {
+			t.Errorf("line %d: %q", i, g[0])
+		}
+	}
+}

@@ -199,12 +199,8 @@ func allRows(n int) []int32 {
 
 // Prepare runs the auxiliary stages the given methods need, once.
 func (t *Trainer) Prepare(ctx context.Context, methods ...causal.Method) error {
-	needP, needN, needG := false, false, false
-	for _, m := range methods {
-		needP = needP || m.UsesPropensity()
-		needN = needN || m.UsesFlipRates()
-		needG = needG || m.UsesImputation()
-	}
+	t.planRun(methods...)
+	needP, needN, needG := auxNeeds(methods)
 	if needP && t.PHatTrain == nil {
 		if err := t.propensity(ctx); err != nil {
 			return err
