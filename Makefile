@@ -27,7 +27,7 @@ test: vet
 	$(GO) test -tags '$(TAGS)' -count=1 ./...
 	GOEXPERIMENT= $(GO) test -count=1 ./nn/... ./trainer/...
 	$(GO) test -race -count=1 ./nn/... ./trainer/... ./worker/...
-	scripts/fuzz.sh 10s
+	scripts/fuzz.sh 2000x
 	$(MAKE) chaos-ci
 
 # Hostile input (docs/reliability.md). Every fuzz target for FUZZTIME each
@@ -37,7 +37,7 @@ fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
 fuzz-short:
-	scripts/fuzz.sh 10s
+	scripts/fuzz.sh 2000x
 
 # Regenerate the bad-input table of docs/reliability.md from its test.
 reliability:
