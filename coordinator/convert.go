@@ -64,6 +64,9 @@ func progressToPB(p state.Progress) *pb.ProgressRequest {
 	for _, r := range p.Ranges {
 		out.Ranges = append(out.Ranges, &pb.StepRange{Stage: r.Stage, Epoch: int32(r.Epoch), From: int32(r.From), To: int32(r.To)})
 	}
+	for _, l := range p.Losses {
+		out.Losses = append(out.Losses, &pb.EpochLoss{Stage: l.Stage, Epoch: int32(l.Epoch), Train: l.Train, Val: l.Val})
+	}
 	return out
 }
 
@@ -72,6 +75,9 @@ func progressFromPB(p *pb.ProgressRequest) state.Progress {
 		Epoch: int(p.Epoch), Step: int(p.Step), ParamHash: p.ParamHash, RowsPerSec: p.RowsPerSec, Time: p.TimeUnixNano}
 	for _, r := range p.Ranges {
 		out.Ranges = append(out.Ranges, state.StepRange{Stage: r.Stage, Epoch: int(r.Epoch), From: int(r.From), To: int(r.To)})
+	}
+	for _, l := range p.Losses {
+		out.Losses = append(out.Losses, state.EpochLoss{Stage: l.Stage, Epoch: int(l.Epoch), Train: l.Train, Val: l.Val})
 	}
 	return out
 }

@@ -17,3 +17,15 @@ func (t *Trainer) RunningLoss() (loss float64, ok bool) {
 	}
 	return 0, false
 }
+
+// EpochLosses is the in-progress stage's name with the mean training loss
+// and the validation loss of each epoch it has completed (epoch i at index
+// i-1). Valid only inside the step hook ("" elsewhere); the slices are the
+// trainer's own and must not be changed.
+func (t *Trainer) EpochLosses() (stage string, train, val []float64) {
+	l := t.live
+	if l == nil {
+		return "", nil, nil
+	}
+	return l.st.name, l.res.Train, l.res.Val
+}

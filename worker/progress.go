@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -28,6 +29,10 @@ type progress struct {
 	sent     uint64            // ... of the last report sent (maybe still travelling)
 	sentAt   time.Time
 	inflight *sending // the report travelling, not yet collected
+
+	losses     []state.EpochLoss // completed epochs not yet in a report that went out
+	lossEpochs map[string]int    // per stage, the epochs queued so far
+	lossStage  string            // the stage the trainer ran at the last step
 }
 
 // sending is a progress report on its way to the coordinators.
@@ -57,6 +62,31 @@ func (p *progress) account() {
 	p.pending = append(p.pending, state.StepRange{Stage: b.Stage, Epoch: b.Epoch, From: b.Step, To: b.Step + 1})
 }
 
+// epochs queues the epochs of stage completed since the last call (train
+// and val hold one loss per completed epoch). An epoch with a non-finite
+// loss is skipped: JSON cannot carry it, and the curve shows a gap.
+func (p *progress) epochs(stage string, train, val []float64) {
+	if p.lossEpochs == nil {
+		p.lossEpochs = map[string]int{}
+	}
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	n := min(len(train), len(val))
+	for i := p.lossEpochs[stage]; i < n; i++ {
+		if finite(train[i]) && finite(val[i]) {
+			p.losses = append(p.losses, state.EpochLoss{Stage: stage, Epoch: i + 1, Train: train[i], Val: val[i]})
+		}
+	}
+	p.lossEpochs[stage] = max(p.lossEpochs[stage], n)
+	p.trimLosses()
+}
+
+// trimLosses keeps the newest state.MaxReportLosses queued losses.
+func (p *progress) trimLosses() {
+	if n := len(p.losses) - state.MaxReportLosses; n > 0 {
+		p.losses = append([]state.EpochLoss(nil), p.losses[n:]...)
+	}
+}
+
 // due reports whether global is past what was last sent.
 func (p *progress) due(global uint64) bool { return global > p.sent }
 
@@ -73,12 +103,12 @@ func (p *progress) report(ctx context.Context, r state.Progress, rows int) error
 		return nil
 	}
 	now := time.Now()
-	r.WorkerID, r.Ranges, r.Time = p.id, p.pending, now.UnixNano()
+	r.WorkerID, r.Ranges, r.Losses, r.Time = p.id, p.pending, p.losses, now.UnixNano()
 	if !p.sentAt.IsZero() && r.GlobalStep > p.sent && rows > 0 {
 		r.RowsPerSec = float64(r.GlobalStep-p.sent) * float64(rows) / now.Sub(p.sentAt).Seconds()
 	}
 	s := &sending{p: r, done: make(chan struct{})}
-	p.inflight, p.pending, p.sent, p.sentAt = s, nil, r.GlobalStep, now
+	p.inflight, p.pending, p.losses, p.sent, p.sentAt = s, nil, nil, r.GlobalStep, now
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
@@ -115,6 +145,8 @@ func (p *progress) collect(wait bool) error {
 	default:
 		p.log.Warn("progress report failed; will send it with the next", "global_step", s.p.GlobalStep, "err", s.err)
 		p.pending = append(append([]state.StepRange(nil), s.p.Ranges...), p.pending...)
+		p.losses = append(append([]state.EpochLoss(nil), s.p.Losses...), p.losses...)
+		p.trimLosses()
 	}
 	return nil
 }

@@ -65,6 +65,7 @@ var (
 	tagRE  = regexp.MustCompile(`<(tr|body)\b[^>]*>`)
 	attrRE = regexp.MustCompile(`([\w-]+)="([^"]*)"`)
 	stepRE = regexp.MustCompile(`<span id="global-step">(\d+)</span>`)
+	lossRE = regexp.MustCompile(`data-loss-epochs="(\d+)"`)
 )
 
 // domTags lists the attributes of every <tr> and <body> tag of a DOM dump.
@@ -129,6 +130,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		return members(2)(st) && st.LastCheckpoint != nil
 	})
 	<-w3.done
+	// A stage's first epochs complete (about 22 steps each here), so that
+	// the page has losses to draw.
+	c.waitStatus("global step 60", time.Minute, atLeast(60))
 
 	url := "http://" + maddr + statuspage.PathPage
 	dom := string(chromium(t, bin, url, "--dump-dom"))
@@ -178,6 +182,17 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if n := strings.Count(dom, "<svg"); n < 4 {
 		t.Fatalf("%d SVG charts on the page (want at least 4)", n)
+	}
+	// The loss curves: the stage that ran first has completed epochs with
+	// the losses the workers reported, two lines each.
+	lossEpochs := 0
+	for _, m := range lossRE.FindAllStringSubmatch(dom, -1) {
+		n, _ := strconv.Atoi(m[1])
+		lossEpochs = max(lossEpochs, n)
+	}
+	if lossEpochs < 2 || !strings.Contains(dom, `class="loss-train"`) || !strings.Contains(dom, `class="loss-val"`) {
+		t.Fatalf("loss curves on the page: at most %d epochs with losses in a stage (want at least 2, with train and val lines)\n%s",
+			lossEpochs, tail(dom, 4000))
 	}
 
 	update := os.Getenv(updateScreenshotEnv) == "1"

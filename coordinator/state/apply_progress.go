@@ -4,6 +4,8 @@ package state
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 )
 
@@ -45,6 +47,15 @@ func (s *State) reportProgress(c Command) error {
 			return argErr("report from %q: bad step range %+v", p.WorkerID, r)
 		}
 	}
+	if len(p.Losses) > MaxReportLosses {
+		return argErr("report from %q: %d epoch losses, more than %d", p.WorkerID, len(p.Losses), MaxReportLosses)
+	}
+	for _, l := range p.Losses {
+		if l.Stage == "" || l.Epoch < 1 || math.IsNaN(l.Train) || math.IsInf(l.Train, 0) || math.IsNaN(l.Val) || math.IsInf(l.Val, 0) {
+			return argErr("report from %q: bad epoch loss %+v", p.WorkerID, l)
+		}
+	}
+	s.recordLosses(p.Losses)
 	last, li := s.lastReport(p.WorkerID)
 	if li >= 0 && p.GlobalStep <= last {
 		return nil // duplicate or old report of this worker
@@ -106,6 +117,19 @@ func (s *State) reportProgress(c Command) error {
 		s.LastReports[i] = WorkerStep{WorkerID: p.WorkerID, GlobalStep: p.GlobalStep}
 	}
 	return nil
+}
+
+// recordLosses keeps the epoch losses not seen before (by stage and
+// epoch), dropping the oldest beyond MaxLosses.
+func (s *State) recordLosses(ls []EpochLoss) {
+	for _, l := range ls {
+		if !slices.ContainsFunc(s.Losses, func(e EpochLoss) bool { return e.Stage == l.Stage && e.Epoch == l.Epoch }) {
+			s.Losses = append(s.Losses, l)
+		}
+	}
+	if n := len(s.Losses) - MaxLosses; n > 0 {
+		s.Losses = append([]EpochLoss(nil), s.Losses[n:]...)
+	}
 }
 
 func (s *State) overlap(r StepRange) (LogEntry, bool) {

@@ -250,7 +250,8 @@ func TestCheckpointCompaction(t *testing.T) {
 func full(t *testing.T) *State {
 	s := running(t)
 	mustApply(t, s, Command{Op: OpRegister, Member: &Member{"c", "127.0.0.1:3"}, Time: 5})
-	mustApply(t, s, Command{Op: OpReportProgress, Progress: &Progress{WorkerID: "a", Generation: 1, GlobalStep: 10, ParamHash: "h", RowsPerSec: 12.5, Ranges: []StepRange{{"ps", 0, 0, 10}}}})
+	mustApply(t, s, Command{Op: OpReportProgress, Progress: &Progress{WorkerID: "a", Generation: 1, GlobalStep: 10, ParamHash: "h", RowsPerSec: 12.5, Ranges: []StepRange{{"ps", 0, 0, 10}},
+		Losses: []EpochLoss{{"ps", 1, 0.5, 0.25}}}})
 	putCheckpoint(t, s, "u1", 10, bytes.Repeat([]byte{0, 255, 7}, 100))
 	mustApply(t, s, Command{Op: OpPutCheckpointChunk, UploadID: "u2", Data: []byte{1, 2, 3}})
 	mustApply(t, s, Command{Op: OpReportProgress, Progress: &Progress{WorkerID: "b", Generation: 1, GlobalStep: 20, ParamHash: "h2", Ranges: []StepRange{{"ps", 0, 10, 20}}}})

@@ -175,7 +175,26 @@ type Progress struct {
 	ParamHash  string      `json:"param_hash"`
 	RowsPerSec float64     `json:"rows_per_sec"`
 	Time       int64       `json:"time"`
+	// Losses are the epochs completed since this worker's previous report.
+	Losses []EpochLoss `json:"losses,omitempty"`
 }
+
+// EpochLoss is one completed epoch of a stage with its mean training loss
+// and its validation loss (both finite). Every holder computes the same
+// values, so the first report of an epoch is the one kept.
+type EpochLoss struct {
+	Stage string  `json:"stage"`
+	Epoch int     `json:"epoch"` // 1-based
+	Train float64 `json:"train"`
+	Val   float64 `json:"val"`
+}
+
+// MaxLosses is how many epoch losses the state keeps (the oldest go
+// first), and MaxReportLosses how many one report may carry.
+const (
+	MaxLosses       = 4096
+	MaxReportLosses = 1024
+)
 
 // CheckpointRecord describes a stored checkpoint.
 type CheckpointRecord struct {
@@ -320,6 +339,9 @@ type State struct {
 	// RelinkStreak counts the relink generations in a row at one committed
 	// global step (nil after any other generation).
 	RelinkStreak *RelinkStreak `json:"relink_streak,omitempty"`
+	// Losses are the completed epochs' losses the workers reported, in the
+	// order they were first reported (for the status page's curves).
+	Losses []EpochLoss `json:"losses,omitempty"`
 }
 
 // RelinkStreak is a run of relink generations with no step committed
@@ -442,6 +464,7 @@ func (s *State) Clone() State {
 	c.Checkpoints = append([]CheckpointRecord(nil), s.Checkpoints...)
 	c.Blobs = append([]Blob(nil), s.Blobs...)
 	c.Uploads = append([]Upload(nil), s.Uploads...)
+	c.Losses = append([]EpochLoss(nil), s.Losses...)
 	if s.Relink != nil {
 		r := *s.Relink
 		c.Relink = &r

@@ -187,7 +187,46 @@
     $('chart-generations').replaceChildren(root);
   }
 
-  // One small bar chart per stage: committed steps per epoch.
+  // lossChart draws a stage's training and validation loss per epoch (the
+  // epochs a worker reported complete); data-loss-epochs counts them.
+  function lossChart(name, eps) {
+    const w = 300, h = 80, pl = 34, pr = 4, pb = 14, pt = 12;
+    const pts = eps.filter((e) => e.train != null && e.val != null);
+    const root = svg('svg', { viewBox: `0 0 ${w} ${h}`, role: 'img', class: 'loss', 'data-loss-epochs': pts.length });
+    if (pts.length === 0) {
+      root.append(svg('text', { class: 'empty', x: w / 2, y: h / 2, 'text-anchor': 'middle' }, 'no epoch complete yet'));
+      return root;
+    }
+    const ys = pts.flatMap((e) => [e.train, e.val]);
+    let y0 = Math.min(...ys), y1 = Math.max(...ys);
+    if (y1 - y0 < 1e-12) { y0 -= 0.5; y1 += 0.5; }
+    const e0 = pts[0].epoch, e1 = pts[pts.length - 1].epoch;
+    const sx = (e) => pl + (e1 > e0 ? (e - e0) / (e1 - e0) : 0.5) * (w - pl - pr);
+    const sy = (y) => h - pb - ((y - y0) / (y1 - y0)) * (h - pb - pt);
+    // At least two labelled levels: the ends of the range when the round
+    // ticks inside it are fewer.
+    let ts = ticks(y0, y1, 4);
+    if (ts.length < 2) ts = [y0, y1];
+    for (const t of ts) {
+      root.append(svg('line', { class: 'axis', x1: pl, x2: w - pr, y1: sy(t), y2: sy(t) }));
+      root.append(svg('text', { x: pl - 4, y: sy(t) + 3, 'text-anchor': 'end' }, String(Number(t.toPrecision(3)))));
+    }
+    for (const k of ['train', 'val']) {
+      const line = svg('polyline', { class: 'loss-' + k, points: pts.map((e) => `${sx(e.epoch).toFixed(1)},${sy(e[k]).toFixed(1)}`).join(' ') });
+      line.append(svg('title', {}, `${name}: ${k === 'train' ? 'training' : 'validation'} loss per epoch`));
+      root.append(line);
+    }
+    root.append(svg('text', { x: pl, y: h - 3 }, `epoch ${e0}`));
+    root.append(svg('text', { x: w - pr, y: h - 3, 'text-anchor': 'end' }, `epoch ${e1}`));
+    root.append(svg('text', { class: 'key-train', x: pl, y: 9 }, 'train'));
+    root.append(svg('text', { class: 'key-val', x: pl + 34, y: 9 }, 'val'));
+    const last = pts[pts.length - 1];
+    root.append(svg('text', { x: w - pr, y: 9, 'text-anchor': 'end' }, `epoch ${last.epoch}: ${last.train.toPrecision(4)} / ${last.val.toPrecision(4)}`));
+    return root;
+  }
+
+  // One small bar chart per stage: committed steps per epoch; under it the
+  // stage's losses.
   function drawStages(v) {
     const boxes = [];
     for (const st of v.stages || []) {
@@ -212,7 +251,7 @@
       boxes.push(el('div', { class: 'stage' + (cur ? ' current' : ''), 'data-stage': st.name },
         el('div', {}, el('span', { class: 'title' }, st.name), ' ',
           el('span', { class: 'muted' }, `${num(st.steps)} steps, ${eps.length} epoch${eps.length === 1 ? '' : 's'}`)),
-        root));
+        root, lossChart(st.name, eps)));
     }
     if (boxes.length === 0) boxes.push(el('p', { class: 'muted' }, 'no committed steps yet'));
     $('stages').replaceChildren(...boxes);

@@ -6,11 +6,10 @@
 // (coordinator/state): the job and its status, the registered workers, the
 // generations, the committed step log, the newest committed progress (the
 // watermark), the last global step each worker reported and the
-// checkpoints. The coordinators hold no losses, so the page shows the
-// committed steps per stage and epoch instead of loss curves; the step rate
-// and the rows/s over time come from the watermarks the page itself has
-// sampled (once a second, from when it started), since the state keeps only
-// the newest one.
+// checkpoints, and the epoch losses the workers reported (the loss curves
+// per stage). The step rate and the rows/s over time come from the
+// watermarks the page itself has sampled (once a second, from when it
+// started), since the state keeps only the newest one.
 package statuspage
 
 import (

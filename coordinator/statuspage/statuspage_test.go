@@ -2,9 +2,11 @@ package statuspage
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -81,6 +83,9 @@ func jobState() state.State {
 		Checkpoints: []state.CheckpointRecord{{ID: 1, GlobalStep: 60, Stage: "reward", Epoch: 1, Step: 0, Size: 123456,
 			Location: state.LocationRaft, Time: ns(4 * time.Second)}},
 		Rewinds: []state.Rewind{{From: 12, To: 0, CheckpointID: 0, Time: ns(time.Second)}},
+		// A stage with no committed step ("noise") is not on the page.
+		Losses: []state.EpochLoss{{Stage: "propensity", Epoch: 1, Train: 0.5, Val: 0.4}, {Stage: "noise", Epoch: 1, Train: 9, Val: 9},
+			{Stage: "reward", Epoch: 1, Train: 0.3, Val: -0.2}},
 	}
 }
 
@@ -163,8 +168,24 @@ func TestStatusJSON(t *testing.T) {
 	}
 	// Stages in the order they ran, epochs summed over the log's ranges.
 	if len(v.Stages) != 2 || v.Stages[0].Name != "propensity" || v.Stages[0].Steps != 40 || v.Stages[1].Name != "reward" ||
-		v.Stages[1].Steps != 30 || len(v.Stages[1].Epochs) != 2 || v.Stages[1].Epochs[1] != (Epoch{Epoch: 1, Steps: 10}) {
+		v.Stages[1].Steps != 30 || len(v.Stages[1].Epochs) != 2 || v.Stages[1].Epochs[1].Epoch != 1 || v.Stages[1].Epochs[1].Steps != 10 {
 		t.Fatalf("stages %+v", v.Stages)
+	}
+	// Each reported epoch's losses on its epoch; the others null.
+	loss := func(p *float64) string {
+		if p == nil {
+			return "null"
+		}
+		return strconv.FormatFloat(*p, 'g', -1, 64)
+	}
+	var got []string
+	for _, st := range v.Stages {
+		for _, e := range st.Epochs {
+			got = append(got, fmt.Sprintf("%s/%d:%s,%s", st.Name, e.Epoch, loss(e.Train), loss(e.Val)))
+		}
+	}
+	if want := "propensity/0:null,null propensity/1:0.5,0.4 reward/0:null,null reward/1:0.3,-0.2"; strings.Join(got, " ") != want {
+		t.Fatalf("epoch losses %q, want %q", strings.Join(got, " "), want)
 	}
 	if len(v.Checkpoints) != 1 || v.Checkpoints[0] != (Checkpoint{ID: 1, GlobalStep: 60, Stage: "reward", Epoch: 1, Size: 123456,
 		Location: "raft", Time: t0.Add(4 * time.Second).UnixMilli()}) {

@@ -37,7 +37,8 @@ type View struct {
 	GenerationsTotal int          `json:"generations_total"`
 
 	// Stages are the committed steps per stage and epoch, in the order the
-	// stages ran (the coordinators hold no losses).
+	// stages ran, with the losses the workers reported for the completed
+	// epochs.
 	Stages []Stage `json:"stages"`
 
 	Checkpoints []Checkpoint `json:"checkpoints"` // ascending id
@@ -121,10 +122,14 @@ type Stage struct {
 	Epochs []Epoch `json:"epochs"` // ascending
 }
 
-// Epoch is the committed steps of one epoch of a stage.
+// Epoch is the committed steps of one epoch of a stage, and its mean
+// training loss and validation loss once a worker reported the epoch
+// complete (nil before).
 type Epoch struct {
-	Epoch int `json:"epoch"`
-	Steps int `json:"steps"`
+	Epoch int      `json:"epoch"`
+	Steps int      `json:"steps"`
+	Train *float64 `json:"train"`
+	Val   *float64 `json:"val"`
 }
 
 // Checkpoint is a stored checkpoint.
@@ -274,6 +279,16 @@ func view(st *state.State) View {
 			s.Epochs[j] = Epoch{Epoch: e.Epoch}
 		}
 		s.Epochs[j].Steps += n
+	}
+	for _, l := range st.Losses {
+		i, ok := at[l.Stage]
+		if !ok {
+			continue
+		}
+		es := v.Stages[i].Epochs
+		if j := sort.Search(len(es), func(j int) bool { return es[j].Epoch >= l.Epoch }); j < len(es) && es[j].Epoch == l.Epoch {
+			es[j].Train, es[j].Val = &l.Train, &l.Val
+		}
 	}
 
 	v.Checkpoints = []Checkpoint{}

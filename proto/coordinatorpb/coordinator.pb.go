@@ -1,4 +1,4 @@
-// The coordinator API of causalrm (docs/elastic.md, issue 4): job submission,
+// The coordinator API of causalrm (docs/elastic.md): job submission,
 // worker membership and liveness, generations, progress, checkpoints, status.
 // Every call must go to the raft leader; a follower answers
 // FAILED_PRECONDITION "not leader; leader is <addr>" (UNAVAILABLE when no
@@ -1124,17 +1124,20 @@ func (*WatchEvent_Generation) isWatchEvent_Event() {}
 func (*WatchEvent_Status) isWatchEvent_Event() {}
 
 type ProgressRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
-	GlobalStep    uint64                 `protobuf:"varint,3,opt,name=global_step,json=globalStep,proto3" json:"global_step,omitempty"`
-	Stage         string                 `protobuf:"bytes,4,opt,name=stage,proto3" json:"stage,omitempty"`
-	Epoch         int32                  `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Step          int32                  `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
-	Ranges        []*StepRange           `protobuf:"bytes,7,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	ParamHash     string                 `protobuf:"bytes,8,opt,name=param_hash,json=paramHash,proto3" json:"param_hash,omitempty"`
-	RowsPerSec    float64                `protobuf:"fixed64,9,opt,name=rows_per_sec,json=rowsPerSec,proto3" json:"rows_per_sec,omitempty"`
-	TimeUnixNano  int64                  `protobuf:"varint,10,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId     string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Generation   uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	GlobalStep   uint64                 `protobuf:"varint,3,opt,name=global_step,json=globalStep,proto3" json:"global_step,omitempty"`
+	Stage        string                 `protobuf:"bytes,4,opt,name=stage,proto3" json:"stage,omitempty"`
+	Epoch        int32                  `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Step         int32                  `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
+	Ranges       []*StepRange           `protobuf:"bytes,7,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	ParamHash    string                 `protobuf:"bytes,8,opt,name=param_hash,json=paramHash,proto3" json:"param_hash,omitempty"`
+	RowsPerSec   float64                `protobuf:"fixed64,9,opt,name=rows_per_sec,json=rowsPerSec,proto3" json:"rows_per_sec,omitempty"`
+	TimeUnixNano int64                  `protobuf:"varint,10,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// Epochs completed since this worker's previous report, with their mean
+	// losses (the status page's loss curves).
+	Losses        []*EpochLoss `protobuf:"bytes,11,rep,name=losses,proto3" json:"losses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1239,6 +1242,83 @@ func (x *ProgressRequest) GetTimeUnixNano() int64 {
 	return 0
 }
 
+func (x *ProgressRequest) GetLosses() []*EpochLoss {
+	if x != nil {
+		return x.Losses
+	}
+	return nil
+}
+
+// EpochLoss is one completed epoch of a stage: its mean training loss and
+// its validation loss.
+type EpochLoss struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stage         string                 `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	Epoch         int32                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Train         float64                `protobuf:"fixed64,3,opt,name=train,proto3" json:"train,omitempty"`
+	Val           float64                `protobuf:"fixed64,4,opt,name=val,proto3" json:"val,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochLoss) Reset() {
+	*x = EpochLoss{}
+	mi := &file_coordinator_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochLoss) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochLoss) ProtoMessage() {}
+
+func (x *EpochLoss) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochLoss.ProtoReflect.Descriptor instead.
+func (*EpochLoss) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *EpochLoss) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *EpochLoss) GetEpoch() int32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *EpochLoss) GetTrain() float64 {
+	if x != nil {
+		return x.Train
+	}
+	return 0
+}
+
+func (x *EpochLoss) GetVal() float64 {
+	if x != nil {
+		return x.Val
+	}
+	return 0
+}
+
 type ProgressResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1247,7 +1327,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_coordinator_proto_msgTypes[21]
+	mi := &file_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1339,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[21]
+	mi := &file_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1352,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 type CheckpointChunk struct {
@@ -1285,7 +1365,7 @@ type CheckpointChunk struct {
 
 func (x *CheckpointChunk) Reset() {
 	*x = CheckpointChunk{}
-	mi := &file_coordinator_proto_msgTypes[22]
+	mi := &file_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1377,7 @@ func (x *CheckpointChunk) String() string {
 func (*CheckpointChunk) ProtoMessage() {}
 
 func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[22]
+	mi := &file_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1390,7 @@ func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointChunk.ProtoReflect.Descriptor instead.
 func (*CheckpointChunk) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CheckpointChunk) GetRecord() *CheckpointRecord {
@@ -1336,7 +1416,7 @@ type PutCheckpointResponse struct {
 
 func (x *PutCheckpointResponse) Reset() {
 	*x = PutCheckpointResponse{}
-	mi := &file_coordinator_proto_msgTypes[23]
+	mi := &file_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1428,7 @@ func (x *PutCheckpointResponse) String() string {
 func (*PutCheckpointResponse) ProtoMessage() {}
 
 func (x *PutCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[23]
+	mi := &file_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1441,7 @@ func (x *PutCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*PutCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PutCheckpointResponse) GetRecord() *CheckpointRecord {
@@ -1380,7 +1460,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_coordinator_proto_msgTypes[24]
+	mi := &file_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1472,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[24]
+	mi := &file_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1485,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCheckpointRequest) GetId() uint64 {
@@ -1423,7 +1503,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_coordinator_proto_msgTypes[25]
+	mi := &file_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1515,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[25]
+	mi := &file_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1528,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 // The status as JSON (coordinator.Status), for the CLI and tests.
@@ -1461,7 +1541,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_coordinator_proto_msgTypes[26]
+	mi := &file_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1553,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[26]
+	mi := &file_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1566,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StatusResponse) GetStatusJson() []byte {
@@ -1505,7 +1585,7 @@ type FinishJobRequest struct {
 
 func (x *FinishJobRequest) Reset() {
 	*x = FinishJobRequest{}
-	mi := &file_coordinator_proto_msgTypes[27]
+	mi := &file_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1597,7 @@ func (x *FinishJobRequest) String() string {
 func (*FinishJobRequest) ProtoMessage() {}
 
 func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[27]
+	mi := &file_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1610,7 @@ func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobRequest.ProtoReflect.Descriptor instead.
 func (*FinishJobRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FinishJobRequest) GetRewardSha256() string {
@@ -1548,7 +1628,7 @@ type FinishJobResponse struct {
 
 func (x *FinishJobResponse) Reset() {
 	*x = FinishJobResponse{}
-	mi := &file_coordinator_proto_msgTypes[28]
+	mi := &file_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1640,7 @@ func (x *FinishJobResponse) String() string {
 func (*FinishJobResponse) ProtoMessage() {}
 
 func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[28]
+	mi := &file_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1653,7 @@ func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobResponse.ProtoReflect.Descriptor instead.
 func (*FinishJobResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 type FailJobRequest struct {
@@ -1585,7 +1665,7 @@ type FailJobRequest struct {
 
 func (x *FailJobRequest) Reset() {
 	*x = FailJobRequest{}
-	mi := &file_coordinator_proto_msgTypes[29]
+	mi := &file_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1677,7 @@ func (x *FailJobRequest) String() string {
 func (*FailJobRequest) ProtoMessage() {}
 
 func (x *FailJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[29]
+	mi := &file_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1690,7 @@ func (x *FailJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailJobRequest.ProtoReflect.Descriptor instead.
 func (*FailJobRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FailJobRequest) GetMessage() string {
@@ -1631,7 +1711,7 @@ type LinkFailureRequest struct {
 
 func (x *LinkFailureRequest) Reset() {
 	*x = LinkFailureRequest{}
-	mi := &file_coordinator_proto_msgTypes[30]
+	mi := &file_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1723,7 @@ func (x *LinkFailureRequest) String() string {
 func (*LinkFailureRequest) ProtoMessage() {}
 
 func (x *LinkFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[30]
+	mi := &file_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1736,7 @@ func (x *LinkFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkFailureRequest.ProtoReflect.Descriptor instead.
 func (*LinkFailureRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LinkFailureRequest) GetWorkerId() string {
@@ -1688,7 +1768,7 @@ type LinkFailureResponse struct {
 
 func (x *LinkFailureResponse) Reset() {
 	*x = LinkFailureResponse{}
-	mi := &file_coordinator_proto_msgTypes[31]
+	mi := &file_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +1780,7 @@ func (x *LinkFailureResponse) String() string {
 func (*LinkFailureResponse) ProtoMessage() {}
 
 func (x *LinkFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[31]
+	mi := &file_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +1793,7 @@ func (x *LinkFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkFailureResponse.ProtoReflect.Descriptor instead.
 func (*LinkFailureResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 type FailJobResponse struct {
@@ -1724,7 +1804,7 @@ type FailJobResponse struct {
 
 func (x *FailJobResponse) Reset() {
 	*x = FailJobResponse{}
-	mi := &file_coordinator_proto_msgTypes[32]
+	mi := &file_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1816,7 @@ func (x *FailJobResponse) String() string {
 func (*FailJobResponse) ProtoMessage() {}
 
 func (x *FailJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[32]
+	mi := &file_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1829,7 @@ func (x *FailJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailJobResponse.ProtoReflect.Descriptor instead.
 func (*FailJobResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 var File_coordinator_proto protoreflect.FileDescriptor
@@ -1830,7 +1910,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\v2#.causalrm.coordinator.v1.GenerationH\x00R\n" +
 	"generation\x12<\n" +
 	"\x06status\x18\x02 \x01(\v2\".causalrm.coordinator.v1.JobStatusH\x00R\x06statusB\a\n" +
-	"\x05event\"\xd2\x02\n" +
+	"\x05event\"\x8e\x03\n" +
 	"\x0fProgressRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
 	"\n" +
@@ -1847,7 +1927,13 @@ const file_coordinator_proto_rawDesc = "" +
 	"\frows_per_sec\x18\t \x01(\x01R\n" +
 	"rowsPerSec\x12$\n" +
 	"\x0etime_unix_nano\x18\n" +
-	" \x01(\x03R\ftimeUnixNano\"\x12\n" +
+	" \x01(\x03R\ftimeUnixNano\x12:\n" +
+	"\x06losses\x18\v \x03(\v2\".causalrm.coordinator.v1.EpochLossR\x06losses\"_\n" +
+	"\tEpochLoss\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x05R\x05epoch\x12\x14\n" +
+	"\x05train\x18\x03 \x01(\x01R\x05train\x12\x10\n" +
+	"\x03val\x18\x04 \x01(\x01R\x03val\"\x12\n" +
 	"\x10ProgressResponse\"h\n" +
 	"\x0fCheckpointChunk\x12A\n" +
 	"\x06record\x18\x01 \x01(\v2).causalrm.coordinator.v1.CheckpointRecordR\x06record\x12\x12\n" +
@@ -1902,7 +1988,7 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinator_proto_rawDescData
 }
 
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_coordinator_proto_goTypes = []any{
 	(*JobSpec)(nil),               // 0: causalrm.coordinator.v1.JobSpec
 	(*Member)(nil),                // 1: causalrm.coordinator.v1.Member
@@ -1925,18 +2011,19 @@ var file_coordinator_proto_goTypes = []any{
 	(*WatchRequest)(nil),          // 18: causalrm.coordinator.v1.WatchRequest
 	(*WatchEvent)(nil),            // 19: causalrm.coordinator.v1.WatchEvent
 	(*ProgressRequest)(nil),       // 20: causalrm.coordinator.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 21: causalrm.coordinator.v1.ProgressResponse
-	(*CheckpointChunk)(nil),       // 22: causalrm.coordinator.v1.CheckpointChunk
-	(*PutCheckpointResponse)(nil), // 23: causalrm.coordinator.v1.PutCheckpointResponse
-	(*GetCheckpointRequest)(nil),  // 24: causalrm.coordinator.v1.GetCheckpointRequest
-	(*StatusRequest)(nil),         // 25: causalrm.coordinator.v1.StatusRequest
-	(*StatusResponse)(nil),        // 26: causalrm.coordinator.v1.StatusResponse
-	(*FinishJobRequest)(nil),      // 27: causalrm.coordinator.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),     // 28: causalrm.coordinator.v1.FinishJobResponse
-	(*FailJobRequest)(nil),        // 29: causalrm.coordinator.v1.FailJobRequest
-	(*LinkFailureRequest)(nil),    // 30: causalrm.coordinator.v1.LinkFailureRequest
-	(*LinkFailureResponse)(nil),   // 31: causalrm.coordinator.v1.LinkFailureResponse
-	(*FailJobResponse)(nil),       // 32: causalrm.coordinator.v1.FailJobResponse
+	(*EpochLoss)(nil),             // 21: causalrm.coordinator.v1.EpochLoss
+	(*ProgressResponse)(nil),      // 22: causalrm.coordinator.v1.ProgressResponse
+	(*CheckpointChunk)(nil),       // 23: causalrm.coordinator.v1.CheckpointChunk
+	(*PutCheckpointResponse)(nil), // 24: causalrm.coordinator.v1.PutCheckpointResponse
+	(*GetCheckpointRequest)(nil),  // 25: causalrm.coordinator.v1.GetCheckpointRequest
+	(*StatusRequest)(nil),         // 26: causalrm.coordinator.v1.StatusRequest
+	(*StatusResponse)(nil),        // 27: causalrm.coordinator.v1.StatusResponse
+	(*FinishJobRequest)(nil),      // 28: causalrm.coordinator.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),     // 29: causalrm.coordinator.v1.FinishJobResponse
+	(*FailJobRequest)(nil),        // 30: causalrm.coordinator.v1.FailJobRequest
+	(*LinkFailureRequest)(nil),    // 31: causalrm.coordinator.v1.LinkFailureRequest
+	(*LinkFailureResponse)(nil),   // 32: causalrm.coordinator.v1.LinkFailureResponse
+	(*FailJobResponse)(nil),       // 33: causalrm.coordinator.v1.FailJobResponse
 }
 var file_coordinator_proto_depIdxs = []int32{
 	1,  // 0: causalrm.coordinator.v1.Generation.members:type_name -> causalrm.coordinator.v1.Member
@@ -1946,41 +2033,42 @@ var file_coordinator_proto_depIdxs = []int32{
 	2,  // 4: causalrm.coordinator.v1.WatchEvent.generation:type_name -> causalrm.coordinator.v1.Generation
 	3,  // 5: causalrm.coordinator.v1.WatchEvent.status:type_name -> causalrm.coordinator.v1.JobStatus
 	4,  // 6: causalrm.coordinator.v1.ProgressRequest.ranges:type_name -> causalrm.coordinator.v1.StepRange
-	5,  // 7: causalrm.coordinator.v1.CheckpointChunk.record:type_name -> causalrm.coordinator.v1.CheckpointRecord
-	5,  // 8: causalrm.coordinator.v1.PutCheckpointResponse.record:type_name -> causalrm.coordinator.v1.CheckpointRecord
-	6,  // 9: causalrm.coordinator.v1.Coordinator.SubmitJob:input_type -> causalrm.coordinator.v1.SubmitJobRequest
-	8,  // 10: causalrm.coordinator.v1.Coordinator.GetJob:input_type -> causalrm.coordinator.v1.GetJobRequest
-	10, // 11: causalrm.coordinator.v1.Coordinator.Register:input_type -> causalrm.coordinator.v1.RegisterRequest
-	12, // 12: causalrm.coordinator.v1.Coordinator.Heartbeat:input_type -> causalrm.coordinator.v1.Beat
-	14, // 13: causalrm.coordinator.v1.Coordinator.Leave:input_type -> causalrm.coordinator.v1.LeaveRequest
-	16, // 14: causalrm.coordinator.v1.Coordinator.Activate:input_type -> causalrm.coordinator.v1.ActivateRequest
-	18, // 15: causalrm.coordinator.v1.Coordinator.WatchGenerations:input_type -> causalrm.coordinator.v1.WatchRequest
-	20, // 16: causalrm.coordinator.v1.Coordinator.ReportProgress:input_type -> causalrm.coordinator.v1.ProgressRequest
-	22, // 17: causalrm.coordinator.v1.Coordinator.PutCheckpoint:input_type -> causalrm.coordinator.v1.CheckpointChunk
-	24, // 18: causalrm.coordinator.v1.Coordinator.GetCheckpoint:input_type -> causalrm.coordinator.v1.GetCheckpointRequest
-	25, // 19: causalrm.coordinator.v1.Coordinator.Status:input_type -> causalrm.coordinator.v1.StatusRequest
-	27, // 20: causalrm.coordinator.v1.Coordinator.FinishJob:input_type -> causalrm.coordinator.v1.FinishJobRequest
-	29, // 21: causalrm.coordinator.v1.Coordinator.FailJob:input_type -> causalrm.coordinator.v1.FailJobRequest
-	30, // 22: causalrm.coordinator.v1.Coordinator.ReportLinkFailure:input_type -> causalrm.coordinator.v1.LinkFailureRequest
-	7,  // 23: causalrm.coordinator.v1.Coordinator.SubmitJob:output_type -> causalrm.coordinator.v1.SubmitJobResponse
-	9,  // 24: causalrm.coordinator.v1.Coordinator.GetJob:output_type -> causalrm.coordinator.v1.GetJobResponse
-	11, // 25: causalrm.coordinator.v1.Coordinator.Register:output_type -> causalrm.coordinator.v1.RegisterResponse
-	13, // 26: causalrm.coordinator.v1.Coordinator.Heartbeat:output_type -> causalrm.coordinator.v1.BeatAck
-	15, // 27: causalrm.coordinator.v1.Coordinator.Leave:output_type -> causalrm.coordinator.v1.LeaveResponse
-	17, // 28: causalrm.coordinator.v1.Coordinator.Activate:output_type -> causalrm.coordinator.v1.ActivateResponse
-	19, // 29: causalrm.coordinator.v1.Coordinator.WatchGenerations:output_type -> causalrm.coordinator.v1.WatchEvent
-	21, // 30: causalrm.coordinator.v1.Coordinator.ReportProgress:output_type -> causalrm.coordinator.v1.ProgressResponse
-	23, // 31: causalrm.coordinator.v1.Coordinator.PutCheckpoint:output_type -> causalrm.coordinator.v1.PutCheckpointResponse
-	22, // 32: causalrm.coordinator.v1.Coordinator.GetCheckpoint:output_type -> causalrm.coordinator.v1.CheckpointChunk
-	26, // 33: causalrm.coordinator.v1.Coordinator.Status:output_type -> causalrm.coordinator.v1.StatusResponse
-	28, // 34: causalrm.coordinator.v1.Coordinator.FinishJob:output_type -> causalrm.coordinator.v1.FinishJobResponse
-	32, // 35: causalrm.coordinator.v1.Coordinator.FailJob:output_type -> causalrm.coordinator.v1.FailJobResponse
-	31, // 36: causalrm.coordinator.v1.Coordinator.ReportLinkFailure:output_type -> causalrm.coordinator.v1.LinkFailureResponse
-	23, // [23:37] is the sub-list for method output_type
-	9,  // [9:23] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	21, // 7: causalrm.coordinator.v1.ProgressRequest.losses:type_name -> causalrm.coordinator.v1.EpochLoss
+	5,  // 8: causalrm.coordinator.v1.CheckpointChunk.record:type_name -> causalrm.coordinator.v1.CheckpointRecord
+	5,  // 9: causalrm.coordinator.v1.PutCheckpointResponse.record:type_name -> causalrm.coordinator.v1.CheckpointRecord
+	6,  // 10: causalrm.coordinator.v1.Coordinator.SubmitJob:input_type -> causalrm.coordinator.v1.SubmitJobRequest
+	8,  // 11: causalrm.coordinator.v1.Coordinator.GetJob:input_type -> causalrm.coordinator.v1.GetJobRequest
+	10, // 12: causalrm.coordinator.v1.Coordinator.Register:input_type -> causalrm.coordinator.v1.RegisterRequest
+	12, // 13: causalrm.coordinator.v1.Coordinator.Heartbeat:input_type -> causalrm.coordinator.v1.Beat
+	14, // 14: causalrm.coordinator.v1.Coordinator.Leave:input_type -> causalrm.coordinator.v1.LeaveRequest
+	16, // 15: causalrm.coordinator.v1.Coordinator.Activate:input_type -> causalrm.coordinator.v1.ActivateRequest
+	18, // 16: causalrm.coordinator.v1.Coordinator.WatchGenerations:input_type -> causalrm.coordinator.v1.WatchRequest
+	20, // 17: causalrm.coordinator.v1.Coordinator.ReportProgress:input_type -> causalrm.coordinator.v1.ProgressRequest
+	23, // 18: causalrm.coordinator.v1.Coordinator.PutCheckpoint:input_type -> causalrm.coordinator.v1.CheckpointChunk
+	25, // 19: causalrm.coordinator.v1.Coordinator.GetCheckpoint:input_type -> causalrm.coordinator.v1.GetCheckpointRequest
+	26, // 20: causalrm.coordinator.v1.Coordinator.Status:input_type -> causalrm.coordinator.v1.StatusRequest
+	28, // 21: causalrm.coordinator.v1.Coordinator.FinishJob:input_type -> causalrm.coordinator.v1.FinishJobRequest
+	30, // 22: causalrm.coordinator.v1.Coordinator.FailJob:input_type -> causalrm.coordinator.v1.FailJobRequest
+	31, // 23: causalrm.coordinator.v1.Coordinator.ReportLinkFailure:input_type -> causalrm.coordinator.v1.LinkFailureRequest
+	7,  // 24: causalrm.coordinator.v1.Coordinator.SubmitJob:output_type -> causalrm.coordinator.v1.SubmitJobResponse
+	9,  // 25: causalrm.coordinator.v1.Coordinator.GetJob:output_type -> causalrm.coordinator.v1.GetJobResponse
+	11, // 26: causalrm.coordinator.v1.Coordinator.Register:output_type -> causalrm.coordinator.v1.RegisterResponse
+	13, // 27: causalrm.coordinator.v1.Coordinator.Heartbeat:output_type -> causalrm.coordinator.v1.BeatAck
+	15, // 28: causalrm.coordinator.v1.Coordinator.Leave:output_type -> causalrm.coordinator.v1.LeaveResponse
+	17, // 29: causalrm.coordinator.v1.Coordinator.Activate:output_type -> causalrm.coordinator.v1.ActivateResponse
+	19, // 30: causalrm.coordinator.v1.Coordinator.WatchGenerations:output_type -> causalrm.coordinator.v1.WatchEvent
+	22, // 31: causalrm.coordinator.v1.Coordinator.ReportProgress:output_type -> causalrm.coordinator.v1.ProgressResponse
+	24, // 32: causalrm.coordinator.v1.Coordinator.PutCheckpoint:output_type -> causalrm.coordinator.v1.PutCheckpointResponse
+	23, // 33: causalrm.coordinator.v1.Coordinator.GetCheckpoint:output_type -> causalrm.coordinator.v1.CheckpointChunk
+	27, // 34: causalrm.coordinator.v1.Coordinator.Status:output_type -> causalrm.coordinator.v1.StatusResponse
+	29, // 35: causalrm.coordinator.v1.Coordinator.FinishJob:output_type -> causalrm.coordinator.v1.FinishJobResponse
+	33, // 36: causalrm.coordinator.v1.Coordinator.FailJob:output_type -> causalrm.coordinator.v1.FailJobResponse
+	32, // 37: causalrm.coordinator.v1.Coordinator.ReportLinkFailure:output_type -> causalrm.coordinator.v1.LinkFailureResponse
+	24, // [24:38] is the sub-list for method output_type
+	10, // [10:24] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_proto_init() }
@@ -1998,7 +2086,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,4 +1,4 @@
-// The coordinator API of causalrm (docs/elastic.md, issue 4): job submission,
+// The coordinator API of causalrm (docs/elastic.md): job submission,
 // worker membership and liveness, generations, progress, checkpoints, status.
 // Every call must go to the raft leader; a follower answers
 // FAILED_PRECONDITION "not leader; leader is <addr>" (UNAVAILABLE when no
