@@ -22,6 +22,13 @@ const (
 const (
 	// DefaultFlipFolds is the number of cross-fitting folds of FlipCrossFit.
 	DefaultFlipFolds = 5
+	// DefaultFlipRepeats is how many times FlipCrossFit deals the rows into
+	// folds (each row's out-of-fold logits are averaged over the deals):
+	// two halve the estimate's spread over training seeds (docs/results.md).
+	DefaultFlipRepeats = 2
+	// MaxFlipRepeats bounds the repeats (each costs DefaultFlipFolds noise
+	// models).
+	MaxFlipRepeats = 10
 	// DefaultFlipTail is the share of each noisy class's rows that
 	// EstimateFlipRatesTail reads a rate from (docs/results.md, "Flip-rate
 	// estimation", for how it was chosen).

@@ -38,10 +38,13 @@ type Config struct {
 	// causal.FlipCrossFit ("crossfit", the default; "" reads as it) or
 	// causal.FlipAnchor ("anchor", the paper's quantile estimator, which
 	// uses Quantile). docs/method.md, "Flip-rate estimation".
-	FlipEstimator string        `yaml:"flip_estimator" json:"flip_estimator"`
-	Propensity    string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
-	FlipRates     *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
-	Monitor       string        `yaml:"monitor" json:"monitor"` // "val" or "train"
+	FlipEstimator string `yaml:"flip_estimator" json:"flip_estimator"`
+	// FlipRepeats is how many deals of the observed rows into folds the
+	// crossfit estimator averages (0 reads as causal.DefaultFlipRepeats).
+	FlipRepeats int           `yaml:"flip_repeats" json:"flip_repeats"`
+	Propensity  string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
+	FlipRates   *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
+	Monitor     string        `yaml:"monitor" json:"monitor"` // "val" or "train"
 	// Risk is the reward stage's empirical risk for the estimators whose
 	// per-row weights can be negative (noise, causalrm-ips, dr,
 	// causalrm-dr). RiskNonNegative (the default) clamps its two class parts
@@ -67,7 +70,7 @@ func DefaultConfig() Config {
 	return Config{
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
 		MaxEpochs: 600, Patience: 30, Hidden: []int{256, 64}, LeakySlope: 0.01,
-		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, FlipEstimator: causal.FlipCrossFit, Propensity: "learn",
+		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, FlipEstimator: causal.FlipCrossFit, FlipRepeats: causal.DefaultFlipRepeats, Propensity: "learn",
 		Monitor: "val", Risk: RiskNonNegative, ScoreChunk: 4096, ProgressEach: 1,
 	}
 }
@@ -136,6 +139,8 @@ func (c Config) Validate() error {
 		return bad("quantile", c.Quantile, "want in (0.5,1)")
 	case c.FlipEstimator != "" && c.FlipEstimator != causal.FlipCrossFit && c.FlipEstimator != causal.FlipAnchor:
 		return bad("flip_estimator", c.FlipEstimator, "want crossfit (the default) or anchor")
+	case c.FlipRepeats < 0 || c.FlipRepeats > causal.MaxFlipRepeats:
+		return bad("flip_repeats", c.FlipRepeats, fmt.Sprintf("want 1..%d (0: the default, %d)", causal.MaxFlipRepeats, causal.DefaultFlipRepeats))
 	case c.Propensity != "learn" && c.Propensity != "given":
 		return bad("propensity", c.Propensity, "want learn or given")
 	case c.Monitor != "val" && c.Monitor != "train":

@@ -41,7 +41,8 @@ func TestCrossFitRatesHoldersMatchSingleProcess(t *testing.T) {
 		want.Lo.Rho10 <= want.Rates.Rho10 && want.Rates.Rho10 <= want.Hi.Rho10) || want.N01 < 1 || want.N10 < 1 {
 		t.Fatalf("interval does not hold its estimate: %+v", want)
 	}
-	if len(one.Stages) != 1+causal.DefaultFlipFolds || one.Stages[StageNoise] == nil || len(one.FoldStages()) != causal.DefaultFlipFolds {
+	folds := causal.DefaultFlipFolds * causal.DefaultFlipRepeats
+	if len(one.Stages) != 1+folds || one.Stages[StageNoise] == nil || len(one.FoldStages()) != folds {
 		t.Fatalf("stages after the noise stage: %v", one.Stages)
 	}
 	const n = 3
@@ -102,6 +103,81 @@ func TestFlipEstimatorAnchorOption(t *testing.T) {
 	if err := cfg.Validate(); err != nil || cfg.flipEstimator() != causal.FlipCrossFit {
 		t.Fatalf("empty estimator: %v, reads as %q", err, cfg.flipEstimator())
 	}
+	for _, bad := range []int{-1, causal.MaxFlipRepeats + 1} {
+		cfg.FlipRepeats = bad
+		if err := cfg.Validate(); !errors.As(err, &fe) || fe.Field != "flip_repeats" {
+			t.Fatalf("flip_repeats %d: %v", bad, err)
+		}
+	}
+	cfg.FlipRepeats = 0
+	if err := cfg.Validate(); err != nil || cfg.flipRepeats() != causal.DefaultFlipRepeats {
+		t.Fatalf("flip_repeats 0: %v, reads as %d", err, cfg.flipRepeats())
+	}
+}
+
+// Repeated deals: each observed training row's logit is the mean of one
+// out-of-fold logit per deal, and the second deal is another partition.
+// Checked against the fold models applied to the rows directly: with one
+// deal a row's logit is its fold model's (fold j mod K); with two, the mean
+// of that and of exactly one second-deal model's, which for most rows is
+// another fold number than the first deal's. (That the models which score
+// a row never trained on it is TestCrossFitScoresAreOutOfFold's check.)
+func TestCrossFitRepeatsAverageTheDeals(t *testing.T) {
+	ctx := context.Background()
+	logits := func(repeats int) (*Trainer, []float64) {
+		cfg := flipConfig()
+		cfg.FlipRepeats = repeats
+		tr, err := New(cfg, smallData(t, 900, 24, 4), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, _, err := tr.crossFitLogits(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr, z
+	}
+	one, z1 := logits(1)
+	two, z2 := logits(2)
+	K := causal.DefaultFlipFolds
+	id := func(f float64) float64 { return f }
+	obs := shard.ObservedRows(one.ds.Train)
+	// Every model's logits of every training row, by fold stage name.
+	all := map[string][]float64{}
+	for _, tr := range []*Trainer{one, two} {
+		for name, res := range tr.Stages {
+			if IsFoldStage(name) {
+				z, err := tr.score(ctx, res.Model, tr.ds.Train, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				all[name] = z
+			}
+		}
+	}
+	moved := 0
+	for j, r := range obs {
+		first := all[FoldStageOf(0, j%K)][r]
+		if math.Float64bits(z1[j]) != math.Float64bits(first) {
+			t.Fatalf("one deal, row %d: logit %v, its fold model gives %v", j, z1[j], first)
+		}
+		// Exactly one second-deal model's logit makes the mean.
+		found := 0
+		for k := range K {
+			if (first+all[FoldStageOf(1, k)][r])/2 == z2[j] {
+				found++
+				if k != j%K {
+					moved++
+				}
+			}
+		}
+		if found != 1 {
+			t.Fatalf("two deals, row %d: logit %v is the mean with %d second-deal models (want exactly 1)", j, z2[j], found)
+		}
+	}
+	if moved < len(obs)/2 {
+		t.Fatalf("the second deal puts only %d of %d rows in another fold than the first", moved, len(obs))
+	}
 }
 
 // The noise stage's out-of-fold logits: every observed training row is
@@ -125,7 +201,7 @@ func TestCrossFitScoresAreOutOfFold(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(z) != len(obs)+ds.Val.Observed() || len(tr.FoldStages()) != causal.DefaultFlipFolds {
+		if len(z) != len(obs)+ds.Val.Observed() || len(tr.FoldStages()) != causal.DefaultFlipFolds*causal.DefaultFlipRepeats {
 			t.Fatalf("%d logits for %d + %d observed rows; stages left %v", len(z), len(obs), ds.Val.Observed(), tr.Stages)
 		}
 		return z, y

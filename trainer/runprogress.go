@@ -30,8 +30,10 @@ func (t *Trainer) planRun(methods ...causal.Method) {
 	if needN && !t.RatesKnown {
 		names = append(names, StageNoise)
 		if t.cfg.flipEstimator() == causal.FlipCrossFit {
-			for k := range causal.DefaultFlipFolds {
-				names = append(names, FoldStage(k))
+			for r := range t.cfg.flipRepeats() {
+				for k := range causal.DefaultFlipFolds {
+					names = append(names, FoldStageOf(r, k))
+				}
 			}
 		}
 	}

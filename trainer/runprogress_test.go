@@ -28,8 +28,9 @@ func TestStageEndLines(t *testing.T) {
 	line := regexp.MustCompile(`(?m)^stage (\S+) +done after (\d+) epochs: (no improvement for 1 epochs \(patience\)|reached max_epochs 4); kept epoch (\d+) \(\S+\) \[stage (\d+) of (\d+), `)
 	got := line.FindAllStringSubmatch(out.String(), -1)
 	// The noise stage's cross-fitting folds (the default flip-rate
-	// estimator) count as stages of their own.
-	want := []string{"propensity", "noise", "noise-fold1", "noise-fold2", "noise-fold3", "noise-fold4", "noise-fold5", "imputation", "reward/causalrm-dr"}
+	// estimator) count as stages of their own, both deals' (the default 2).
+	want := []string{"propensity", "noise", "noise-fold1", "noise-fold2", "noise-fold3", "noise-fold4", "noise-fold5",
+		"noise-fold1-r2", "noise-fold2-r2", "noise-fold3-r2", "noise-fold4-r2", "noise-fold5-r2", "imputation", "reward/causalrm-dr"}
 	if len(got) != len(want) {
 		t.Fatalf("%d stage-end lines, want %d:\n%s", len(got), len(want), out.String())
 	}
@@ -38,7 +39,7 @@ func TestStageEndLines(t *testing.T) {
 			t.Errorf("line %d: %q", i, g[0])
 		}
 	}
-	if !strings.Contains(out.String(), "left for 8 more") {
+	if !strings.Contains(out.String(), "left for 13 more") {
 		t.Errorf("no time-left estimate after the first stage:\n%s", out.String())
 	}
 	// naive then needs no auxiliary stage: one stage, 1 of 1.

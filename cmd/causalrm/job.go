@@ -26,6 +26,7 @@ type jobFlags struct {
 	method, reduce, propensity   string
 	monitor, flipRates, risk     string
 	flipEstimator                string
+	flipRepeats                  int
 	seed                         uint64
 	batch, maxEpochs, patience   int
 	shards, threads, every       int
@@ -61,6 +62,7 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")
 	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate (--flip-estimator anchor)")
 	fs.StringVar(&f.flipEstimator, "flip-estimator", d.FlipEstimator, "flip-rate estimator: crossfit (labels of the tails of out-of-fold noise-model logits, with 95% intervals) or anchor (the paper's quantiles of the in-sample logits, which run low); docs/method.md")
+	fs.IntVar(&f.flipRepeats, "flip-repeats", d.FlipRepeats, "crossfit: deals of the observed rows into folds whose out-of-fold logits are averaged (each deal trains 5 noise models; more deals, a steadier estimate)")
 	fs.IntVar(&f.every, "progress-every", 1, "print progress every N epochs")
 	fs.StringVar(&f.risk, "risk", d.Risk, "reward risk of noise, dr and the CausalRM estimators: nonnegative (its two class parts clamped at zero, nnPU-style) or plain (the paper's formula, unbounded below; docs/method.md)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
@@ -141,6 +143,7 @@ func applyJobFlags(cmd *cobra.Command, f *jobFlags, job *Job) error {
 	set("propensity-clip", func() { job.Clip = f.clip })
 	set("quantile", func() { job.Quantile = f.quantile })
 	set("flip-estimator", func() { job.FlipEstimator = f.flipEstimator })
+	set("flip-repeats", func() { job.FlipRepeats = f.flipRepeats })
 	set("risk", func() { job.Risk = f.risk })
 	// --codec is not a job flag of every command; where there is one and
 	// it was given, it is the job's codec (Validate checks it).
