@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/causalrm/causalrm/causal"
 )
 
 // run executes the CLI in-process with the given arguments.
@@ -48,7 +50,7 @@ func TestTrainEndToEndSameBytesAnyThreads(t *testing.T) {
 		if err := json.Unmarshal(raw, &m); err != nil {
 			t.Fatal(err)
 		}
-		if m.Test == nil || m.FlipRates == nil || m.PropensityValMSE == nil || len(m.Stages) != 4+5 { // 5: the noise stage's cross-fitting folds
+		if m.Test == nil || m.FlipRates == nil || m.PropensityValMSE == nil || len(m.Stages) != 4+causal.DefaultFlipFolds*causal.DefaultFlipRepeats { // the noise stage's cross-fitting folds
 			t.Fatalf("metrics.json incomplete: %s", raw)
 		}
 		sums[th], _ = fileSHA256(filepath.Join(out, "reward.safetensors"))
