@@ -45,6 +45,12 @@ type Config struct {
 	Propensity  string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
 	FlipRates   *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
 	Monitor     string        `yaml:"monitor" json:"monitor"` // "val" or "train"
+	// MonitorWindow is how many epochs the reward stage's model selection
+	// averages: an epoch improves when the mean of its monitored value and
+	// those of the epochs before it (MonitorWindow in all) is the lowest
+	// so far, and that epoch's parameters are kept. 0 reads as
+	// DefaultMonitorWindow; 1 monitors each epoch alone (the paper).
+	MonitorWindow int `yaml:"monitor_window" json:"monitor_window"`
 	// Risk is the reward stage's empirical risk for the estimators whose
 	// per-row weights can be negative (noise, causalrm-ips, dr,
 	// causalrm-dr). RiskNonNegative (the default) clamps its two class parts
@@ -71,7 +77,7 @@ func DefaultConfig() Config {
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
 		MaxEpochs: 600, Patience: 30, Hidden: []int{256, 64}, LeakySlope: 0.01,
 		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, FlipEstimator: causal.FlipCrossFit, FlipRepeats: causal.DefaultFlipRepeats, Propensity: "learn",
-		Monitor: "val", Risk: RiskNonNegative, ScoreChunk: 4096, ProgressEach: 1,
+		Monitor: "val", MonitorWindow: DefaultMonitorWindow, Risk: RiskNonNegative, ScoreChunk: 4096, ProgressEach: 1,
 	}
 }
 
@@ -83,10 +89,12 @@ const (
 
 // Bounds of the settings that size a run (besides nn's model limits).
 const (
-	MaxBatch   = 1 << 20
-	MaxEpochs  = 1_000_000
-	MaxShards  = 1 << 16
-	MaxThreads = 4096
+	MaxBatch  = 1 << 20
+	MaxEpochs = 1_000_000
+	// MaxMonitorWindow bounds Config.MonitorWindow.
+	MaxMonitorWindow = 100
+	MaxShards        = 1 << 16
+	MaxThreads       = 4096
 )
 
 // FieldError is a bad setting: Field is its job-file key (e.g. "batch",
@@ -145,6 +153,8 @@ func (c Config) Validate() error {
 		return bad("propensity", c.Propensity, "want learn or given")
 	case c.Monitor != "val" && c.Monitor != "train":
 		return bad("monitor", c.Monitor, "want val or train")
+	case c.MonitorWindow < 0 || c.MonitorWindow > MaxMonitorWindow:
+		return bad("monitor_window", c.MonitorWindow, fmt.Sprintf("want 1..%d (0: the default, %d)", MaxMonitorWindow, DefaultMonitorWindow))
 	case c.Risk != RiskNonNegative && c.Risk != RiskPlain:
 		return bad("risk", c.Risk, "want nonnegative (the default) or plain (the paper's formula, unbounded below)")
 	case !(c.LeakySlope >= 0 && c.LeakySlope < 1):
@@ -196,4 +206,19 @@ func (c Config) ValidateFor(d int) error {
 		return err
 	}
 	return mc.CheckRows(max(c.Batch, c.ScoreChunk))
+}
+
+// DefaultMonitorWindow is the reward stage's default selection window: 1,
+// each epoch alone, as the paper. A window of 5 steadies causalrm-dr but
+// not causalrm-ips on generated data (docs/results.md, "A selection
+// window").
+const DefaultMonitorWindow = 1
+
+// monitorWindow is the configured selection window (0 reads as the
+// default).
+func (c Config) monitorWindow() int {
+	if c.MonitorWindow == 0 {
+		return DefaultMonitorWindow
+	}
+	return c.MonitorWindow
 }

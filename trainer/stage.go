@@ -25,6 +25,9 @@ type stage struct {
 	valActive    func(r int32) bool
 	valLoss      func(r int32, f float64) float64
 	monitorTrain bool
+	// window > 1 monitors the mean of the last window epochs' values (fewer
+	// at the start) instead of the epoch's own: Config.MonitorWindow.
+	window int
 	// parts and valParts, when set, give a row's loss as wa*l(f,1) +
 	// wb*l(f,0) (the returned weights): the non-negative correction
 	// (Config.Risk nonnegative) clamps the two sums at zero.
@@ -76,9 +79,10 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 	}
 	res := r.res
 	res.BestEpoch, res.BestVal = r.stopper.Best()
-	if math.IsInf(res.BestVal, 1) && res.BestEpoch >= 1 && res.BestEpoch <= len(res.Val) {
-		// No epoch qualified (every monitored value was negative): the
-		// first one is kept, with its real value.
+	if (math.IsInf(res.BestVal, 1) || st.window > 1) && res.BestEpoch >= 1 && res.BestEpoch <= len(res.Val) {
+		// The kept epoch's own value: when no epoch qualified (every
+		// monitored value was negative) the first one is kept, and a
+		// selection window monitored a mean, not the epoch's value.
 		res.BestVal = res.Val[res.BestEpoch-1]
 		if st.monitorTrain {
 			res.BestVal = res.Train[res.BestEpoch-1]
@@ -199,6 +203,12 @@ func (t *Trainer) endEpoch(ctx context.Context, r *stageRun, epoch int, trainSum
 	if st.monitorTrain {
 		monitored = trainLoss
 	}
+	if st.window > 1 && monitored >= 0 {
+		monitored = trailingMean(res.Val, st.window)
+		if st.monitorTrain {
+			monitored = trailingMean(res.Train, st.window)
+		}
+	}
 	if monitored < 0 {
 		// A real model's risk is not negative: an estimate below zero is
 		// the plain surrogate being overfit, never a better model. Such an
@@ -212,6 +222,17 @@ func (t *Trainer) endEpoch(ctx context.Context, r *stageRun, epoch int, trainSum
 	}
 	t.progress(st, epoch, trainLoss, valLoss, r.stopper, time.Since(epochStart), r.n)
 	return stop, nil
+}
+
+// trailingMean is the mean of the last w values of v (all of them when
+// there are fewer), summed oldest first.
+func trailingMean(v []float64, w int) float64 {
+	lo := max(0, len(v)-w)
+	sum := 0.0
+	for _, x := range v[lo:] {
+		sum += x
+	}
+	return sum / float64(len(v)-lo)
 }
 
 // evalLoss is the stage's validation loss with the current parameters,

@@ -373,6 +373,7 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 			return l
 		},
 		monitorTrain: t.cfg.Monitor == "train",
+		window:       t.cfg.monitorWindow(),
 	}
 	if t.cfg.Risk == RiskNonNegative && ClampsRisk(m) {
 		st.parts = func(r int32, f float64) (float64, float64) {

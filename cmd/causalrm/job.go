@@ -27,6 +27,7 @@ type jobFlags struct {
 	monitor, flipRates, risk     string
 	flipEstimator                string
 	flipRepeats                  int
+	monitorWindow                int
 	seed                         uint64
 	batch, maxEpochs, patience   int
 	shards, threads, every       int
@@ -59,6 +60,7 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.StringVar(&f.propensity, "propensity", d.Propensity, "learn the propensity model, or use the data's p column (given)")
 	fs.StringVar(&f.flipRates, "flip-rates", "", "known flip rates rho01,rho10 (skips the noise stage)")
 	fs.StringVar(&f.monitor, "monitor", d.Monitor, "early stopping of the reward stage on the val estimator (val) or training loss (train)")
+	fs.IntVar(&f.monitorWindow, "monitor-window", d.MonitorWindow, "reward stage: select the epoch by the mean of the monitored value over this many epochs ending at it (1: each epoch alone, the paper)")
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")
 	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate (--flip-estimator anchor)")
 	fs.StringVar(&f.flipEstimator, "flip-estimator", d.FlipEstimator, "flip-rate estimator: crossfit (labels of the tails of out-of-fold noise-model logits, with 95% intervals) or anchor (the paper's quantiles of the in-sample logits, which run low); docs/method.md")
@@ -140,6 +142,7 @@ func applyJobFlags(cmd *cobra.Command, f *jobFlags, job *Job) error {
 	set("threads", func() { job.Threads = f.threads })
 	set("propensity", func() { job.Propensity = f.propensity })
 	set("monitor", func() { job.Monitor = f.monitor })
+	set("monitor-window", func() { job.MonitorWindow = f.monitorWindow })
 	set("propensity-clip", func() { job.Clip = f.clip })
 	set("quantile", func() { job.Quantile = f.quantile })
 	set("flip-estimator", func() { job.FlipEstimator = f.flipEstimator })
