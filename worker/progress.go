@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
 	"sync"
 	"time"
 
@@ -69,11 +68,10 @@ func (p *progress) epochs(stage string, train, val []float64) {
 	if p.lossEpochs == nil {
 		p.lossEpochs = map[string]int{}
 	}
-	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	n := min(len(train), len(val))
 	for i := p.lossEpochs[stage]; i < n; i++ {
-		if finite(train[i]) && finite(val[i]) {
-			p.losses = append(p.losses, state.EpochLoss{Stage: stage, Epoch: i + 1, Train: train[i], Val: val[i]})
+		if l := (state.EpochLoss{Stage: stage, Epoch: i + 1, Train: train[i], Val: val[i]}); l.Valid() {
+			p.losses = append(p.losses, l)
 		}
 	}
 	p.lossEpochs[stage] = max(p.lossEpochs[stage], n)

@@ -4,7 +4,6 @@ package state
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 )
@@ -51,7 +50,7 @@ func (s *State) reportProgress(c Command) error {
 		return argErr("report from %q: %d epoch losses, more than %d", p.WorkerID, len(p.Losses), MaxReportLosses)
 	}
 	for _, l := range p.Losses {
-		if l.Stage == "" || l.Epoch < 1 || math.IsNaN(l.Train) || math.IsInf(l.Train, 0) || math.IsNaN(l.Val) || math.IsInf(l.Val, 0) {
+		if !l.Valid() {
 			return argErr("report from %q: bad epoch loss %+v", p.WorkerID, l)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 
@@ -187,6 +188,14 @@ type EpochLoss struct {
 	Epoch int     `json:"epoch"` // 1-based
 	Train float64 `json:"train"`
 	Val   float64 `json:"val"`
+}
+
+// Valid reports whether l names a stage and an epoch (1-based) and both
+// losses are finite (JSON cannot carry the others): what a report may
+// hold.
+func (l EpochLoss) Valid() bool {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	return l.Stage != "" && l.Epoch >= 1 && finite(l.Train) && finite(l.Val)
 }
 
 // MaxLosses is how many epoch losses the state keeps (the oldest go
