@@ -149,7 +149,9 @@ func (t *Trainer) crossFitLogits(ctx context.Context) ([]float64, []uint8, error
 // foldLogits trains (or takes from t.Stages) the fold stage name, which
 // trains on the observed training rows j with !held(j), and adds its
 // logits of the held rows and of the observed validation rows to z
-// (training rows first, in row order, then the validation rows).
+// (training rows first, in row order, then the validation rows). A fold
+// it trains ends, after its scoring, with the stage hook, like any other
+// trained stage.
 func (t *Trainer) foldLogits(ctx context.Context, name string, obs, obsVal []int32, held func(j int) bool, z []float64) error {
 	tr, va := t.ds.Train, t.ds.Val
 	nHeld := 0
@@ -159,7 +161,8 @@ func (t *Trainer) foldLogits(ctx context.Context, name string, obs, obsVal []int
 		}
 	}
 	res := t.Stages[name]
-	if res == nil {
+	trained := res == nil
+	if trained {
 		rows := make([]int32, 0, len(obs)-nHeld)
 		for j, r := range obs {
 			if !held(j) {
@@ -192,6 +195,11 @@ func (t *Trainer) foldLogits(ctx context.Context, name string, obs, obsVal []int
 	}
 	if want := nHeld + len(obsVal); len(res.Scores) != want {
 		return fmt.Errorf("%w: %s holds %d scores, want %d", ErrSnapshot, name, len(res.Scores), want)
+	}
+	if trained {
+		if err := t.stageDone(ctx, name); err != nil {
+			return err
+		}
 	}
 	i := 0
 	for j := range obs {

@@ -31,7 +31,6 @@ type progress struct {
 
 	losses     []state.EpochLoss // completed epochs not yet in a report that went out
 	lossEpochs map[string]int    // per stage, the epochs queued so far
-	lossStage  string            // the stage the trainer ran at the last step
 }
 
 // sending is a progress report on its way to the coordinators.

@@ -17,7 +17,9 @@ func (e *Elastic) onStep(ctx context.Context, b trainer.Boundary) error {
 	if e.cfg.StepDelay > 0 {
 		time.Sleep(e.cfg.StepDelay)
 	}
-	e.queueLosses()
+	if stage, train, val := e.tr.EpochLosses(); stage != "" {
+		e.progress.epochs(stage, train, val)
+	}
 	g := b.GlobalStep
 	if g > 0 && g%uint64(e.cfg.ProgressEvery) == 0 && e.progress.due(g) {
 		if err := e.report(ctx, g, b.Stage, b.Epoch, b.Step, e.tr.ParamHash()); err != nil {
@@ -51,7 +53,6 @@ func (e *Elastic) onStage(ctx context.Context, stage string, global uint64) erro
 // Finish accounts and reports the last step of the job.
 func (e *Elastic) Finish(ctx context.Context) error {
 	e.progress.account()
-	e.queueStageLosses(e.progress.lossStage)
 	global := e.tr.GlobalStep()
 	if err := e.progress.collect(true); err != nil {
 		return err
@@ -64,24 +65,10 @@ func (e *Elastic) Finish(ctx context.Context) error {
 	return e.progress.collect(true)
 }
 
-// queueLosses queues the epochs the trainer has completed since the last
-// step: the running stage's, and the rest of the stage before it when the
-// stage changed (a stage's last epoch ends after its last step, and the
-// cross-fitting folds end without a stage hook).
-func (e *Elastic) queueLosses() {
-	stage, train, val := e.tr.EpochLosses()
-	if prev := e.progress.lossStage; prev != stage {
-		e.queueStageLosses(prev)
-	}
-	if stage != "" {
-		e.progress.epochs(stage, train, val)
-		e.progress.lossStage = stage
-	}
-}
-
-// queueStageLosses queues the completed epochs of a stage that has ended.
+// queueStageLosses queues the completed epochs of a stage that has ended
+// (its last epoch ends after its last step hook).
 func (e *Elastic) queueStageLosses(stage string) {
-	if res := e.tr.Stages[stage]; stage != "" && res != nil {
+	if res := e.tr.Stages[stage]; res != nil {
 		e.progress.epochs(stage, res.Train, res.Val)
 	}
 }
