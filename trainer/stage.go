@@ -79,10 +79,10 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 	}
 	res := r.res
 	res.BestEpoch, res.BestVal = r.stopper.Best()
-	if (math.IsInf(res.BestVal, 1) || st.window > 1) && res.BestEpoch >= 1 && res.BestEpoch <= len(res.Val) {
-		// The kept epoch's own value: when no epoch qualified (every
-		// monitored value was negative) the first one is kept, and a
-		// selection window monitored a mean, not the epoch's value.
+	if res.BestEpoch >= 1 && res.BestEpoch <= len(res.Val) {
+		// The kept epoch's own value, not the stopper's: that is +Inf when
+		// no epoch qualified (every monitored value was negative; the
+		// first is kept), and a mean under a selection window.
 		res.BestVal = res.Val[res.BestEpoch-1]
 		if st.monitorTrain {
 			res.BestVal = res.Train[res.BestEpoch-1]
@@ -199,15 +199,13 @@ func (t *Trainer) endEpoch(ctx context.Context, r *stageRun, epoch int, trainSum
 	res.Train = append(res.Train, trainLoss)
 	res.Val = append(res.Val, valLoss)
 	res.Epochs = epoch
-	monitored := valLoss
+	hist := res.Val
 	if st.monitorTrain {
-		monitored = trainLoss
+		hist = res.Train
 	}
+	monitored := hist[len(hist)-1]
 	if st.window > 1 && monitored >= 0 {
-		monitored = trailingMean(res.Val, st.window)
-		if st.monitorTrain {
-			monitored = trailingMean(res.Train, st.window)
-		}
+		monitored = trailingMean(hist, st.window)
 	}
 	if monitored < 0 {
 		// A real model's risk is not negative: an estimate below zero is
