@@ -38,6 +38,16 @@ func (r Rates) D() float64 {
 	return math.Max(1-r.Rho01-r.Rho10, 1e-6)
 }
 
+// CleanImputation maps an imputation model's prediction of the noisy
+// label, g = P(y = 1 | x), to the clean-label probability it implies,
+// (g - rho10) / (1 - rho01 - rho10), clamped to [0, 1]. The doubly robust
+// estimator's imputed loss l(f, g) stands in for the clean loss l(f, r);
+// with the noisy g it would pull the reward toward the flipped labels
+// even where the imputation model is exact.
+func CleanImputation(g float64, r Rates) float64 {
+	return math.Min(1, math.Max(0, (g-r.Rho10)/r.D()))
+}
+
 // surrogateWeights returns (wa, wb) with lt(f, y) = wa*l(f,1) + wb*l(f,0).
 // Any y other than 0 is treated as 1.
 func surrogateWeights(y uint8, r Rates) (wa, wb float64) {

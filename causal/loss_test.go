@@ -155,3 +155,38 @@ func TestStageRowsGradient(t *testing.T) {
 		}
 	}
 }
+
+// With an exact imputation model (g = P(y = 1 | x) under the flips), the
+// clean imputation is the clean-label probability q, and the doubly robust
+// correction term lt(f, y) - l(f, g') has mean zero over the noisy label:
+// the imputed loss is the clean loss's conditional mean. Imputing g itself
+// leaves a bias wherever the rates are not zero.
+func TestCleanImputationCentresTheCorrection(t *testing.T) {
+	for _, r := range testRates {
+		d := 1 - r.Rho01 - r.Rho10
+		if d <= 0.05 {
+			continue // uninformative labels: nothing to invert
+		}
+		for _, q := range []float64{0, 0.1, 0.37, 0.5, 0.8, 1} {
+			g := r.Rho10 + d*q // P(y = 1 | x) when P(r = 1 | x) = q
+			if got := CleanImputation(g, r); math.Abs(got-q) > 1e-12 {
+				t.Fatalf("rates %+v q=%v: CleanImputation(%v) = %v, want q", r, q, g, got)
+			}
+			for _, f := range []float64{-4, -0.3, 0, 1.2, 6} {
+				mean := g*Surrogate(f, 1, r) + (1-g)*Surrogate(f, 0, r)
+				if bias := mean - BCE(f, CleanImputation(g, r)); math.Abs(bias) > 1e-9 {
+					t.Fatalf("rates %+v q=%v f=%v: correction term has mean %v", r, q, f, bias)
+				}
+				noisyBias := mean - BCE(f, g)
+				if r.Rho01+r.Rho10 > 0.05 && q != 0.5 && f != 0 && math.Abs(noisyBias) < 1e-6 {
+					t.Fatalf("rates %+v q=%v f=%v: the noisy imputation should be biased", r, q, f)
+				}
+			}
+		}
+	}
+	// Outside the range the rates allow, the probability is clamped.
+	r := Rates{Rho01: 0.1, Rho10: 0.2}
+	if CleanImputation(0.05, r) != 0 || CleanImputation(0.95, r) != 1 {
+		t.Fatal("CleanImputation does not clamp to [0, 1]")
+	}
+}

@@ -51,6 +51,12 @@ type Config struct {
 	// so far, and that epoch's parameters are kept. 0 reads as
 	// DefaultMonitorWindow; 1 monitors each epoch alone (the paper).
 	MonitorWindow int `yaml:"monitor_window" json:"monitor_window"`
+	// EMA, in (0, 1), makes the reward stage keep an exponential moving
+	// average of its parameters at epoch ends (the first epoch's
+	// parameters, then avg = EMA*avg + (1-EMA)*params) and evaluate,
+	// select and save that average instead of the parameters themselves;
+	// training goes on from the parameters. 0 is off (the paper).
+	EMA float64 `yaml:"ema" json:"ema"`
 	// Risk is the reward stage's empirical risk for the estimators whose
 	// per-row weights can be negative (noise, causalrm-ips, dr,
 	// causalrm-dr). RiskNonNegative (the default) clamps its two class parts
@@ -60,7 +66,14 @@ type Config struct {
 	// model can drive it (and the validation estimate) negative by
 	// overfitting (docs/method.md). naive and ips cannot go negative, so
 	// the setting does not change them.
-	Risk       string    `yaml:"risk" json:"risk"`
+	Risk string `yaml:"risk" json:"risk"`
+	// Imputation is what causalrm-dr imputes for every row:
+	// ImputationClean (the default; "" reads as it) maps the imputation
+	// model's noisy-label prediction g to the clean-label probability
+	// (g - rho10) / (1 - rho01 - rho10), clamped to [0, 1];
+	// ImputationNoisy imputes g itself (the paper). dr has no flip rates
+	// and always imputes g.
+	Imputation string    `yaml:"imputation" json:"imputation"`
 	Threads    int       `yaml:"threads" json:"threads"`
 	ScoreChunk int       `yaml:"-" json:"-"`
 	Progress   io.Writer `yaml:"-" json:"-"`
@@ -77,8 +90,22 @@ func DefaultConfig() Config {
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
 		MaxEpochs: 600, Patience: 30, Hidden: []int{256, 64}, LeakySlope: 0.01,
 		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, FlipEstimator: causal.FlipCrossFit, FlipRepeats: causal.DefaultFlipRepeats, Propensity: "learn",
-		Monitor: "val", MonitorWindow: DefaultMonitorWindow, Risk: RiskNonNegative, ScoreChunk: 4096, ProgressEach: 1,
+		Monitor: "val", MonitorWindow: DefaultMonitorWindow, Risk: RiskNonNegative, Imputation: ImputationClean, ScoreChunk: 4096, ProgressEach: 1,
 	}
+}
+
+// What causalrm-dr imputes (Config.Imputation).
+const (
+	ImputationClean = "clean"
+	ImputationNoisy = "noisy"
+)
+
+// imputation is the configured imputation ("" reads as the default).
+func (c Config) imputation() string {
+	if c.Imputation == "" {
+		return ImputationClean
+	}
+	return c.Imputation
 }
 
 // The reward risks (Config.Risk).
@@ -157,6 +184,10 @@ func (c Config) Validate() error {
 		return bad("monitor_window", c.MonitorWindow, fmt.Sprintf("want 1..%d (0: the default, %d)", MaxMonitorWindow, DefaultMonitorWindow))
 	case c.Risk != RiskNonNegative && c.Risk != RiskPlain:
 		return bad("risk", c.Risk, "want nonnegative (the default) or plain (the paper's formula, unbounded below)")
+	case !(c.EMA >= 0 && c.EMA < 1):
+		return bad("ema", c.EMA, "want in [0,1) (0: off)")
+	case c.Imputation != "" && c.Imputation != ImputationClean && c.Imputation != ImputationNoisy:
+		return bad("imputation", c.Imputation, "want clean (the default) or noisy (the paper)")
 	case !(c.LeakySlope >= 0 && c.LeakySlope < 1):
 		return bad("leaky_slope", c.LeakySlope, "want in [0,1)")
 	case len(c.Hidden) > nn.MaxLayers-1:

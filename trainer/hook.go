@@ -26,7 +26,7 @@ type liveStage struct {
 	st                 *stage
 	sp                 *stepper
 	stopper            *causal.EarlyStopper
-	best               *nn.MLP
+	best, avg          *nn.MLP
 	res                *StageResult
 	epoch, step, steps int
 	trainSum           float64

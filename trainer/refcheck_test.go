@@ -27,6 +27,14 @@ func newRefBatch(tr *Trainer, st *stage, m causal.Method, model *nn.MLP, batch [
 	}
 	if m.UsesImputation() {
 		rb.g = tr.GHatTrain
+		if m.UsesFlipRates() && tr.cfg.imputation() == ImputationClean {
+			// the clean-label probability g implies, written out
+			r := tr.Rates
+			rb.g = make([]float64, len(tr.GHatTrain))
+			for i, g := range tr.GHatTrain {
+				rb.g[i] = math.Min(1, math.Max(0, (g-r.Rho10)/(1-r.Rho01-r.Rho10)))
+			}
+		}
 	}
 	nobs := 0
 	for _, i := range batch {

@@ -52,6 +52,7 @@ type stageState struct {
 	adamM, adamV       []float32
 	stopper            causal.EarlyStopper
 	best               []float32 // nil: no epoch improved yet
+	avg                []float32 // the parameters' moving average (Config.EMA); nil: none yet
 	train, val         []float64
 	trainSum           float64 // running train-loss sum of the current epoch
 }
@@ -88,7 +89,8 @@ func (t *Trainer) snapshotKey() []keyField {
 		{"hidden", fmt.Sprint(c.Hidden)}, {"leaky_slope", f(c.LeakySlope)},
 		{"shards", strconv.Itoa(c.Shards)}, {"reduce", c.Reduce}, {"propensity_clip", f(c.Clip)},
 		{"quantile", f(c.Quantile)}, {"flip_estimator", c.flipEstimator()}, {"propensity", c.Propensity}, {"flip_rates", flip},
-		{"monitor", c.Monitor}, {"risk", c.Risk},
+		{"monitor", c.Monitor}, {"monitor_window", strconv.Itoa(c.monitorWindow())}, {"ema", f(c.EMA)},
+		{"risk", c.Risk}, {"imputation", c.imputation()},
 		{"data", fmt.Sprintf("train %dx%d, val %d, feedback sha256 %x", t.ds.Train.N, t.ds.Train.D, t.ds.Val.N, h.Sum(nil)[:8])},
 	}
 }
@@ -119,6 +121,9 @@ func (t *Trainer) Snapshot() (*Snapshot, error) {
 	}
 	if l.best != nil {
 		s.cur.best = cp32(l.best.Params)
+	}
+	if l.avg != nil {
+		s.cur.avg = cp32(l.avg.Params)
 	}
 	names := make([]string, 0, len(t.Stages))
 	for n := range t.Stages {
@@ -172,7 +177,7 @@ func (t *Trainer) Restore(s *Snapshot) error {
 		return m, nil
 	}
 	c := s.cur
-	if len(c.params) != np || len(c.adamM) != np || len(c.adamV) != np || (c.best != nil && len(c.best) != np) {
+	if len(c.params) != np || len(c.adamM) != np || len(c.adamV) != np || (c.best != nil && len(c.best) != np) || (c.avg != nil && len(c.avg) != np) {
 		return fmt.Errorf("%w: stage %s: parameter vectors of the wrong length (want %d)", ErrSnapshot, c.name, np)
 	}
 	if c.epoch < 1 || c.epoch > t.cfg.MaxEpochs || c.step < 0 || c.step >= c.steps || len(c.train) != c.epoch-1 || len(c.val) != c.epoch-1 {
@@ -198,7 +203,7 @@ func (t *Trainer) Restore(s *Snapshot) error {
 			Scores: slices.Clone(d.scores)}
 	}
 	cp := c
-	cp.params, cp.adamM, cp.adamV, cp.best = slices.Clone(c.params), slices.Clone(c.adamM), slices.Clone(c.adamV), slices.Clone(c.best)
+	cp.params, cp.adamM, cp.adamV, cp.best, cp.avg = slices.Clone(c.params), slices.Clone(c.adamM), slices.Clone(c.adamV), slices.Clone(c.best), slices.Clone(c.avg)
 	cp.train, cp.val = slices.Clone(c.train), slices.Clone(c.val)
 	t.Stages = stages
 	t.PHatTrain, t.PHatVal = slices.Clone(s.pTr), slices.Clone(s.pVa)
@@ -218,7 +223,7 @@ func (t *Trainer) Restore(s *Snapshot) error {
 
 const (
 	snapshotMagic   = "causalrm-trainer-snapshot\x00"
-	snapshotVersion = 4 // 3: the flip-rate estimate (estimator key, intervals); 4: stage scores (cross-fitting folds)
+	snapshotVersion = 5 // 3: the flip-rate estimate (estimator key, intervals); 4: stage scores (cross-fitting folds); 5: the parameter average (ema)
 )
 
 // MarshalBinary encodes the snapshot: a magic string, the format version,
@@ -253,6 +258,7 @@ func (s *Snapshot) MarshalBinary() ([]byte, error) {
 	e.int(c.stopper.Wait)
 	e.bool(c.stopper.Seen)
 	e.f32s(c.best)
+	e.f32s(c.avg)
 	e.f64s(c.train)
 	e.f64s(c.val)
 	e.f64(c.trainSum)
@@ -343,6 +349,7 @@ func UnmarshalSnapshot(b []byte) (*Snapshot, error) {
 	c.stopper.Wait = d.int()
 	c.stopper.Seen = d.bool()
 	c.best = d.f32s()
+	c.avg = d.f32s()
 	c.train = d.f64s()
 	c.val = d.f64s()
 	c.trainSum = d.f64()

@@ -28,6 +28,10 @@ type stage struct {
 	// window > 1 monitors the mean of the last window epochs' values (fewer
 	// at the start) instead of the epoch's own: Config.MonitorWindow.
 	window int
+	// ema in (0, 1) evaluates, selects and keeps an exponential moving
+	// average of the parameters at epoch ends, with this decay per epoch,
+	// instead of the parameters themselves: Config.EMA.
+	ema float64
 	// parts and valParts, when set, give a row's loss as wa*l(f,1) +
 	// wb*l(f,0) (the returned weights): the non-negative correction
 	// (Config.Risk nonnegative) clamps the two sums at zero.
@@ -90,7 +94,7 @@ func (t *Trainer) runStage(ctx context.Context, st *stage) (*StageResult, error)
 	}
 	best := r.best
 	if best == nil {
-		best = sp.model
+		best = cmp.Or(r.avg, sp.model)
 	}
 	res.Model = best
 	res.Seconds = time.Since(start).Seconds()
@@ -110,6 +114,11 @@ type stageRun struct {
 	res      *StageResult
 	n, steps int
 	early    bool // stopped by the patience, not by max_epochs
+	// avg is the moving average of the epoch-end parameters when the
+	// stage has one (stage.ema), nil before the first epoch ends; avgEng
+	// runs it.
+	avg    *nn.MLP
+	avgEng nn.Runner
 }
 
 // resumeStage takes a restored snapshot of the stage, if any, into r (the
@@ -140,6 +149,14 @@ func (t *Trainer) resumeStage(r *stageRun) (epoch0, step0 int, sum0 float64, err
 		r.best = model.Clone()
 		copy(r.best.Params, rs.best)
 	}
+	if rs.avg != nil {
+		if len(rs.avg) != len(model.Params) {
+			return 0, 0, 0, fmt.Errorf("%w: stage %s: a parameter average of %d values, want %d", ErrSnapshot, st.name, len(rs.avg), len(model.Params))
+		}
+		if err := t.setAverage(r, rs.avg); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	res.Train = append([]float64(nil), rs.train...)
 	res.Val = append([]float64(nil), rs.val...)
 	res.Epochs = len(res.Train)
@@ -157,7 +174,7 @@ func (t *Trainer) runSteps(ctx context.Context, r *stageRun, epoch, first int, t
 			return 0, err
 		}
 		if t.stepHook != nil {
-			t.live = &liveStage{st: st, sp: r.sp, stopper: r.stopper, best: r.best, res: r.res,
+			t.live = &liveStage{st: st, sp: r.sp, stopper: r.stopper, best: r.best, avg: r.avg, res: r.res,
 				epoch: epoch, step: step, steps: steps, trainSum: trainSum}
 			err := t.stepHook(ctx, Boundary{Stage: st.name, Epoch: epoch, Step: step, Steps: steps, GlobalStep: t.globalStep})
 			t.live = nil
@@ -189,7 +206,14 @@ func (t *Trainer) endEpoch(ctx context.Context, r *stageRun, epoch int, trainSum
 			return false, err
 		}
 	}
-	valLoss, err := t.evalLoss(ctx, sp.eng, st)
+	eng, kept := sp.eng, sp.model
+	if st.ema > 0 {
+		if err := t.average(r); err != nil {
+			return false, err
+		}
+		eng, kept = r.avgEng, r.avg
+	}
+	valLoss, err := t.evalLoss(ctx, eng, st)
 	if err != nil {
 		return false, err
 	}
@@ -216,10 +240,40 @@ func (t *Trainer) endEpoch(ctx context.Context, r *stageRun, epoch int, trainSum
 	}
 	improved, stop := r.stopper.Observe(epoch, monitored)
 	if improved {
-		r.best = sp.model.Clone()
+		r.best = kept.Clone()
 	}
 	t.progress(st, epoch, trainLoss, valLoss, r.stopper, time.Since(epochStart), r.n)
 	return stop, nil
+}
+
+// average folds the epoch-end parameters into the stage's moving average:
+// avg = ema*avg + (1-ema)*params, each product rounded to float32 before
+// the sum (so no machine fuses them and every holder gets the same bits);
+// the first epoch's parameters start it.
+func (t *Trainer) average(r *stageRun) error {
+	p := r.sp.model.Params
+	if r.avg == nil {
+		return t.setAverage(r, p)
+	}
+	a, b := float32(r.st.ema), float32(1-r.st.ema)
+	for i, v := range p {
+		r.avg.Params[i] = float32(a*r.avg.Params[i]) + float32(b*v)
+	}
+	r.avgEng.Touch()
+	return nil
+}
+
+// setAverage makes the stage's average model, with parameters p, and its
+// runner.
+func (t *Trainer) setAverage(r *stageRun, p []float32) error {
+	avg := r.sp.model.Clone()
+	copy(avg.Params, p)
+	eng, err := t.newRunner(avg)
+	if err != nil {
+		return err
+	}
+	r.avg, r.avgEng = avg, eng
+	return nil
 }
 
 // trailingMean is the mean of the last w values of v (all of them when

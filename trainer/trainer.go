@@ -318,6 +318,16 @@ func (t *Trainer) imputation(ctx context.Context) error {
 	return t.stageDone(ctx, StageImputation)
 }
 
+// cleanImputation maps each row's g_hat to the clean-label probability
+// it implies under the flip rates r (causal.CleanImputation).
+func cleanImputation(g []float64, r causal.Rates) []float64 {
+	out := make([]float64, len(g))
+	for i, v := range g {
+		out[i] = causal.CleanImputation(v, r)
+	}
+	return out
+}
+
 // rowInput gathers the per-row inputs of the reward estimators.
 func rowInput(s *shard.Split, p, g []float64, r int32) causal.RowInput {
 	in := causal.RowInput{O: s.O[r], Y: s.Y[r], P: 1, G: 0.5}
@@ -362,6 +372,9 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 	}
 	if m.UsesImputation() {
 		gTr, gVa = t.GHatTrain, t.GHatVal
+		if m.UsesFlipRates() && t.cfg.imputation() == ImputationClean {
+			gTr, gVa = cleanImputation(gTr, rates), cleanImputation(gVa, rates)
+		}
 	}
 	st := &stage{
 		name: StageReward + "/" + string(m), rows: allRows(tr.N), valRows: allRows(va.N),
@@ -374,6 +387,7 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 		},
 		monitorTrain: t.cfg.Monitor == "train",
 		window:       t.cfg.monitorWindow(),
+		ema:          t.cfg.EMA,
 	}
 	if t.cfg.Risk == RiskNonNegative && ClampsRisk(m) {
 		st.parts = func(r int32, f float64) (float64, float64) {

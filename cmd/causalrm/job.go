@@ -25,9 +25,10 @@ type jobFlags struct {
 	config, data, val, test, out string
 	method, reduce, propensity   string
 	monitor, flipRates, risk     string
-	flipEstimator                string
+	flipEstimator, imputation    string
 	flipRepeats                  int
 	monitorWindow                int
+	ema                          float64
 	seed                         uint64
 	batch, maxEpochs, patience   int
 	shards, threads, every       int
@@ -61,12 +62,14 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.StringVar(&f.flipRates, "flip-rates", "", "known flip rates rho01,rho10 (skips the noise stage)")
 	fs.StringVar(&f.monitor, "monitor", d.Monitor, "early stopping of the reward stage on the val estimator (val) or training loss (train)")
 	fs.IntVar(&f.monitorWindow, "monitor-window", d.MonitorWindow, "reward stage: select the epoch by the mean of the monitored value over this many epochs ending at it (1: each epoch alone, the paper)")
+	fs.Float64Var(&f.ema, "ema", d.EMA, "reward stage: evaluate, select and save a moving average of the parameters at epoch ends with this decay per epoch (0: off, the paper)")
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")
 	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate (--flip-estimator anchor)")
 	fs.StringVar(&f.flipEstimator, "flip-estimator", d.FlipEstimator, "flip-rate estimator: crossfit (labels of the tails of out-of-fold noise-model logits, with 95% intervals) or anchor (the paper's quantiles of the in-sample logits, which run low); docs/method.md")
 	fs.IntVar(&f.flipRepeats, "flip-repeats", d.FlipRepeats, "crossfit: deals of the observed rows into folds whose out-of-fold logits are averaged (each deal trains 5 noise models; more deals, a steadier estimate)")
 	fs.IntVar(&f.every, "progress-every", 1, "print progress every N epochs")
 	fs.StringVar(&f.risk, "risk", d.Risk, "reward risk of noise, dr and the CausalRM estimators: nonnegative (its two class parts clamped at zero, nnPU-style) or plain (the paper's formula, unbounded below; docs/method.md)")
+	fs.StringVar(&f.imputation, "imputation", d.Imputation, "causalrm-dr: impute the clean-label probability implied by the flip rates (clean) or the imputation model's noisy-label prediction (noisy, the paper); docs/method.md")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&f.force, "force", false, "replace an existing output directory")
 }
@@ -143,11 +146,13 @@ func applyJobFlags(cmd *cobra.Command, f *jobFlags, job *Job) error {
 	set("propensity", func() { job.Propensity = f.propensity })
 	set("monitor", func() { job.Monitor = f.monitor })
 	set("monitor-window", func() { job.MonitorWindow = f.monitorWindow })
+	set("ema", func() { job.EMA = f.ema })
 	set("propensity-clip", func() { job.Clip = f.clip })
 	set("quantile", func() { job.Quantile = f.quantile })
 	set("flip-estimator", func() { job.FlipEstimator = f.flipEstimator })
 	set("flip-repeats", func() { job.FlipRepeats = f.flipRepeats })
 	set("risk", func() { job.Risk = f.risk })
+	set("imputation", func() { job.Imputation = f.imputation })
 	// --codec is not a job flag of every command; where there is one and
 	// it was given, it is the job's codec (Validate checks it).
 	if fl := cmd.Flags().Lookup("codec"); fl != nil && fl.Changed {

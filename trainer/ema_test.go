@@ -1,0 +1,113 @@
+package trainer
+
+import (
+	"bytes"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/causalrm/causalrm/causal"
+)
+
+// With EMA set, the reward stage saves the moving average of its
+// epoch-end parameters at the kept epoch, recomputed here in float64 from
+// the parameters the step hook sees at each epoch's first step (the end
+// of the epoch before it), and selects the epoch by that average's
+// validation estimate, not the raw parameters'.
+func TestEMAKeepsTheAverage(t *testing.T) {
+	const decay = 0.6
+	cfg := elasticConfig()
+	cfg.MaxEpochs, cfg.Patience, cfg.EMA = 40, 3, decay
+	var ends [][]float32 // reward stage: parameters at the end of epoch e, at index e-1
+	var tr *Trainer
+	m := causal.CausalIPS
+	run, err := runPipeline(t, cfg, m, runOpts{onStep: func(x *Trainer, b Boundary) error {
+		tr = x
+		if strings.HasPrefix(b.Stage, StageReward) && b.Step == 0 && b.Epoch > 1 {
+			ends = append(ends, slices.Clone(x.live.sp.model.Params))
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := tr.Stages[StageReward+"/"+string(m)]
+	if res.BestEpoch < 2 || res.BestEpoch > len(ends) {
+		t.Fatalf("kept epoch %d of %d (epoch ends seen %d): pick a run whose best is neither the first nor the last", res.BestEpoch, res.Epochs, len(ends))
+	}
+	avg := make([]float64, len(ends[0]))
+	for i, v := range ends[0] {
+		avg[i] = float64(v)
+	}
+	for e := 2; e <= res.BestEpoch; e++ {
+		for i, v := range ends[e-1] {
+			avg[i] = decay*avg[i] + (1-decay)*float64(v)
+		}
+	}
+	worst := 0.0
+	for i, v := range res.Model.Params {
+		worst = max(worst, math.Abs(float64(v)-avg[i])/math.Max(1e-3, math.Abs(avg[i])))
+	}
+	if worst > 1e-5 {
+		t.Fatalf("the kept model is not the average of epochs 1..%d: worst relative difference %g", res.BestEpoch, worst)
+	}
+	if slices.Equal(res.Model.Params, ends[res.BestEpoch-1]) {
+		t.Fatal("the kept model is the raw parameters")
+	}
+	// Off, the same seed keeps other parameters.
+	cfg.EMA = 0
+	plain, err := runPipeline(t, cfg, m, runOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(plain.reward, run.reward) {
+		t.Fatal("ema 0 and 0.6 kept the same model")
+	}
+	for _, bad := range []float64{-0.1, 1, math.NaN()} {
+		cfg.EMA = bad
+		if _, err := New(cfg, elasticData(t), nil, nil); err == nil {
+			t.Fatalf("ema %v accepted", bad)
+		}
+	}
+}
+
+// A snapshot taken with a parameter average carries it: resumed in the
+// middle of the reward stage, the run ends with the uninterrupted run's
+// bits.
+func TestSnapshotResumeWithEMA(t *testing.T) {
+	cfg := elasticConfig()
+	cfg.EMA = 0.5
+	m := causal.CausalDR
+	full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool {
+		return strings.HasPrefix(b.Stage, StageReward) && b.Step == b.Steps/2
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pick uint64
+	for gs := range full.snaps {
+		pick = max(pick, gs)
+	}
+	if e := full.bounds[pick].Epoch; e < 3 {
+		t.Fatalf("the reward stage stopped at epoch %d", e)
+	}
+	got, err := resumeFrom(t, cfg, m, full.snaps[pick])
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResumed(t, m, full, got, pick)
+	// A snapshot of an averaging run does not restore into a plain one.
+	s, err := UnmarshalSnapshot(full.snaps[pick])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.EMA = 0
+	plain, err := New(cfg, elasticData(t), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Restore(s); err == nil || !strings.Contains(err.Error(), "ema") {
+		t.Fatalf("restoring an ema 0.5 snapshot with ema 0: %v", err)
+	}
+}
