@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/causalrm/causalrm/causal"
 	"github.com/causalrm/causalrm/report"
 	"github.com/causalrm/causalrm/shard"
 	"github.com/causalrm/causalrm/trainer"
@@ -81,6 +83,21 @@ func reportSettings(cfg trainer.Config, withRun bool) []report.Setting {
 		mon = "the reward stage stops early on its training loss"
 	}
 	add("monitor", cfg.Monitor, mon)
+	if w := cfg.MonitorWindow; w > 1 {
+		add("monitor-window", strconv.Itoa(w), "the reward epoch is selected by the mean of this many epochs' estimates ending at it")
+	}
+	ema := "the reward model is the kept epoch's own parameters"
+	if cfg.EMA > 0 {
+		ema = "the reward model is a moving average of its epoch-end parameters, with this decay per epoch"
+	}
+	add("ema", strconv.FormatFloat(cfg.EMA, 'g', -1, 64), ema)
+	if !withRun || cfg.Method == causal.CausalDR {
+		imp := "causalrm-dr imputes the clean-label probability the flip rates imply"
+		if cfg.Imputation == trainer.ImputationNoisy {
+			imp = "causalrm-dr imputes the imputation model's noisy-label prediction (the paper)"
+		}
+		add("imputation", cmp.Or(cfg.Imputation, trainer.ImputationClean), imp)
+	}
 	return out
 }
 

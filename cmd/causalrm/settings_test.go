@@ -53,6 +53,8 @@ func TestJobFileStrict(t *testing.T) {
 		{"hidden:\n", "line 4: hidden: no value"},
 		{"lr: fast\n", "line 4: lr: fast is not a number"},
 		{"risk: clamped\n", "line 4: risk: clamped: want nonnegative (the default) or plain"},
+		{"imputation: exact\n", "line 4: imputation: exact: want clean (the default) or noisy"},
+		{"ema: 1\n", "line 4: ema: 1: want in [0,1)"},
 		{"batchsize: 64\n", `line 4: unknown key "batchsize" (did you mean batch?)`},
 		{"max-epochs: 3\n", `unknown key "max-epochs" (did you mean max_epochs?)`},
 		{"data: {train: a, trian: b}\n", `unknown key "data.trian" (did you mean data.train?)`},
