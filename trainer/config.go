@@ -44,13 +44,7 @@ type Config struct {
 	FlipRepeats int           `yaml:"flip_repeats" json:"flip_repeats"`
 	Propensity  string        `yaml:"propensity" json:"propensity"` // "learn" or "given"
 	FlipRates   *causal.Rates `yaml:"flip_rates,omitempty" json:"flip_rates,omitempty"`
-	// Monitor is what selects the reward epoch: MonitorVal (the method's
-	// own estimate on the validation rows), MonitorTrain (its training
-	// loss, the authors' choice) or MonitorDR (the doubly robust estimate
-	// on the validation rows, whatever the method trains: causalrm-dr's
-	// for the noise-corrected methods, dr's for the others; it needs the
-	// propensity and imputation models).
-	Monitor string `yaml:"monitor" json:"monitor"`
+	Monitor     string        `yaml:"monitor" json:"monitor"` // "val" or "train"
 	// MonitorWindow is how many epochs the reward stage's model selection
 	// averages: an epoch improves when the mean of its monitored value and
 	// those of the epochs before it (MonitorWindow in all) is the lowest
@@ -96,16 +90,9 @@ func DefaultConfig() Config {
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
 		MaxEpochs: 600, Patience: 30, Hidden: []int{256, 64}, LeakySlope: 0.01,
 		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, FlipEstimator: causal.FlipCrossFit, FlipRepeats: causal.DefaultFlipRepeats, Propensity: "learn",
-		Monitor: MonitorVal, MonitorWindow: DefaultMonitorWindow, Risk: RiskNonNegative, Imputation: ImputationClean, ScoreChunk: 4096, ProgressEach: 1,
+		Monitor: "val", MonitorWindow: DefaultMonitorWindow, Risk: RiskNonNegative, Imputation: ImputationClean, ScoreChunk: 4096, ProgressEach: 1,
 	}
 }
-
-// What selects the reward epoch (Config.Monitor).
-const (
-	MonitorVal   = "val"
-	MonitorTrain = "train"
-	MonitorDR    = "dr"
-)
 
 // What causalrm-dr imputes (Config.Imputation).
 const (
@@ -191,8 +178,8 @@ func (c Config) Validate() error {
 		return bad("flip_repeats", c.FlipRepeats, fmt.Sprintf("want 1..%d (0: the default, %d)", causal.MaxFlipRepeats, causal.DefaultFlipRepeats))
 	case c.Propensity != "learn" && c.Propensity != "given":
 		return bad("propensity", c.Propensity, "want learn or given")
-	case c.Monitor != MonitorVal && c.Monitor != MonitorTrain && c.Monitor != MonitorDR:
-		return bad("monitor", c.Monitor, "want val, train or dr")
+	case c.Monitor != "val" && c.Monitor != "train":
+		return bad("monitor", c.Monitor, "want val or train")
 	case c.MonitorWindow < 0 || c.MonitorWindow > MaxMonitorWindow:
 		return bad("monitor_window", c.MonitorWindow, fmt.Sprintf("want 1..%d (0: the default, %d)", MaxMonitorWindow, DefaultMonitorWindow))
 	case c.Risk != RiskNonNegative && c.Risk != RiskPlain:

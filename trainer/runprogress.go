@@ -23,7 +23,7 @@ type runPlan struct {
 // across the methods.
 func (t *Trainer) planRun(methods ...causal.Method) {
 	var names []string
-	needP, needN, needG := t.auxNeeds(methods)
+	needP, needN, needG := auxNeeds(methods)
 	if needP && t.PHatTrain == nil && t.cfg.Propensity != "given" {
 		names = append(names, StagePropensity)
 	}
@@ -51,14 +51,10 @@ func (t *Trainer) planRun(methods ...causal.Method) {
 	t.run = runPlan{stages: names, start: time.Now()}
 }
 
-// auxNeeds reports which auxiliary models any of the methods uses, or
-// the estimator that selects its reward epoch: the propensity, the flip
-// rates, the imputation.
-func (t *Trainer) auxNeeds(methods []causal.Method) (p, n, g bool) {
+// auxNeeds reports which auxiliary models any of the methods uses: the
+// propensity, the flip rates, the imputation.
+func auxNeeds(methods []causal.Method) (p, n, g bool) {
 	for _, m := range methods {
-		if vm := t.monitoredEstimator(m); vm != m {
-			p, g = p || vm.UsesPropensity(), g || vm.UsesImputation()
-		}
 		p = p || m.UsesPropensity()
 		n = n || m.UsesFlipRates()
 		g = g || m.UsesImputation()

@@ -16,15 +16,11 @@ import (
 // stage is one training run: which rows it iterates over, which of them
 // carry loss, the per-row loss and its derivative, and the normaliser.
 type stage struct {
-	name   string
-	rows   []int32 // train-split rows the epoch plan permutes
-	active func(r int32) bool
-	loss   func(r int32, f float64) (loss, dldf float64)
-	norm   func(batch, active int64) float64 // nil: the batch size
-	// valNorm, when set, normalises the validation estimate instead of
-	// norm (the monitored estimator is not the trained one: Config.Monitor
-	// "dr").
-	valNorm      func(rows, active int64) float64
+	name         string
+	rows         []int32 // train-split rows the epoch plan permutes
+	active       func(r int32) bool
+	loss         func(r int32, f float64) (loss, dldf float64)
+	norm         func(batch, active int64) float64 // nil: the batch size
 	valRows      []int32
 	valActive    func(r int32) bool
 	valLoss      func(r int32, f float64) float64
@@ -334,9 +330,6 @@ func (t *Trainer) evalLoss(ctx context.Context, eng nn.Runner, st *stage) (float
 		v[0] = max(v[2], 0) + max(v[3], 0) // the non-negative risk
 	}
 	norm := st.normaliser(int64(len(st.valRows)), v[1])
-	if st.valNorm != nil {
-		norm = st.valNorm(int64(len(st.valRows)), v[1])
-	}
 	if norm == 0 {
 		return 0, nil
 	}

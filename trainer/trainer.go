@@ -200,7 +200,7 @@ func allRows(n int) []int32 {
 // Prepare runs the auxiliary stages the given methods need, once.
 func (t *Trainer) Prepare(ctx context.Context, methods ...causal.Method) error {
 	t.planRun(methods...)
-	needP, needN, needG := t.auxNeeds(methods)
+	needP, needN, needG := auxNeeds(methods)
 	if needP && t.PHatTrain == nil {
 		if err := t.propensity(ctx); err != nil {
 			return err
@@ -366,19 +366,26 @@ func (t *Trainer) Reward(ctx context.Context, m causal.Method) (*StageResult, er
 func (t *Trainer) rewardStage(m causal.Method) *stage {
 	tr, va := t.ds.Train, t.ds.Val
 	rates := t.Rates
-	pTr, gTr := t.rewardInputs(m, t.PHatTrain, t.GHatTrain)
-	vm := t.monitoredEstimator(m)
-	pVa, gVa := t.rewardInputs(vm, t.PHatVal, t.GHatVal)
+	var pTr, pVa, gTr, gVa []float64
+	if m.UsesPropensity() {
+		pTr, pVa = t.PHatTrain, t.PHatVal
+	}
+	if m.UsesImputation() {
+		gTr, gVa = t.GHatTrain, t.GHatVal
+		if m.UsesFlipRates() && t.cfg.imputation() == ImputationClean {
+			gTr, gVa = cleanImputation(gTr, rates), cleanImputation(gVa, rates)
+		}
+	}
 	st := &stage{
 		name: StageReward + "/" + string(m), rows: allRows(tr.N), valRows: allRows(va.N),
 		loss: func(r int32, f float64) (float64, float64) {
 			return m.Row(f, rowInput(tr, pTr, gTr, r), rates)
 		},
 		valLoss: func(r int32, f float64) float64 {
-			l, _ := vm.Row(f, rowInput(va, pVa, gVa, r), rates)
+			l, _ := m.Row(f, rowInput(va, pVa, gVa, r), rates)
 			return l
 		},
-		monitorTrain: t.cfg.Monitor == MonitorTrain,
+		monitorTrain: t.cfg.Monitor == "train",
 		window:       t.cfg.monitorWindow(),
 		ema:          t.cfg.EMA,
 	}
@@ -386,61 +393,18 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 		st.parts = func(r int32, f float64) (float64, float64) {
 			return m.Weights(rowInput(tr, pTr, gTr, r), rates)
 		}
-	}
-	if t.cfg.Risk == RiskNonNegative && ClampsRisk(vm) {
 		st.valParts = func(r int32, f float64) (float64, float64) {
-			return vm.Weights(rowInput(va, pVa, gVa, r), rates)
+			return m.Weights(rowInput(va, pVa, gVa, r), rates)
 		}
 	}
 	if !m.TouchesUnobserved() {
 		st.active = func(r int32) bool { return tr.O[r] == 1 }
-	}
-	if !vm.TouchesUnobserved() {
 		st.valActive = func(r int32) bool { return va.O[r] == 1 }
 	}
 	if m.NormalizeByObserved() {
 		st.norm = func(_, active int64) float64 { return float64(active) }
 	}
-	if vm != m {
-		st.valNorm = func(rows, active int64) float64 {
-			if vm.NormalizeByObserved() {
-				return float64(active)
-			}
-			return float64(rows)
-		}
-	}
 	return st
-}
-
-// rewardInputs picks the per-row propensities and imputations estimator m
-// reads from p and g (nil where it reads none); causalrm-dr's imputation
-// is mapped to the clean-label probability unless Config.Imputation is
-// noisy.
-func (t *Trainer) rewardInputs(m causal.Method, p, g []float64) (pm, gm []float64) {
-	if m.UsesPropensity() {
-		pm = p
-	}
-	if m.UsesImputation() {
-		gm = g
-		if m.UsesFlipRates() && t.cfg.imputation() == ImputationClean {
-			gm = cleanImputation(g, t.Rates)
-		}
-	}
-	return pm, gm
-}
-
-// monitoredEstimator is the estimator whose validation estimate selects
-// method m's reward epoch: m itself, or with Config.Monitor "dr" the
-// doubly robust one (causalrm-dr where m corrects for flips, dr where it
-// does not).
-func (t *Trainer) monitoredEstimator(m causal.Method) causal.Method {
-	if t.cfg.Monitor != MonitorDR {
-		return m
-	}
-	if m.UsesFlipRates() {
-		return causal.CausalDR
-	}
-	return causal.DR
 }
 
 // ClampsRisk reports whether the non-negative risk changes method m:

@@ -60,7 +60,7 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.IntVar(&f.threads, "threads", 0, "threads for arithmetic (0: all cores); exact results do not depend on it")
 	fs.StringVar(&f.propensity, "propensity", d.Propensity, "learn the propensity model, or use the data's p column (given)")
 	fs.StringVar(&f.flipRates, "flip-rates", "", "known flip rates rho01,rho10 (skips the noise stage)")
-	fs.StringVar(&f.monitor, "monitor", d.Monitor, "what selects the reward epoch: the method's estimate on the validation rows (val), its training loss (train, the authors' choice) or the doubly robust estimate on the validation rows (dr: causalrm-dr's for the noise-corrected methods)")
+	fs.StringVar(&f.monitor, "monitor", d.Monitor, "early stopping of the reward stage on the val estimator (val) or training loss (train)")
 	fs.IntVar(&f.monitorWindow, "monitor-window", d.MonitorWindow, "reward stage: select the epoch by the mean of the monitored value over this many epochs ending at it (1: each epoch alone, the paper)")
 	fs.Float64Var(&f.ema, "ema", d.EMA, "reward stage: evaluate, select and save a moving average of the parameters at epoch ends with this decay per epoch (0: off, the paper)")
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")

@@ -79,11 +79,8 @@ func reportSettings(cfg trainer.Config, withRun bool) []report.Setting {
 		add("flip-rates", fmt.Sprintf("%g,%g", cfg.FlipRates.Rho01, cfg.FlipRates.Rho10), "given: the noise stage is skipped")
 	}
 	mon := "the reward stage stops early on the validation estimate"
-	switch cfg.Monitor {
-	case trainer.MonitorTrain:
+	if cfg.Monitor == "train" {
 		mon = "the reward stage stops early on its training loss"
-	case trainer.MonitorDR:
-		mon = "the reward stage stops early on the doubly robust estimate on the validation rows"
 	}
 	add("monitor", cfg.Monitor, mon)
 	if w := cfg.MonitorWindow; w > 1 {
