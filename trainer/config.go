@@ -57,6 +57,10 @@ type Config struct {
 	// select and save that average instead of the parameters themselves;
 	// training goes on from the parameters. 0 is off (the paper).
 	EMA float64 `yaml:"ema" json:"ema"`
+	// RewardModels is how many reward models the reward stage trains
+	// (each from its own initialisation and batch order) and averages
+	// into the saved one (nn.Average). 0 reads as 1 (the paper).
+	RewardModels int `yaml:"reward_models" json:"reward_models"`
 	// Risk is the reward stage's empirical risk for the estimators whose
 	// per-row weights can be negative (noise, causalrm-ips, dr,
 	// causalrm-dr). RiskNonNegative (the default) clamps its two class parts
@@ -100,6 +104,9 @@ const (
 	ImputationNoisy = "noisy"
 )
 
+// rewardModels is the configured number of reward models (0 reads as 1).
+func (c Config) rewardModels() int { return max(1, c.RewardModels) }
+
 // imputation is the configured imputation ("" reads as the default).
 func (c Config) imputation() string {
 	if c.Imputation == "" {
@@ -118,6 +125,8 @@ const (
 const (
 	MaxBatch  = 1 << 20
 	MaxEpochs = 1_000_000
+	// MaxRewardModels bounds Config.RewardModels.
+	MaxRewardModels = 16
 	// MaxMonitorWindow bounds Config.MonitorWindow.
 	MaxMonitorWindow = 100
 	MaxShards        = 1 << 16
@@ -184,6 +193,8 @@ func (c Config) Validate() error {
 		return bad("monitor_window", c.MonitorWindow, fmt.Sprintf("want 1..%d (0: the default, %d)", MaxMonitorWindow, DefaultMonitorWindow))
 	case c.Risk != RiskNonNegative && c.Risk != RiskPlain:
 		return bad("risk", c.Risk, "want nonnegative (the default) or plain (the paper's formula, unbounded below)")
+	case c.RewardModels < 0 || c.RewardModels > MaxRewardModels:
+		return bad("reward_models", c.RewardModels, fmt.Sprintf("want 1..%d (0: 1)", MaxRewardModels))
 	case !(c.EMA >= 0 && c.EMA < 1):
 		return bad("ema", c.EMA, "want in [0,1) (0: off)")
 	case c.Imputation != "" && c.Imputation != ImputationClean && c.Imputation != ImputationNoisy:

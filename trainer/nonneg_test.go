@@ -29,7 +29,7 @@ func TestNonNegativeGradient(t *testing.T) {
 	dropped := 0
 	for _, m := range []causal.Method{causal.CausalIPS, causal.CausalDR, causal.Noise} {
 		for seed := uint64(1); seed <= 6; seed++ {
-			st := tr.rewardStage(m)
+			st := tr.rewardStage(m, 0)
 			model, _ := nn.New(tr.modelConfig(), seed)
 			// Scale the last layer so logits are large: surrogate parts go negative.
 			for i := range model.Wd(2) {

@@ -41,8 +41,10 @@ func (t *Trainer) planRun(methods ...causal.Method) {
 		names = append(names, StageImputation)
 	}
 	for _, m := range methods {
-		if name := StageReward + "/" + string(m); t.Stages[name] == nil && !slices.Contains(names, name) {
-			names = append(names, name)
+		for j := range t.cfg.rewardModels() {
+			if name := RewardStage(m, j); t.Stages[name] == nil && !slices.Contains(names, name) {
+				names = append(names, name)
+			}
 		}
 	}
 	if t.run.covers(names) {

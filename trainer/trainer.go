@@ -341,29 +341,59 @@ func rowInput(s *shard.Split, p, g []float64, r int32) causal.RowInput {
 }
 
 // Reward trains the reward model with the given estimator, after Prepare.
-// A reward stage already completed (in this trainer or in the snapshot it
-// was restored from) is not trained again.
+// With Config.RewardModels K > 1 it trains K reward stages (RewardStage
+// names them; each its own initialisation and batch order) and returns
+// their average (nn.Average: one model whose logit is the mean of
+// theirs) in a copy of the first stage's result. A reward stage already
+// completed (in this trainer or in the snapshot it was restored from) is
+// not trained again.
 func (t *Trainer) Reward(ctx context.Context, m causal.Method) (*StageResult, error) {
 	t.planRun(m)
 	if err := t.Prepare(ctx, m); err != nil {
 		return nil, err
 	}
-	st := t.rewardStage(m)
-	if res := t.Stages[st.name]; res != nil {
-		return res, nil
+	var members []*StageResult
+	for j := range t.cfg.rewardModels() {
+		st := t.rewardStage(m, j)
+		res := t.Stages[st.name]
+		if res == nil {
+			var err error
+			if res, err = t.runStage(ctx, st); err != nil {
+				return nil, err
+			}
+			if err := t.stageDone(ctx, st.name); err != nil {
+				return nil, err
+			}
+		}
+		members = append(members, res)
 	}
-	res, err := t.runStage(ctx, st)
+	if len(members) == 1 {
+		return members[0], nil
+	}
+	models := make([]*nn.MLP, len(members))
+	for j, r := range members {
+		models[j] = r.Model
+	}
+	avg, err := nn.Average(models...)
 	if err != nil {
 		return nil, err
 	}
-	if err := t.stageDone(ctx, st.name); err != nil {
-		return nil, err
-	}
-	return res, nil
+	res := *members[0]
+	res.Model = avg
+	return &res, nil
 }
 
-// rewardStage is the reward model's training run for estimator m.
-func (t *Trainer) rewardStage(m causal.Method) *stage {
+// RewardStage is the name of reward model j (0-based) of method m:
+// "reward/<m>" for the first, "reward/<m>/2" and so on after.
+func RewardStage(m causal.Method, j int) string {
+	if j == 0 {
+		return StageReward + "/" + string(m)
+	}
+	return fmt.Sprintf("%s/%s/%d", StageReward, m, j+1)
+}
+
+// rewardStage is the training run of estimator m's reward model j.
+func (t *Trainer) rewardStage(m causal.Method, j int) *stage {
 	tr, va := t.ds.Train, t.ds.Val
 	rates := t.Rates
 	var pTr, pVa, gTr, gVa []float64
@@ -377,7 +407,7 @@ func (t *Trainer) rewardStage(m causal.Method) *stage {
 		}
 	}
 	st := &stage{
-		name: StageReward + "/" + string(m), rows: allRows(tr.N), valRows: allRows(va.N),
+		name: RewardStage(m, j), rows: allRows(tr.N), valRows: allRows(va.N),
 		loss: func(r int32, f float64) (float64, float64) {
 			return m.Row(f, rowInput(tr, pTr, gTr, r), rates)
 		},
@@ -422,7 +452,7 @@ func (t *Trainer) BenchReward(ctx context.Context, m causal.Method, warmup, step
 	if err := t.Prepare(ctx, m); err != nil {
 		return 0, err
 	}
-	st := t.rewardStage(m)
+	st := t.rewardStage(m, 0)
 	if !skipUnobserved {
 		st.active = nil
 	}

@@ -61,7 +61,7 @@ func TestBatchGradientMatchesFiniteDifferences(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range causal.AllMethods() {
-			st := tr.rewardStage(m)
+			st := tr.rewardStage(m, 0)
 			model, _ := nn.New(tr.modelConfig(), 7)
 			sp, err := tr.newStepper(model)
 			if err != nil {

@@ -192,7 +192,8 @@ func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) 
 
 // outcome is a finished training run, ready to be written.
 type outcome struct {
-	tr *trainer.Trainer
+	tr     *trainer.Trainer
+	reward *nn.MLP // the saved reward model (the average of several with --reward-models)
 	rm *RunMetrics
 	ds *shard.Dataset // the data it trained on (the report names its splits)
 }
@@ -234,12 +235,12 @@ func finishJob(ctx context.Context, job *Job, ds *shard.Dataset, tr *trainer.Tra
 	}
 	fillAux(rm, tr, ds)
 	rm.Warnings = runWarnings(tr, rm.Stages)
-	return &outcome{tr: tr, rm: rm, ds: ds}, nil
+	return &outcome{tr: tr, reward: res.Model, rm: rm, ds: ds}, nil
 }
 
 // writeOutputs writes the models, metrics.json, job.yaml and the report.
 func writeOutputs(dir string, o *outcome, job *Job, start time.Time) error {
-	if err := writeModels(dir, o.tr, job); err != nil {
+	if err := writeModels(dir, o.tr, o.reward, job); err != nil {
 		return err
 	}
 	sum, err := fileSHA256(filepath.Join(dir, "reward.safetensors"))
@@ -313,15 +314,20 @@ func fillAux(rm *RunMetrics, tr *trainer.Trainer, ds *shard.Dataset) {
 			rm.Stages = append(rm.Stages, tr.FoldStages()...) // the flip-rate estimate's cross-fitting folds
 		}
 	}
-	if s, ok := tr.Stages[trainer.StageReward+"/"+rm.Method]; ok {
+	for j := 0; ; j++ { // the reward stage, and the others averaged with it
+		s, ok := tr.Stages[trainer.RewardStage(causal.Method(rm.Method), j)]
+		if !ok {
+			break
+		}
 		rm.Stages = append(rm.Stages, s)
 	}
 }
 
 // writeModels saves the reward model as reward.* and each auxiliary stage
 // under its own name (not the noise stage's cross-fitting folds, which only
-// served the flip-rate estimate).
-func writeModels(dir string, tr *trainer.Trainer, job *Job) error {
+// served the flip-rate estimate, nor the reward models that reward
+// averages).
+func writeModels(dir string, tr *trainer.Trainer, reward *nn.MLP, job *Job) error {
 	for name, s := range tr.Stages {
 		if trainer.IsFoldStage(name) {
 			continue
@@ -335,7 +341,14 @@ func writeModels(dir string, tr *trainer.Trainer, job *Job) error {
 			}
 			file, meta["stage"], meta["method"] = "reward", trainer.StageReward, m
 		}
-		if err := nn.Save(dir, file, s.Model, tr.XExp, meta); err != nil {
+		model := s.Model
+		if file == "reward" && reward != nil {
+			model = reward
+			if job.RewardModels > 1 {
+				meta["reward_models"] = fmt.Sprint(job.RewardModels)
+			}
+		}
+		if err := nn.Save(dir, file, model, tr.XExp, meta); err != nil {
 			return err
 		}
 	}
