@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/nn"
 )
 
 // With EMA set, the reward stage saves the moving average of its
@@ -110,4 +111,55 @@ func TestSnapshotResumeWithEMA(t *testing.T) {
 	if err := plain.Restore(s); err == nil || !strings.Contains(err.Error(), "ema") {
 		t.Fatalf("restoring an ema 0.5 snapshot with ema 0: %v", err)
 	}
+}
+
+// With RewardModels 2 the reward stage trains two models under their own
+// stage names (different initialisations) and returns one whose logit is
+// the mean of theirs, recomputed here from float64 forward passes; a run
+// resumed from a snapshot in the second model ends with the same bits.
+func TestRewardModelsAverage(t *testing.T) {
+	cfg := elasticConfig()
+	cfg.RewardModels = 2
+	m := causal.CausalIPS
+	full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool {
+		return b.Stage == RewardStage(m, 1) && b.Step == b.Steps/2
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := full.tr.Stages[RewardStage(m, 0)], full.tr.Stages[RewardStage(m, 1)]
+	if a == nil || b == nil || slices.Equal(a.Model.Params, b.Model.Params) {
+		t.Fatal("want two different reward models")
+	}
+	if RewardStage(m, 1) != "reward/causalrm-ips/2" {
+		t.Fatalf("second reward stage named %q", RewardStage(m, 1))
+	}
+	res, err := full.tr.Reward(t.Context(), m) // done: the average again, nothing trained
+	if err != nil {
+		t.Fatal(err)
+	}
+	va := full.tr.ds.Val
+	for i := range min(va.N, 50) {
+		x := toF64(va.Row(i))
+		want := (nn.RefForward64(a.Model.Cfg, toF64(a.Model.Params), x) + nn.RefForward64(b.Model.Cfg, toF64(b.Model.Params), x)) / 2
+		got := nn.RefForward64(res.Model.Cfg, toF64(res.Model.Params), x)
+		if math.Abs(got-want) > 1e-5*math.Max(1, math.Abs(want)) {
+			t.Fatalf("row %d: logit %v, the mean of the two models' %v", i, got, want)
+		}
+	}
+	if string(full.reward) != string(paramBytes(res.Model.Params)) {
+		t.Fatal("the run's reward model is not the average")
+	}
+	if len(full.snaps) == 0 {
+		t.Fatal("no snapshot in the second reward model")
+	}
+	var pick uint64
+	for gs := range full.snaps {
+		pick = max(pick, gs)
+	}
+	got, err := resumeFrom(t, cfg, m, full.snaps[pick])
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResumed(t, m, full, got, pick)
 }

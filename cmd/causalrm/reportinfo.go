@@ -86,6 +86,9 @@ func reportSettings(cfg trainer.Config, withRun bool) []report.Setting {
 	if w := cfg.MonitorWindow; w > 1 {
 		add("monitor-window", strconv.Itoa(w), "the reward epoch is selected by the mean of this many epochs' estimates ending at it")
 	}
+	if k := cfg.RewardModels; k > 1 {
+		add("reward-models", strconv.Itoa(k), "reward models from different initialisations, averaged into the saved one")
+	}
 	ema := "the reward model is the kept epoch's own parameters"
 	if cfg.EMA > 0 {
 		ema = "the reward model is a moving average of its epoch-end parameters, with this decay per epoch"

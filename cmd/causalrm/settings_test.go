@@ -55,6 +55,7 @@ func TestJobFileStrict(t *testing.T) {
 		{"risk: clamped\n", "line 4: risk: clamped: want nonnegative (the default) or plain"},
 		{"imputation: exact\n", "line 4: imputation: exact: want clean (the default) or noisy"},
 		{"ema: 1\n", "line 4: ema: 1: want in [0,1)"},
+		{"reward_models: 17\n", "line 4: reward_models: 17: want 1..16"},
 		{"batchsize: 64\n", `line 4: unknown key "batchsize" (did you mean batch?)`},
 		{"max-epochs: 3\n", `unknown key "max-epochs" (did you mean max_epochs?)`},
 		{"data: {train: a, trian: b}\n", `unknown key "data.trian" (did you mean data.train?)`},
