@@ -59,7 +59,8 @@ type Config struct {
 	EMA float64 `yaml:"ema" json:"ema"`
 	// RewardModels is how many reward models the reward stage trains
 	// (each from its own initialisation and batch order) and averages
-	// into the saved one (nn.Average). 0 reads as 1 (the paper).
+	// into the saved one (nn.Average). 0 reads as the default,
+	// DefaultRewardModels; 1 is the paper's single model.
 	RewardModels int `yaml:"reward_models" json:"reward_models"`
 	// Risk is the reward stage's empirical risk for the estimators whose
 	// per-row weights can be negative (noise, causalrm-ips, dr,
@@ -94,7 +95,7 @@ func DefaultConfig() Config {
 		Method: causal.CausalIPS, Seed: 1, Batch: 512, LR: 5e-4, WeightDecay: 1e-6,
 		MaxEpochs: 600, Patience: 30, Hidden: []int{256, 64}, LeakySlope: 0.01,
 		Shards: 64, Reduce: "exact", Clip: 0.1, Quantile: 0.97, FlipEstimator: causal.FlipCrossFit, FlipRepeats: causal.DefaultFlipRepeats, Propensity: "learn",
-		Monitor: "val", MonitorWindow: DefaultMonitorWindow, Risk: RiskNonNegative, Imputation: ImputationClean, ScoreChunk: 4096, ProgressEach: 1,
+		Monitor: "val", MonitorWindow: DefaultMonitorWindow, Risk: RiskNonNegative, Imputation: ImputationClean, RewardModels: DefaultRewardModels, ScoreChunk: 4096, ProgressEach: 1,
 	}
 }
 
@@ -104,8 +105,17 @@ const (
 	ImputationNoisy = "noisy"
 )
 
-// rewardModels is the configured number of reward models (0 reads as 1).
-func (c Config) rewardModels() int { return max(1, c.RewardModels) }
+// DefaultRewardModels is the default Config.RewardModels.
+const DefaultRewardModels = 1
+
+// RewardModelCount is the configured number of reward models (0 reads as
+// DefaultRewardModels).
+func (c Config) RewardModelCount() int {
+	if c.RewardModels == 0 {
+		return DefaultRewardModels
+	}
+	return c.RewardModels
+}
 
 // imputation is the configured imputation ("" reads as the default).
 func (c Config) imputation() string {
@@ -194,7 +204,7 @@ func (c Config) Validate() error {
 	case c.Risk != RiskNonNegative && c.Risk != RiskPlain:
 		return bad("risk", c.Risk, "want nonnegative (the default) or plain (the paper's formula, unbounded below)")
 	case c.RewardModels < 0 || c.RewardModels > MaxRewardModels:
-		return bad("reward_models", c.RewardModels, fmt.Sprintf("want 1..%d (0: 1)", MaxRewardModels))
+		return bad("reward_models", c.RewardModels, fmt.Sprintf("want 1..%d (0: the default, %d)", MaxRewardModels, DefaultRewardModels))
 	case !(c.EMA >= 0 && c.EMA < 1):
 		return bad("ema", c.EMA, "want in [0,1) (0: off)")
 	case c.Imputation != "" && c.Imputation != ImputationClean && c.Imputation != ImputationNoisy:

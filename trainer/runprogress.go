@@ -41,7 +41,7 @@ func (t *Trainer) planRun(methods ...causal.Method) {
 		names = append(names, StageImputation)
 	}
 	for _, m := range methods {
-		for j := range t.cfg.rewardModels() {
+		for j := range t.cfg.RewardModelCount() {
 			if name := RewardStage(m, j); t.Stages[name] == nil && !slices.Contains(names, name) {
 				names = append(names, name)
 			}

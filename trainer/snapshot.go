@@ -89,7 +89,7 @@ func (t *Trainer) snapshotKey() []keyField {
 		{"hidden", fmt.Sprint(c.Hidden)}, {"leaky_slope", f(c.LeakySlope)},
 		{"shards", strconv.Itoa(c.Shards)}, {"reduce", c.Reduce}, {"propensity_clip", f(c.Clip)},
 		{"quantile", f(c.Quantile)}, {"flip_estimator", c.flipEstimator()}, {"propensity", c.Propensity}, {"flip_rates", flip},
-		{"monitor", c.Monitor}, {"monitor_window", strconv.Itoa(c.monitorWindow())}, {"ema", f(c.EMA)}, {"reward_models", strconv.Itoa(c.rewardModels())},
+		{"monitor", c.Monitor}, {"monitor_window", strconv.Itoa(c.monitorWindow())}, {"ema", f(c.EMA)}, {"reward_models", strconv.Itoa(c.RewardModelCount())},
 		{"risk", c.Risk}, {"imputation", c.imputation()},
 		{"data", fmt.Sprintf("train %dx%d, val %d, feedback sha256 %x", t.ds.Train.N, t.ds.Train.D, t.ds.Val.N, h.Sum(nil)[:8])},
 	}

@@ -353,7 +353,7 @@ func (t *Trainer) Reward(ctx context.Context, m causal.Method) (*StageResult, er
 		return nil, err
 	}
 	var members []*StageResult
-	for j := range t.cfg.rewardModels() {
+	for j := range t.cfg.RewardModelCount() {
 		st := t.rewardStage(m, j)
 		res := t.Stages[st.name]
 		if res == nil {

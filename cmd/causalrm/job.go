@@ -64,7 +64,7 @@ func addJobFlags(cmd *cobra.Command, f *jobFlags, withMethod bool) {
 	fs.StringVar(&f.monitor, "monitor", d.Monitor, "early stopping of the reward stage on the val estimator (val) or training loss (train)")
 	fs.IntVar(&f.monitorWindow, "monitor-window", d.MonitorWindow, "reward stage: select the epoch by the mean of the monitored value over this many epochs ending at it (1: each epoch alone, the paper)")
 	fs.Float64Var(&f.ema, "ema", d.EMA, "reward stage: evaluate, select and save a moving average of the parameters at epoch ends with this decay per epoch (0: off, the paper)")
-	fs.IntVar(&f.rewardModels, "reward-models", max(1, d.RewardModels), "reward models trained from different initialisations and averaged into the saved one (its hidden layers are this many times wider)")
+	fs.IntVar(&f.rewardModels, "reward-models", d.RewardModelCount(), "reward models trained from different initialisations and averaged into the saved one (its hidden layers are this many times wider)")
 	fs.Float64Var(&f.clip, "propensity-clip", d.Clip, "lower clip c of p_hat")
 	fs.Float64Var(&f.quantile, "quantile", d.Quantile, "anchor quantile q of the flip-rate estimate (--flip-estimator anchor)")
 	fs.StringVar(&f.flipEstimator, "flip-estimator", d.FlipEstimator, "flip-rate estimator: crossfit (labels of the tails of out-of-fold noise-model logits, with 95% intervals) or anchor (the paper's quantiles of the in-sample logits, which run low); docs/method.md")

@@ -86,7 +86,7 @@ func reportSettings(cfg trainer.Config, withRun bool) []report.Setting {
 	if w := cfg.MonitorWindow; w > 1 {
 		add("monitor-window", strconv.Itoa(w), "the reward epoch is selected by the mean of this many epochs' estimates ending at it")
 	}
-	if k := cfg.RewardModels; k > 1 {
+	if k := cfg.RewardModelCount(); k > 1 {
 		add("reward-models", strconv.Itoa(k), "reward models from different initialisations, averaged into the saved one")
 	}
 	ema := "the reward model is the kept epoch's own parameters"

@@ -194,8 +194,8 @@ func runTrain(ctx context.Context, job *Job, force bool, stdout, log io.Writer) 
 type outcome struct {
 	tr     *trainer.Trainer
 	reward *nn.MLP // the saved reward model (the average of several with --reward-models)
-	rm *RunMetrics
-	ds *shard.Dataset // the data it trained on (the report names its splits)
+	rm     *RunMetrics
+	ds     *shard.Dataset // the data it trained on (the report names its splits)
 }
 
 // trainJob trains every stage of the job's method and scores the test
@@ -344,8 +344,8 @@ func writeModels(dir string, tr *trainer.Trainer, reward *nn.MLP, job *Job) erro
 		model := s.Model
 		if file == "reward" && reward != nil {
 			model = reward
-			if job.RewardModels > 1 {
-				meta["reward_models"] = fmt.Sprint(job.RewardModels)
+			if k := job.RewardModelCount(); k > 1 {
+				meta["reward_models"] = fmt.Sprint(k)
 			}
 		}
 		if err := nn.Save(dir, file, model, tr.XExp, meta); err != nil {
