@@ -17,6 +17,7 @@ func TestStageEndLines(t *testing.T) {
 	var out strings.Builder
 	cfg := smallConfig()
 	cfg.Propensity, cfg.FlipRates, cfg.MaxEpochs, cfg.Patience = "learn", nil, 4, 1
+	cfg.RewardModels = 1
 	cfg.Progress = &out
 	tr, err := New(cfg, smallData(t, 300, 6, 2), nil, nil)
 	if err != nil {
@@ -53,12 +54,14 @@ func TestStageEndLines(t *testing.T) {
 }
 
 // compare's path: Prepare for several methods, then Reward for each. The
-// count runs across them (aux stages, then one reward stage per method)
-// and the elapsed time is the run's, not the time since the zero time.
+// count runs across them (aux stages, then each method's reward stages,
+// two here) and the elapsed time is the run's, not the time since the
+// zero time.
 func TestStageEndLinesAcrossMethods(t *testing.T) {
 	var out strings.Builder
 	cfg := smallConfig()
 	cfg.Propensity, cfg.FlipRates, cfg.MaxEpochs, cfg.Patience = "learn", &causal.Rates{Rho01: 0.1, Rho10: 0.2}, 2, 1
+	cfg.RewardModels = 2
 	cfg.Progress = &out
 	tr, err := New(cfg, smallData(t, 300, 6, 2), nil, nil)
 	if err != nil {
@@ -75,7 +78,8 @@ func TestStageEndLinesAcrossMethods(t *testing.T) {
 	}
 	line := regexp.MustCompile(`(?m)^stage (\S+) +done after \d+ epochs: .*\[stage (\d+) of (\d+), (\S+?)[;\]]`)
 	got := line.FindAllStringSubmatch(out.String(), -1)
-	want := []string{"propensity", "imputation", "reward/naive", "reward/causalrm-ips", "reward/causalrm-dr"}
+	want := []string{"propensity", "imputation", "reward/naive", "reward/naive/2", "reward/causalrm-ips", "reward/causalrm-ips/2",
+		"reward/causalrm-dr", "reward/causalrm-dr/2"}
 	if len(got) != len(want) {
 		t.Fatalf("%d stage-end lines, want %d:\n%s", len(got), len(want), out.String())
 	}
