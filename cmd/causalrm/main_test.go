@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/causalrm/causalrm/causal"
+	"github.com/causalrm/causalrm/trainer"
 )
 
 // run executes the CLI in-process with the given arguments.
@@ -50,7 +51,7 @@ func TestTrainEndToEndSameBytesAnyThreads(t *testing.T) {
 		if err := json.Unmarshal(raw, &m); err != nil {
 			t.Fatal(err)
 		}
-		if m.Test == nil || m.FlipRates == nil || m.PropensityValMSE == nil || len(m.Stages) != 4+causal.DefaultFlipFolds*causal.DefaultFlipRepeats { // the noise stage's cross-fitting folds
+		if m.Test == nil || m.FlipRates == nil || m.PropensityValMSE == nil || len(m.Stages) != 3+causal.DefaultFlipFolds*causal.DefaultFlipRepeats+trainer.DefaultRewardModels { // the noise stage's cross-fitting folds, every reward model
 			t.Fatalf("metrics.json incomplete: %s", raw)
 		}
 		sums[th], _ = fileSHA256(filepath.Join(out, "reward.safetensors"))
