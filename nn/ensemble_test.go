@@ -39,9 +39,9 @@ func TestAverageIsTheMeanLogit(t *testing.T) {
 				}
 				want := 0.0
 				for _, m := range models {
-					want += RefForward64(cfg, f64(m.Params), x) / float64(k)
+					want += RefForward64(cfg, toF64(m.Params), x) / float64(k)
 				}
-				got := RefForward64(avg.Cfg, f64(avg.Params), x)
+				got := RefForward64(avg.Cfg, toF64(avg.Params), x)
 				if math.Abs(got-want) > 1e-5*math.Max(1, math.Abs(want)) {
 					t.Fatalf("dims %v, %d models: merged logit %v, mean of the members' %v", dims, k, got, want)
 				}
@@ -56,12 +56,4 @@ func TestAverageIsTheMeanLogit(t *testing.T) {
 	if _, err := Average(); !errors.Is(err, ErrConfig) {
 		t.Fatalf("no models: %v", err)
 	}
-}
-
-func f64(v []float32) []float64 {
-	out := make([]float64, len(v))
-	for i, x := range v {
-		out[i] = float64(x)
-	}
-	return out
 }

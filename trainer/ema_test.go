@@ -80,24 +80,10 @@ func TestSnapshotResumeWithEMA(t *testing.T) {
 	cfg := elasticConfig()
 	cfg.EMA = 0.5
 	m := causal.CausalDR
-	full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool {
-		return strings.HasPrefix(b.Stage, StageReward) && b.Step == b.Steps/2
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pick uint64
-	for gs := range full.snaps {
-		pick = max(pick, gs)
-	}
+	full, pick := resumeMidStage(t, cfg, m, func(stage string) bool { return strings.HasPrefix(stage, StageReward) })
 	if e := full.bounds[pick].Epoch; e < 3 {
 		t.Fatalf("the reward stage stopped at epoch %d", e)
 	}
-	got, err := resumeFrom(t, cfg, m, full.snaps[pick])
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResumed(t, m, full, got, pick)
 	// A snapshot of an averaging run does not restore into a plain one.
 	s, err := UnmarshalSnapshot(full.snaps[pick])
 	if err != nil {
@@ -121,12 +107,7 @@ func TestRewardModelsAverage(t *testing.T) {
 	cfg := elasticConfig()
 	cfg.RewardModels = 2
 	m := causal.CausalIPS
-	full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool {
-		return b.Stage == RewardStage(m, 1) && b.Step == b.Steps/2
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	full, _ := resumeMidStage(t, cfg, m, func(stage string) bool { return stage == RewardStage(m, 1) })
 	a, b := full.tr.Stages[RewardStage(m, 0)], full.tr.Stages[RewardStage(m, 1)]
 	if a == nil || b == nil || slices.Equal(a.Model.Params, b.Model.Params) {
 		t.Fatal("want two different reward models")
@@ -150,8 +131,20 @@ func TestRewardModelsAverage(t *testing.T) {
 	if string(full.reward) != string(paramBytes(res.Model.Params)) {
 		t.Fatal("the run's reward model is not the average")
 	}
+}
+
+// resumeMidStage runs method m, snapshotting the middle of every epoch of
+// the stages in, resumes from the latest snapshot and checks that the
+// resumed run ends with the uninterrupted one's bits; it returns the
+// uninterrupted run and the global step resumed at.
+func resumeMidStage(t *testing.T, cfg Config, m causal.Method, in func(stage string) bool) (*pipelineRun, uint64) {
+	t.Helper()
+	full, err := runPipeline(t, cfg, m, runOpts{snapAt: func(b Boundary) bool { return in(b.Stage) && b.Step == b.Steps/2 }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(full.snaps) == 0 {
-		t.Fatal("no snapshot in the second reward model")
+		t.Fatal("no snapshot in the stages asked for")
 	}
 	var pick uint64
 	for gs := range full.snaps {
@@ -162,4 +155,5 @@ func TestRewardModelsAverage(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkResumed(t, m, full, got, pick)
+	return full, pick
 }
