@@ -1,6 +1,9 @@
 package nn
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Average returns one MLP whose logit is the mean of the models' logits:
 // their hidden layers side by side (the first layer's rows stacked, each
@@ -15,7 +18,7 @@ func Average(models ...*MLP) (*MLP, error) {
 	}
 	cfg := models[0].Cfg
 	for _, m := range models[1:] {
-		if fmt.Sprint(m.Cfg) != fmt.Sprint(cfg) {
+		if !slices.Equal(m.Cfg.Dims, cfg.Dims) || m.Cfg.Slope != cfg.Slope {
 			return nil, fmt.Errorf("%w: averaging models of dims %v and %v", ErrConfig, cfg.Dims, m.Cfg.Dims)
 		}
 	}

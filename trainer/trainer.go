@@ -354,14 +354,14 @@ func (t *Trainer) Reward(ctx context.Context, m causal.Method) (*StageResult, er
 	}
 	var members []*StageResult
 	for j := range t.cfg.RewardModelCount() {
-		st := t.rewardStage(m, j)
-		res := t.Stages[st.name]
-		if res == nil {
+		name := RewardStage(m, j)
+		res := t.Stages[name]
+		if res == nil { // only a stage still to train needs its closures and inputs
 			var err error
-			if res, err = t.runStage(ctx, st); err != nil {
+			if res, err = t.runStage(ctx, t.rewardStage(m, j)); err != nil {
 				return nil, err
 			}
-			if err := t.stageDone(ctx, st.name); err != nil {
+			if err := t.stageDone(ctx, name); err != nil {
 				return nil, err
 			}
 		}
